@@ -1,0 +1,811 @@
+"""PyTorch SMA: Self-guided Masked Autoencoders (Xie et al., ICLR 2024) on transformers 5.
+
+The encoder's first attention layer is the only one that reads the raw input elements. During pretraining its
+attention probabilities choose which elements to mask (inputs that one query attends to together are masked
+together), and the mask is applied in that same layer as -inf on the masked inputs' keys, which is equivalent to
+deleting them from the input.
+"""
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from transformers import GradientCheckpointingLayer, PreTrainedModel
+from transformers import initialization as init
+from transformers.activations import ACT2FN
+from transformers.masking_utils import create_bidirectional_mask
+from transformers.modeling_outputs import ModelOutput, SequenceClassifierOutput, TokenClassifierOutput
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+from transformers.processing_utils import Unpack
+from transformers.utils import TransformersKwargs, can_return_tuple
+from transformers.utils.generic import merge_with_config_defaults
+from transformers.utils.output_capturing import OutputRecorder, capture_outputs
+
+from .configuration_sma import SMAConfig
+from .masking_sma import random_masked_positions, self_guided_masked_positions
+
+
+AUTO_MAP = {
+    "AutoConfig": "configuration_sma.SMAConfig",
+    "AutoModel": "modeling_sma.SMAModel",
+    "AutoModelForPreTraining": "modeling_sma.SMAForMaskedModeling",
+    "AutoModelForMaskedLM": "modeling_sma.SMAForMaskedModeling",
+    "AutoModelForSequenceClassification": "modeling_sma.SMAForSequenceClassification",
+    "AutoModelForTokenClassification": "modeling_sma.SMAForTokenClassification",
+}
+
+
+@dataclass
+class SMAModelOutput(ModelOutput):
+    r"""
+    last_hidden_state (`torch.FloatTensor` of shape `(batch_size, num_latents or num_visible, hidden_size)`):
+        Final hidden states: the latents (`cross_attention`) or the visible input elements, packed to the front
+        (`self_attention`).
+    pooler_output (`torch.FloatTensor` of shape `(batch_size, hidden_size)`, *optional*):
+        One vector per example, pooled as `config.classifier_pooling` says.
+    mask (`torch.BoolTensor` of shape `(batch_size, sequence_length)`):
+        True where an input element was masked (hidden from the encoder).
+    hidden_mask (`torch.BoolTensor` of shape `(batch_size, num_visible)`, *optional*):
+        `self_attention` mode: True where `last_hidden_state` holds a visible element (False = padding slot).
+        `None` in `cross_attention` mode, where every latent is real.
+    """
+
+    last_hidden_state: torch.FloatTensor | None = None
+    pooler_output: torch.FloatTensor | None = None
+    mask: torch.BoolTensor | None = None
+    hidden_mask: torch.BoolTensor | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
+
+
+@dataclass
+class SMAMaskedModelingOutput(ModelOutput):
+    r"""
+    loss (`torch.FloatTensor` of shape `(1,)`):
+        Reconstruction loss on the masked valid elements (cross-entropy for token ids, mean squared error for
+        continuous values). When nothing is masked (evaluation without `masked_positions` or `[MASK]` tokens), the
+        loss is taken over every valid element instead, so that it is always defined.
+    logits (`torch.FloatTensor` of shape `(batch_size, sequence_length, vocab_size or input_channels)`):
+        Reconstruction of every input position.
+    mask (`torch.BoolTensor` of shape `(batch_size, sequence_length)`):
+        True where an input element was masked.
+    """
+
+    loss: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
+    mask: torch.BoolTensor | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
+
+
+def default_position_ids(input_ids, inputs, attention_mask) -> torch.Tensor:
+    """Positions counted over the valid elements only, so that left and right padding give the same positions."""
+    if attention_mask is not None:
+        return (attention_mask.long().cumsum(dim=1) - 1).clamp(min=0)
+    reference = input_ids if input_ids is not None else inputs
+    return torch.arange(reference.shape[1], device=reference.device).expand(reference.shape[:2])
+
+
+def eager_attention_forward(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float,
+    dropout: float = 0.0,
+    **kwargs: Unpack[TransformersKwargs],
+):
+    scores = torch.matmul(query, key.transpose(2, 3)) * scaling
+    if attention_mask is not None:
+        if attention_mask.dim() == 2:  # flash-style padding mask [batch, keys], True = attend
+            attention_mask = attention_mask[:, None, None, :].bool()
+        if attention_mask.dtype == torch.bool:  # sdpa-style mask, True = attend
+            scores = scores.masked_fill(~attention_mask, torch.finfo(scores.dtype).min)
+        else:  # additive mask
+            scores = scores + attention_mask
+    probs = F.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
+    probs = F.dropout(probs, p=dropout, training=module.training)
+    output = torch.matmul(probs, value).transpose(1, 2).contiguous()
+    return output, probs
+
+
+class SMAAttention(nn.Module):
+    """Multi-head attention from `query_size`-wide queries onto `key_value_size`-wide inputs; output `query_size`."""
+
+    def __init__(self, config: SMAConfig, query_size: int, key_value_size: int, num_heads: int):
+        super().__init__()
+        self.config = config
+        self.is_causal = False
+        self.num_heads = num_heads
+        self.head_dim = query_size // num_heads
+        self.scaling = self.head_dim**-0.5
+        self.query = nn.Linear(query_size, query_size)
+        self.key = nn.Linear(key_value_size, query_size)
+        self.value = nn.Linear(key_value_size, query_size)
+        self.output = nn.Linear(query_size, query_size)
+
+    def _split_heads(self, projection: nn.Linear, states: torch.Tensor) -> torch.Tensor:
+        return projection(states).view(*states.shape[:2], self.num_heads, self.head_dim).transpose(1, 2)
+
+    def _merge_heads(self, attention_output: torch.Tensor) -> torch.Tensor:
+        """[batch, queries, heads, head_dim] -> output projection of [batch, queries, query_size]."""
+        return self.output(attention_output.reshape(*attention_output.shape[:2], -1))
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        key_value_states: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        query = self._split_heads(self.query, hidden_states)
+        key = self._split_heads(self.key, key_value_states)
+        value = self._split_heads(self.value, key_value_states)
+        attention_fn: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
+            self.config._attn_implementation, eager_attention_forward
+        )
+        if kwargs.get("output_attentions", False):
+            attention_fn = eager_attention_forward  # the fused kernels return no probabilities
+        output, probs = attention_fn(
+            self,
+            query,
+            key,
+            value,
+            attention_mask,
+            dropout=self.config.attention_probs_dropout_prob if self.training else 0.0,
+            scaling=self.scaling,
+            **kwargs,
+        )
+        return self._merge_heads(output), probs
+
+
+class SMAInputAttention(SMAAttention):
+    """The first layer's attention onto the input elements, which also chooses and applies the mask.
+
+    It always computes its probabilities explicitly, whatever `config._attn_implementation` says, because the
+    self-guided mask is read off them.
+    """
+
+    def __init__(self, config: SMAConfig, query_size: int, key_value_size: int, num_heads: int):
+        super().__init__(config, query_size, key_value_size, num_heads)
+        # set through `SMAPreTrainedModel.set_mask_noise_scale`; 1 = the fully noisy start of the warm-up
+        self.mask_noise_scale = 1.0
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        key_value_states: torch.Tensor,
+        valid: torch.Tensor,
+        masked_positions: torch.Tensor,
+        sample_mask: bool,
+        generator: torch.Generator | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        query = self._split_heads(self.query, hidden_states)
+        key = self._split_heads(self.key, key_value_states)
+        value = self._split_heads(self.value, key_value_states)
+        scores = torch.matmul(query, key.transpose(2, 3)) * self.scaling
+        scores = scores.masked_fill(~valid[:, None, None, :], -math.inf)
+        if sample_mask:
+            masked_positions = masked_positions | self._sample_mask(scores, valid, generator)
+        scores = scores.masked_fill(masked_positions[:, None, None, :], -math.inf)
+        probs = F.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
+        dropped = F.dropout(probs, p=self.config.attention_probs_dropout_prob, training=self.training)
+        output = torch.matmul(dropped, value).transpose(1, 2)
+        return self._merge_heads(output), probs, masked_positions
+
+    def _sample_mask(self, scores, valid, generator):
+        config = self.config
+        if config.masking_strategy == "random":
+            return random_masked_positions(valid, config.masking_ratio, generator)
+        return self_guided_masked_positions(
+            scores.detach().softmax(dim=-1),
+            valid,
+            ratio=config.masking_ratio,
+            num_per_query=config.num_per_query,
+            queries_are_inputs=config.encoder_type == "self_attention",
+            head_aggregation=config.head_aggregation,
+            mask_self=config.mask_self,
+            noise=config.mask_noise_ratio * self.mask_noise_scale,
+            generator=generator,
+        )
+
+
+class SMAMLP(nn.Module):
+    def __init__(self, config: SMAConfig, size: int, intermediate_size: int):
+        super().__init__()
+        self.dense_in = nn.Linear(size, intermediate_size)
+        self.activation = ACT2FN[config.hidden_act]
+        self.dense_out = nn.Linear(intermediate_size, size)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.dense_out(self.activation(self.dense_in(hidden_states))))
+
+
+class SMADropPath(nn.Module):
+    """Stochastic depth: drops a whole residual branch per example during training."""
+
+    def __init__(self, drop_prob: float):
+        super().__init__()
+        self.drop_prob = drop_prob
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        if self.drop_prob == 0.0 or not self.training:
+            return hidden_states
+        keep_prob = 1.0 - self.drop_prob
+        keep = torch.rand(hidden_states.shape[0], 1, 1, device=hidden_states.device) < keep_prob
+        return hidden_states * keep.to(hidden_states.dtype) / keep_prob
+
+
+class SMAEmbeddings(nn.Module):
+    """Token embedding (discrete) or linear projection (continuous) plus learned absolute positions."""
+
+    def __init__(self, config: SMAConfig):
+        super().__init__()
+        if config.input_type == "discrete":
+            self.token_embeddings = nn.Embedding(config.vocab_size, config.embedding_size, config.pad_token_id)
+        else:
+            self.input_projection = nn.Linear(config.input_channels, config.embedding_size)
+        self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.embedding_size)
+        self.layer_norm = nn.LayerNorm(config.embedding_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, input_ids, inputs, position_ids) -> torch.Tensor:
+        elements = self.token_embeddings(input_ids) if input_ids is not None else self.input_projection(inputs)
+        return self.dropout(self.layer_norm(elements + self.position_embeddings(position_ids)))
+
+
+class SMAInputLayer(nn.Module):
+    """First encoder layer: latents cross-attend to the inputs, or the inputs self-attend; pre-LayerNorm."""
+
+    def __init__(self, config: SMAConfig):
+        super().__init__()
+        self.cross_attention = config.encoder_type == "cross_attention"
+        if self.cross_attention:
+            self.latents = nn.Parameter(torch.empty(config.num_latents, config.hidden_size))
+            self.latent_layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+            num_heads = config.num_cross_attention_heads
+        else:
+            num_heads = config.num_attention_heads
+        self.input_layer_norm = nn.LayerNorm(config.embedding_size, eps=config.layer_norm_eps)
+        self.attention = SMAInputAttention(config, config.hidden_size, config.embedding_size, num_heads)
+        self.mlp_layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.mlp = SMAMLP(config, config.hidden_size, config.intermediate_size)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, embeddings, valid, masked_positions, sample_mask, generator):
+        normed_inputs = self.input_layer_norm(embeddings)
+        if self.cross_attention:
+            residual = self.latents.expand(embeddings.shape[0], -1, -1)
+            queries = self.latent_layer_norm(residual)
+        else:
+            residual, queries = embeddings, normed_inputs
+        attended, probs, masked_positions = self.attention(
+            queries, normed_inputs, valid, masked_positions, sample_mask, generator
+        )
+        hidden_states = residual + self.dropout(attended)
+        hidden_states = hidden_states + self.mlp(self.mlp_layer_norm(hidden_states))
+        return hidden_states, probs, masked_positions
+
+
+class SMALayer(GradientCheckpointingLayer):
+    """Pre-LayerNorm self-attention layer with stochastic depth."""
+
+    def __init__(self, config: SMAConfig, drop_path_rate: float):
+        super().__init__()
+        self.attention_layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.attention = SMAAttention(config, config.hidden_size, config.hidden_size, config.num_attention_heads)
+        self.mlp_layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.mlp = SMAMLP(config, config.hidden_size, config.intermediate_size)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.drop_path = SMADropPath(drop_path_rate)
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> torch.Tensor:
+        normed = self.attention_layer_norm(hidden_states)
+        attended, _ = self.attention(normed, normed, attention_mask, **kwargs)
+        hidden_states = hidden_states + self.drop_path(self.dropout(attended))
+        return hidden_states + self.drop_path(self.mlp(self.mlp_layer_norm(hidden_states)))
+
+
+class SMAEncoder(nn.Module):
+    def __init__(self, config: SMAConfig):
+        super().__init__()
+        self.config = config
+        self.input_layer = SMAInputLayer(config)
+        drop_path_rates = torch.linspace(0, config.drop_path_rate, config.num_hidden_layers).tolist()
+        self.layers = nn.ModuleList(SMALayer(config, rate) for rate in drop_path_rates)
+        self.layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+
+    def forward(self, embeddings, valid, masked_positions, sample_mask, generator, **kwargs):
+        hidden_states, _, masked_positions = self.input_layer(
+            embeddings, valid, masked_positions, sample_mask, generator
+        )
+        hidden_mask = attention_mask = None
+        if self.config.encoder_type == "self_attention":
+            hidden_states, hidden_mask = pack_visible(hidden_states, valid & ~masked_positions)
+            attention_mask = create_bidirectional_mask(
+                config=self.config, inputs_embeds=hidden_states, attention_mask=hidden_mask
+            )
+        for layer in self.layers:
+            hidden_states = layer(hidden_states, attention_mask, **kwargs)
+        return self.layer_norm(hidden_states), masked_positions, hidden_mask
+
+
+def pack_visible(hidden_states: torch.Tensor, keep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Move the kept elements of each row to the front (in order) and cut the rows to the longest kept count."""
+    order = torch.argsort((~keep).to(torch.int8), dim=1, stable=True)
+    order = order[:, : int(keep.sum(dim=1).max())]
+    packed = hidden_states.gather(1, order[:, :, None].expand(-1, -1, hidden_states.shape[-1]))
+    return packed, keep.gather(1, order)
+
+
+class SMAPooler(nn.Module):
+    """One vector per example: a learned query attending to the final hidden states, or their mean."""
+
+    def __init__(self, config: SMAConfig):
+        super().__init__()
+        self.pooling = config.classifier_pooling
+        if self.pooling == "attention":
+            self.query = nn.Parameter(torch.empty(1, 1, config.hidden_size))
+            self.attention = SMAAttention(config, config.hidden_size, config.hidden_size, config.num_attention_heads)
+
+    def forward(self, hidden_states: torch.Tensor, hidden_mask: torch.Tensor | None) -> torch.Tensor:
+        if self.pooling == "mean":
+            if hidden_mask is None:
+                return hidden_states.mean(dim=1)
+            weights = hidden_mask.to(hidden_states.dtype)[:, :, None]
+            return (hidden_states * weights).sum(dim=1) / weights.sum(dim=1)
+        query = self.query.expand(hidden_states.shape[0], -1, -1)
+        attention_mask = create_bidirectional_mask(
+            config=self.attention.config, inputs_embeds=query, attention_mask=hidden_mask,
+            encoder_hidden_states=hidden_states,
+        )  # fmt: skip
+        pooled, _ = self.attention(query, hidden_states, attention_mask)
+        return pooled[:, 0]
+
+
+class SMADecoder(nn.Module):
+    """One query per input position (its position embedding) cross-attends to the encoder output."""
+
+    def __init__(self, config: SMAConfig, output_size: int):
+        super().__init__()
+        self.config = config
+        size = config.decoder_hidden_size
+        self.query_embeddings = nn.Embedding(config.max_position_embeddings, size)
+        self.query_layer_norm = nn.LayerNorm(size, eps=config.layer_norm_eps)
+        self.attention = SMAAttention(config, size, config.hidden_size, config.decoder_num_attention_heads)
+        self.mlp_layer_norm = nn.LayerNorm(size, eps=config.layer_norm_eps)
+        self.mlp = SMAMLP(config, size, config.decoder_intermediate_size)
+        self.output_layer_norm = nn.LayerNorm(size, eps=config.layer_norm_eps)
+        self.output = nn.Linear(size, output_size)
+
+    def forward(self, hidden_states, hidden_mask, position_ids) -> torch.Tensor:
+        queries = self.query_embeddings(position_ids)
+        attention_mask = create_bidirectional_mask(
+            config=self.config, inputs_embeds=queries, attention_mask=hidden_mask, encoder_hidden_states=hidden_states
+        )
+        attended, _ = self.attention(self.query_layer_norm(queries), hidden_states, attention_mask)
+        decoded = queries + attended
+        decoded = decoded + self.mlp(self.mlp_layer_norm(decoded))
+        return self.output(self.output_layer_norm(decoded))
+
+
+class SMAPreTrainedModel(PreTrainedModel):
+    config: SMAConfig
+    base_model_prefix = "sma"
+    main_input_name = "input_ids"
+    supports_gradient_checkpointing = True
+    accepts_loss_kwargs = False  # losses are means over their own elements; Trainer scales for accumulation
+    _no_split_modules = ["SMAInputLayer", "SMALayer", "SMADecoder"]
+    _supports_sdpa = True
+    _supports_flash_attn = True
+    _supports_flex_attn = False
+    _can_record_outputs = {
+        "hidden_states": SMALayer,
+        "attentions": [
+            OutputRecorder(SMAInputAttention, index=1, layer_name="input_layer"),
+            OutputRecorder(SMAAttention, index=1, layer_name="layers"),
+        ],
+    }
+
+    def __init__(self, config: SMAConfig, *args, **kwargs):
+        super().__init__(config, *args, **kwargs)
+        # the Trainer and pipelines look up the main input by this name
+        self.main_input_name = "input_ids" if config.input_type == "discrete" else "inputs"
+        # a saved folder must name every head, so that each loads with trust_remote_code where the package is absent
+        config.auto_map = {**AUTO_MAP, **(getattr(config, "auto_map", None) or {})}
+
+    def _init_weights(self, module):
+        super()._init_weights(module)
+        if isinstance(module, SMAInputLayer) and module.cross_attention:
+            init.normal_(module.latents, mean=0.0, std=self.config.initializer_range)
+        elif isinstance(module, SMAPooler) and module.pooling == "attention":
+            init.normal_(module.query, mean=0.0, std=self.config.initializer_range)
+
+    def set_mask_noise_scale(self, scale: float):
+        """Set the warm-up noise scale of the self-guided mask (1 = `mask_noise_ratio` of it is random, 0 = none).
+
+        Pretraining should lower it from 1 to 0 early on (see `masking_sma.cosine_noise_scale`): without the warm-up,
+        self-guided masks can collapse onto elements that are trivial to predict.
+        """
+        if not 0.0 <= scale <= 1.0:
+            raise ValueError(f"`scale` must be in [0, 1], got {scale!r}.")
+        for module in self.modules():
+            if isinstance(module, SMAInputAttention):
+                module.mask_noise_scale = float(scale)
+
+
+class SMAModel(SMAPreTrainedModel):
+    def __init__(self, config: SMAConfig, add_pooling_layer: bool = True):
+        super().__init__(config)
+        self.embeddings = SMAEmbeddings(config)
+        self.encoder = SMAEncoder(config)
+        self.pooler = SMAPooler(config) if add_pooling_layer else None
+        self.post_init()
+
+    def get_input_embeddings(self):
+        if self.config.input_type == "discrete":
+            return self.embeddings.token_embeddings
+        return self.embeddings.input_projection
+
+    @merge_with_config_defaults
+    @capture_outputs
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        inputs: torch.FloatTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        masked_positions: torch.BoolTensor | None = None,
+        sample_mask: bool = False,
+        generator: torch.Generator | None = None,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> SMAModelOutput:
+        r"""
+        input_ids (`torch.LongTensor` of shape `(batch_size, sequence_length)`):
+            Token ids (`config.input_type == "discrete"`). Positions holding `config.mask_token_id` are masked.
+        inputs (`torch.FloatTensor` of shape `(batch_size, sequence_length, input_channels)`):
+            Element values (`config.input_type == "continuous"`).
+        attention_mask (`torch.Tensor` of shape `(batch_size, sequence_length)`, *optional*):
+            1 for real elements, 0 for padding (left or right).
+        position_ids (`torch.LongTensor` of shape `(batch_size, sequence_length)`, *optional*):
+            Positions of the elements; by default counted over the real elements from 0.
+        masked_positions (`torch.BoolTensor` of shape `(batch_size, sequence_length)`, *optional*):
+            Elements to mask (True = masked). Overrides `sample_mask`.
+        sample_mask (`bool`, defaults to `False`):
+            Draw a mask with `config.masking_strategy` (pretraining). [`SMAForMaskedModeling`] sets it in training.
+        generator (`torch.Generator`, *optional*):
+            Drives the random choices of the mask, for reproducible masks.
+        """
+        sample_mask = sample_mask and masked_positions is None  # an explicit mask overrides the strategy
+        input_ids, inputs, valid, position_ids, masked_positions = self.prepare_inputs(
+            input_ids, inputs, attention_mask, position_ids, masked_positions
+        )
+        embeddings = self.embeddings(input_ids, inputs, position_ids)
+        hidden_states, mask, hidden_mask = self.encoder(
+            embeddings, valid, masked_positions, sample_mask, generator, **kwargs
+        )
+        pooled = self.pooler(hidden_states, hidden_mask) if self.pooler is not None else None
+        return SMAModelOutput(last_hidden_state=hidden_states, pooler_output=pooled, mask=mask, hidden_mask=hidden_mask)
+
+    def prepare_inputs(self, input_ids, inputs, attention_mask, position_ids, masked_positions):
+        """Check the inputs and derive (input_ids, inputs, valid, position_ids, masked_positions) from them.
+
+        Raises a `ValueError` or `TypeError` naming the offending argument for anything the model cannot use.
+        """
+        config = self.config
+        if (input_ids is None) == (inputs is None):
+            raise ValueError("Pass exactly one of `input_ids` (discrete inputs) and `inputs` (continuous inputs).")
+        if config.input_type == "discrete":
+            if input_ids is None:
+                raise ValueError("This model takes `input_ids` (config.input_type='discrete'), not `inputs`.")
+            if input_ids.dim() != 2:
+                raise ValueError(f"`input_ids` must be [batch, length], got shape {tuple(input_ids.shape)}.")
+            if input_ids.dtype.is_floating_point or input_ids.dtype == torch.bool:
+                raise TypeError(f"`input_ids` must hold integer ids, got dtype {input_ids.dtype}.")
+            if input_ids.numel() and (input_ids.min() < 0 or input_ids.max() >= config.vocab_size):
+                raise ValueError(
+                    f"`input_ids` holds ids outside [0, vocab_size={config.vocab_size}): "
+                    f"min {int(input_ids.min())}, max {int(input_ids.max())}."
+                )
+            batch_size, length = input_ids.shape
+        else:
+            if inputs is None:
+                raise ValueError("This model takes `inputs` (config.input_type='continuous'), not `input_ids`.")
+            if inputs.dim() != 3 or inputs.shape[-1] != config.input_channels:
+                raise ValueError(
+                    f"`inputs` must be [batch, length, input_channels={config.input_channels}], "
+                    f"got shape {tuple(inputs.shape)}."
+                )
+            if not inputs.dtype.is_floating_point:
+                raise TypeError(f"`inputs` must be floating point, got dtype {inputs.dtype}.")
+            if not torch.isfinite(inputs).all():
+                raise ValueError("`inputs` holds NaN or infinite values.")
+            batch_size, length = inputs.shape[:2]
+        if length > config.max_position_embeddings:
+            raise ValueError(
+                f"Sequences of length {length} are longer than max_position_embeddings="
+                f"{config.max_position_embeddings}; truncate them or use a model with more positions."
+            )
+        device = (input_ids if input_ids is not None else inputs).device
+
+        if attention_mask is None:
+            valid = torch.ones(batch_size, length, dtype=torch.bool, device=device)
+        else:
+            if attention_mask.shape != (batch_size, length):
+                raise ValueError(
+                    f"`attention_mask` must have shape {(batch_size, length)}, got {tuple(attention_mask.shape)}."
+                )
+            valid = attention_mask.bool()
+            if not (attention_mask == valid).all():
+                raise ValueError("`attention_mask` must hold only 0 (padding) and 1 (real element).")
+        empty_rows = (~valid.any(dim=1)).nonzero().flatten().tolist()
+        if empty_rows:
+            raise ValueError(f"`attention_mask` rows {empty_rows} have no valid element.")
+
+        if position_ids is None:
+            position_ids = default_position_ids(input_ids, inputs, attention_mask)
+        elif position_ids.shape != (batch_size, length):
+            raise ValueError(f"`position_ids` must have shape {(batch_size, length)}, got {tuple(position_ids.shape)}.")
+        elif position_ids.min() < 0 or position_ids.max() >= config.max_position_embeddings:
+            raise ValueError(f"`position_ids` must lie in [0, max_position_embeddings={config.max_position_embeddings}).")
+
+        if masked_positions is None:
+            masked_positions = torch.zeros_like(valid)
+        elif masked_positions.shape != (batch_size, length) or masked_positions.dtype != torch.bool:
+            raise ValueError(
+                f"`masked_positions` must be a bool tensor of shape {(batch_size, length)}, "
+                f"got {masked_positions.dtype} {tuple(masked_positions.shape)}."
+            )
+        if input_ids is not None:
+            masked_positions = masked_positions | (input_ids == config.mask_token_id)
+        masked_positions = masked_positions & valid
+        fully_masked = (~(valid & ~masked_positions).any(dim=1)).nonzero().flatten().tolist()
+        if fully_masked:
+            raise ValueError(f"The mask hides every valid element of rows {fully_masked}; keep at least one visible.")
+        return input_ids, inputs, valid, position_ids, masked_positions
+
+
+class SMAForMaskedModeling(SMAPreTrainedModel):
+    """SMA pretraining: mask (self-guided or random), encode the visible elements, reconstruct the masked ones."""
+
+    def __init__(self, config: SMAConfig):
+        super().__init__(config)
+        self.sma = SMAModel(config, add_pooling_layer=False)
+        output_size = config.vocab_size if config.input_type == "discrete" else config.input_channels
+        self.decoder = SMADecoder(config, output_size)
+        self.post_init()
+
+    def get_output_embeddings(self):
+        return None  # the decoder's output layer is not tied to the input embedding
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        inputs: torch.FloatTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        masked_positions: torch.BoolTensor | None = None,
+        labels: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> SMAMaskedModelingOutput:
+        r"""
+        masked_positions (`torch.BoolTensor` of shape `(batch_size, sequence_length)`, *optional*):
+            Elements to mask (True = masked) instead of drawing a mask. In training mode a mask is drawn with
+            `config.masking_strategy` unless this is given; in evaluation nothing is masked unless this is given or
+            `input_ids` hold `[MASK]` tokens.
+        labels (`torch.Tensor`, *optional*):
+            Reconstruction targets, shaped like the inputs: token ids `[batch, length]` (-100 = ignore) or values
+            `[batch, length, input_channels]`. Defaults to the inputs themselves (self-supervised pretraining); give
+            them when the inputs hold `[MASK]` tokens whose true ids are known.
+        generator (`torch.Generator`, *optional*):
+            Drives the random choices of the mask.
+        """
+        outputs = self.sma(
+            input_ids=input_ids,
+            inputs=inputs,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            masked_positions=masked_positions,
+            sample_mask=self.training and masked_positions is None,
+            generator=generator,
+            **kwargs,
+        )
+        if position_ids is None:
+            position_ids = default_position_ids(input_ids, inputs, attention_mask)
+        logits = self.decoder(outputs.last_hidden_state, outputs.hidden_mask, position_ids)
+        valid = torch.ones_like(outputs.mask) if attention_mask is None else attention_mask.bool()
+        loss_positions = outputs.mask if outputs.mask.any() else valid
+        loss = self._reconstruction_loss(logits, input_ids, inputs, labels, loss_positions, valid)
+        return SMAMaskedModelingOutput(
+            loss=loss,
+            logits=logits,
+            mask=outputs.mask,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+        )
+
+    def _reconstruction_loss(self, logits, input_ids, inputs, labels, loss_positions, valid):
+        if input_ids is not None:
+            if labels is None:
+                labels = input_ids
+            elif labels.shape != input_ids.shape or labels.dtype.is_floating_point:
+                raise ValueError(
+                    f"`labels` must be integer ids shaped like `input_ids` {tuple(input_ids.shape)}, "
+                    f"got {labels.dtype} {tuple(labels.shape)}."
+                )
+            targets = labels.masked_fill(~loss_positions, -100)
+            if not (targets != -100).any():
+                raise ValueError("No masked position has a label (all are -100); the loss would be undefined.")
+            return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=-100)
+
+        if labels is None:
+            labels = inputs
+        elif labels.shape != inputs.shape or not labels.dtype.is_floating_point:
+            raise ValueError(
+                f"`labels` must be float values shaped like `inputs` {tuple(inputs.shape)}, "
+                f"got {labels.dtype} {tuple(labels.shape)}."
+            )
+        targets = labels.float()
+        if self.config.normalize_continuous_targets:
+            weights = valid[:, :, None].to(targets.dtype)
+            count = weights.sum(dim=1, keepdim=True)
+            mean = (targets * weights).sum(dim=1, keepdim=True) / count
+            variance = ((targets - mean) ** 2 * weights).sum(dim=1, keepdim=True) / count
+            targets = (targets - mean) / (variance + 1e-6).sqrt()
+        errors = (logits.float() - targets) ** 2
+        return errors[loss_positions].mean()
+
+
+class SMAForSequenceClassification(SMAPreTrainedModel):
+    """Pooled SMA encoder + LayerNorm + linear layer: regression, single-label or multi-label classification."""
+
+    def __init__(self, config: SMAConfig):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.sma = SMAModel(config, add_pooling_layer=True)
+        self.layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self.post_init()
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        inputs: torch.FloatTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        labels: torch.Tensor | None = None,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> SequenceClassifierOutput:
+        r"""
+        labels (`torch.Tensor`, *optional*):
+            `problem_type="regression"`: float `[batch]` or `[batch, num_labels]`; `"single_label_classification"`:
+            integer class ids `[batch]`; `"multi_label_classification"`: 0/1 `[batch, num_labels]` (with one
+            label, also the binary case with one logit). When `config.problem_type` is unset it is inferred once:
+            one label means regression, integer labels mean single-label, anything else multi-label.
+        """
+        outputs = self.sma(
+            input_ids=input_ids, inputs=inputs, attention_mask=attention_mask, position_ids=position_ids, **kwargs
+        )
+        logits = self.classifier(self.dropout(self.layer_norm(outputs.pooler_output)))
+        loss = self._loss(logits, labels) if labels is not None else None
+        return SequenceClassifierOutput(
+            loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
+        )
+
+    def _loss(self, logits, labels):
+        config, batch_size = self.config, logits.shape[0]
+        if config.problem_type is None:
+            if self.num_labels == 1:
+                config.problem_type = "regression"
+            elif not labels.dtype.is_floating_point and labels.dim() == 1:
+                config.problem_type = "single_label_classification"
+            else:
+                config.problem_type = "multi_label_classification"
+
+        if config.problem_type == "regression":
+            if not labels.dtype.is_floating_point:
+                raise ValueError(
+                    f"problem_type='regression' needs float `labels`, got {labels.dtype}. For a binary task use "
+                    "num_labels=2, or problem_type='multi_label_classification' with one label (one logit, BCE)."
+                )
+            if labels.numel() != batch_size * self.num_labels or labels.shape[0] != batch_size:
+                raise ValueError(
+                    f"problem_type='regression' needs `labels` of shape ({batch_size}, {self.num_labels}) "
+                    f"or ({batch_size},) for one label, got {tuple(labels.shape)}."
+                )
+            return F.mse_loss(logits.float(), labels.float().view(batch_size, self.num_labels))
+        if config.problem_type == "single_label_classification":
+            if labels.dtype.is_floating_point or labels.shape != (batch_size,):
+                raise ValueError(
+                    f"problem_type='single_label_classification' needs integer class ids of shape ({batch_size},), "
+                    f"got {labels.dtype} {tuple(labels.shape)}."
+                )
+            if labels.min() < 0 or labels.max() >= self.num_labels:
+                raise ValueError(f"`labels` must be class ids in [0, num_labels={self.num_labels}).")
+            return F.cross_entropy(logits.float(), labels)
+        if config.problem_type == "multi_label_classification":
+            if labels.numel() != batch_size * self.num_labels or labels.shape[0] != batch_size:
+                raise ValueError(
+                    f"problem_type='multi_label_classification' needs 0/1 `labels` of shape "
+                    f"({batch_size}, {self.num_labels}), got {tuple(labels.shape)}."
+                )
+            labels = labels.float().view(batch_size, self.num_labels)
+            if ((labels != 0) & (labels != 1)).any():
+                raise ValueError("problem_type='multi_label_classification' needs `labels` that are 0 or 1.")
+            return F.binary_cross_entropy_with_logits(logits.float(), labels)
+        raise ValueError(f"Unknown `config.problem_type` {config.problem_type!r}.")
+
+
+class SMAForTokenClassification(SMAPreTrainedModel):
+    """One prediction per input element through the position-query decoder (single-label cross-entropy)."""
+
+    def __init__(self, config: SMAConfig):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.sma = SMAModel(config, add_pooling_layer=False)
+        # not named `decoder`: a pretraining checkpoint's decoder has another output size and must not load here
+        self.classifier = SMADecoder(config, config.num_labels)
+        self.post_init()
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        inputs: torch.FloatTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        labels: torch.LongTensor | None = None,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> TokenClassifierOutput:
+        r"""
+        labels (`torch.LongTensor` of shape `(batch_size, sequence_length)`, *optional*):
+            Class id of each element; -100 (and padding) is ignored.
+        """
+        outputs = self.sma(
+            input_ids=input_ids, inputs=inputs, attention_mask=attention_mask, position_ids=position_ids, **kwargs
+        )
+        if position_ids is None:
+            position_ids = default_position_ids(input_ids, inputs, attention_mask)
+        logits = self.classifier(outputs.last_hidden_state, outputs.hidden_mask, position_ids)
+        loss = None
+        if labels is not None:
+            if labels.shape != logits.shape[:2] or labels.dtype.is_floating_point:
+                raise ValueError(
+                    f"`labels` must be integer class ids of shape {tuple(logits.shape[:2])}, "
+                    f"got {labels.dtype} {tuple(labels.shape)}."
+                )
+            if attention_mask is not None:
+                labels = labels.masked_fill(~attention_mask.bool(), -100)
+            kept = labels[labels != -100]
+            if kept.numel() == 0:
+                raise ValueError("Every `labels` entry is -100 or padding; the loss would be undefined.")
+            if kept.min() < 0 or kept.max() >= self.num_labels:
+                raise ValueError(f"`labels` must be class ids in [0, num_labels={self.num_labels}) or -100.")
+            loss = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=-100)
+        return TokenClassifierOutput(
+            loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
+        )
+
+
+__all__ = [
+    "SMAPreTrainedModel",
+    "SMAModel",
+    "SMAForMaskedModeling",
+    "SMAForSequenceClassification",
+    "SMAForTokenClassification",
+]

@@ -1,0 +1,304 @@
+import itertools
+
+import pytest
+import torch
+
+from conftest import ENCODER_TYPES, INPUT_TYPES, STRATEGIES, random_inputs, ragged_attention_mask, tiny_config
+from sma_hf import SMAForMaskedModeling, SMAForSequenceClassification, SMAForTokenClassification, SMAModel
+
+MODES = list(itertools.product(ENCODER_TYPES, INPUT_TYPES))
+
+
+def config_for(encoder_type, input_type, **overrides):
+    return tiny_config(encoder_type=encoder_type, input_type=input_type, **overrides)
+
+
+def select(inputs: dict, index) -> dict:
+    return {name: value[index] for name, value in inputs.items()}
+
+
+@pytest.mark.parametrize("encoder_type,input_type", MODES)
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_training_masks_exact_counts_and_never_padding(encoder_type, input_type, strategy):
+    config = config_for(encoder_type, input_type, masking_strategy=strategy, head_aggregation="random_mix",
+                        mask_self=encoder_type == "self_attention")  # fmt: skip
+    model = SMAForMaskedModeling(config).train()
+    model.set_mask_noise_scale(0.5)
+    attention_mask = ragged_attention_mask(5, 24, side="left")
+    out = model(**random_inputs(config, 5, 24), attention_mask=attention_mask)
+    valid_counts = attention_mask.sum(dim=1).tolist()
+    assert out.mask.sum(dim=1).tolist() == [round(0.3 * n) for n in valid_counts]
+    assert not (out.mask & ~attention_mask.bool()).any()
+    assert torch.isfinite(out.loss)
+
+
+@pytest.mark.parametrize("encoder_type,input_type", MODES)
+def test_loss_only_on_masked_valid_elements(encoder_type, input_type):
+    # target standardisation reads every valid element; the test below checks it ignores padding
+    config = config_for(encoder_type, input_type, normalize_continuous_targets=False)
+    model = SMAForMaskedModeling(config).train()
+    attention_mask = ragged_attention_mask(3, 16)
+    inputs = random_inputs(config, 3, 16)
+    generator = torch.Generator().manual_seed(0)
+    out = model(**inputs, attention_mask=attention_mask, generator=generator)
+    # labels that differ only outside the masked positions give the same loss
+    name = "input_ids" if input_type == "discrete" else "inputs"
+    labels = inputs[name].clone()
+    scrambled = random_inputs(config, 3, 16, seed=9)[name]
+    labels[~out.mask] = scrambled[~out.mask]
+    again = model(**inputs, attention_mask=attention_mask, labels=labels, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(again.mask, out.mask)
+    assert torch.allclose(again.loss, out.loss, atol=1e-6)
+    # and a label change at a masked position changes it
+    labels[out.mask] = scrambled[out.mask]
+    changed = model(**inputs, attention_mask=attention_mask, labels=labels, generator=torch.Generator().manual_seed(0))
+    assert not torch.allclose(changed.loss, out.loss)
+
+
+@pytest.mark.parametrize("encoder_type,input_type", MODES)
+def test_padding_content_changes_nothing(encoder_type, input_type):
+    config = config_for(encoder_type, input_type)
+    model = SMAForMaskedModeling(config).train()
+    attention_mask = ragged_attention_mask(3, 16)
+    inputs, other = random_inputs(config, 3, 16), random_inputs(config, 3, 16, seed=9)
+    padding = ~attention_mask.bool()
+    changed = {}
+    for name, value in inputs.items():
+        where = padding[..., None] if value.dim() == 3 else padding
+        changed[name] = torch.where(where, other[name], value)
+    first = model(**inputs, attention_mask=attention_mask, generator=torch.Generator().manual_seed(0))
+    second = model(**changed, attention_mask=attention_mask, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(first.mask, second.mask)
+    torch.testing.assert_close(first.loss, second.loss, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("encoder_type", ENCODER_TYPES)
+@pytest.mark.parametrize("input_type", INPUT_TYPES)
+def test_masking_equals_deleting_equals_padding(encoder_type, input_type):
+    config = config_for(encoder_type, input_type)
+    model = SMAModel(config).eval()
+    length = 12
+    inputs = random_inputs(config, 1, length)
+    masked = torch.zeros(1, length, dtype=torch.bool)
+    masked[0, [1, 4, 5, 9]] = True
+    keep = ~masked[0]
+    positions = torch.arange(length)[None, :]
+
+    with_mask = model(**inputs, masked_positions=masked)
+    deleted = model(**select(inputs, (slice(None), keep)), position_ids=positions[:, keep])
+    as_padding = model(**inputs, attention_mask=keep[None, :].long(), position_ids=positions)
+    other = random_inputs(config, 1, length, seed=5)
+    name = next(iter(inputs))
+    replaced = dict(inputs)
+    replaced[name] = torch.where(masked[..., None] if input_type == "continuous" else masked, other[name], inputs[name])
+    with_other_content = model(**replaced, masked_positions=masked)
+
+    for out in (deleted, as_padding, with_other_content):
+        torch.testing.assert_close(out.last_hidden_state, with_mask.last_hidden_state, atol=1e-5, rtol=0)
+        torch.testing.assert_close(out.pooler_output, with_mask.pooler_output, atol=1e-5, rtol=0)
+    assert with_mask.mask.tolist() == masked.tolist()
+
+
+@pytest.mark.parametrize("encoder_type,input_type", MODES)
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_padding_invariance(encoder_type, input_type, side):
+    config = config_for(encoder_type, input_type)
+    model = SMAForTokenClassification(config).eval()
+    base = SMAModel(config).eval()
+    inputs = random_inputs(config, 1, 10)
+    padded = {name: torch.cat([value, value[:, :5]], dim=1) if side == "right" else torch.cat([value[:, :5], value], dim=1)
+              for name, value in inputs.items()}  # fmt: skip
+    attention_mask = torch.ones(1, 15, dtype=torch.long)
+    attention_mask[0, 10:] = 0 if side == "right" else 1
+    if side == "left":
+        attention_mask[0, :5] = 0
+    real = slice(0, 10) if side == "right" else slice(5, 15)
+
+    logits = model(**inputs).logits
+    padded_logits = model(**padded, attention_mask=attention_mask).logits
+    torch.testing.assert_close(padded_logits[:, real], logits, atol=1e-5, rtol=0)
+    pooled = base(**inputs).pooler_output
+    torch.testing.assert_close(base(**padded, attention_mask=attention_mask).pooler_output, pooled, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("encoder_type,input_type", MODES)
+def test_seeded_masks_reproduce_and_differ(encoder_type, input_type):
+    config = config_for(encoder_type, input_type)
+    model = SMAForMaskedModeling(config).train()
+    inputs = random_inputs(config, 4, 30)
+
+    def mask(seed):
+        return model(**inputs, generator=torch.Generator().manual_seed(seed)).mask
+
+    assert torch.equal(mask(3), mask(3))
+    assert not torch.equal(mask(3), mask(4))
+
+
+def test_noise_scale_switches_between_guided_and_random():
+    config = config_for("cross_attention", "discrete", mask_noise_ratio=1.0)
+    model = SMAForMaskedModeling(config).train()
+    inputs = random_inputs(config, 8, 40)
+    generator_seeds = range(6)
+    model.set_mask_noise_scale(0.0)
+    guided = [model(**inputs, generator=torch.Generator().manual_seed(s)).mask for s in generator_seeds]
+    model.set_mask_noise_scale(1.0)
+    noisy = [model(**inputs, generator=torch.Generator().manual_seed(s)).mask for s in generator_seeds]
+    # scale 1 draws every mask uniformly: two draws overlap about as random sets do (0.3 of the masked elements)
+    overlap = lambda a, b: float((a & b).sum() / a.sum())  # noqa: E731
+    assert overlap(noisy[0], noisy[1]) < 0.5
+    # the guided masks come from the attention of an untrained model, which depends on the example, not the draw
+    assert overlap(guided[0], guided[1]) > overlap(noisy[0], noisy[1])
+    with pytest.raises(ValueError, match="scale"):
+        model.set_mask_noise_scale(1.5)
+
+
+@pytest.mark.parametrize("encoder_type,input_type", MODES)
+def test_no_masking_in_evaluation_unless_asked(encoder_type, input_type):
+    config = config_for(encoder_type, input_type)
+    model = SMAForMaskedModeling(config).eval()
+    inputs = random_inputs(config, 2, 10)
+    out = model(**inputs)
+    assert not out.mask.any()
+    assert torch.isfinite(out.loss)  # defined over every valid element when nothing is masked
+    masked = torch.zeros(2, 10, dtype=torch.bool)
+    masked[:, 3] = True
+    assert torch.equal(model(**inputs, masked_positions=masked).mask, masked)
+    # an explicit mask also overrides the strategy in training
+    assert torch.equal(model.train()(**inputs, masked_positions=masked).mask, masked)
+
+
+def test_mask_token_is_masked():
+    config = config_for("cross_attention", "discrete")
+    model = SMAModel(config).eval()
+    input_ids = random_inputs(config, 2, 10)["input_ids"]
+    input_ids[0, 2] = config.mask_token_id
+    out = model(input_ids=input_ids)
+    assert out.mask.nonzero().tolist() == [[0, 2]]
+
+
+@pytest.mark.parametrize("encoder_type,input_type", MODES)
+def test_tiny_model_overfits_tiny_batch(encoder_type, input_type):
+    config = config_for(encoder_type, input_type, masking_ratio=0.25)
+    model = SMAForMaskedModeling(config).train()
+    model.set_mask_noise_scale(0.5)  # half-random masks, so that every element is sometimes visible
+    # Continuous cross-attention models sit on a plateau for ~600 steps before they tell two random examples apart
+    # (the latents start as near-uniform averages of the inputs), so continuous runs overfit a single example.
+    inputs = random_inputs(config, 2 if input_type == "discrete" else 1, 16)
+    steps = 300
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, 3e-3, total_steps=steps)
+    losses = []
+    for _ in range(steps):
+        loss = model(**inputs).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        losses.append(loss.item())
+    assert sum(losses[-10:]) / 10 < 0.1 * sum(losses[:3]) / 3, (losses[:3], losses[-10:])
+
+
+@pytest.mark.parametrize("encoder_type,input_type", MODES)
+@pytest.mark.parametrize("model_class", [SMAForMaskedModeling, SMAForSequenceClassification, SMAForTokenClassification])
+def test_every_parameter_gets_a_gradient(encoder_type, input_type, model_class):
+    """An unused parameter breaks DDP with activation checkpointing."""
+    config = config_for(encoder_type, input_type, num_labels=3)
+    model = model_class(config).train()
+    assert hasattr(model.sma.embeddings, "token_embeddings") == (input_type == "discrete")
+    assert hasattr(model.sma.embeddings, "input_projection") == (input_type == "continuous")
+    out = model(**random_inputs(config, 2, 12))
+    (out.loss if out.loss is not None else out.logits.sum()).backward()
+    missing = [name for name, p in model.named_parameters() if p.grad is None]
+    if input_type == "discrete":  # the [PAD] row of the embedding is never read here, but the tensor has a gradient
+        assert "sma.embeddings.token_embeddings.weight" not in missing
+    assert missing == []
+
+
+@pytest.mark.parametrize("encoder_type", ENCODER_TYPES)
+def test_sdpa_eager_and_checkpointing_agree(encoder_type):
+    config = config_for(encoder_type, "discrete", num_labels=2)
+    inputs = random_inputs(config, 3, 14)
+    attention_mask = ragged_attention_mask(3, 14)
+    labels = torch.tensor([0, 1, 1])
+    torch.manual_seed(1)
+    reference = SMAForSequenceClassification(config)
+    assert reference.config._attn_implementation == "sdpa"
+    results = []
+    for implementation, checkpointing in [("sdpa", False), ("eager", False), ("sdpa", True)]:
+        model = SMAForSequenceClassification(config)
+        model.load_state_dict(reference.state_dict())
+        model.set_attn_implementation(implementation)
+        if checkpointing:
+            model.activation_checkpointing_enable()
+        model.train()
+        out = model(**inputs, attention_mask=attention_mask, labels=labels)
+        out.loss.backward()
+        results.append((out.logits.detach(), [p.grad.clone() for p in model.parameters()]))
+    for logits, grads in results[1:]:
+        torch.testing.assert_close(logits, results[0][0], atol=1e-5, rtol=1e-5)
+        for grad, expected in zip(grads, results[0][1]):
+            torch.testing.assert_close(grad, expected, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("encoder_type", ENCODER_TYPES)
+def test_outputs_hidden_states_and_attentions(encoder_type):
+    config = config_for(encoder_type, "discrete")
+    model = SMAModel(config).eval()
+    attention_mask = ragged_attention_mask(2, 12)
+    out = model(**random_inputs(config, 2, 12), attention_mask=attention_mask, output_hidden_states=True,
+                output_attentions=True)  # fmt: skip
+    assert len(out.hidden_states) == config.num_hidden_layers + 1
+    assert torch.equal(out.hidden_states[-1], out.last_hidden_state)
+    assert len(out.attentions) == config.num_hidden_layers + 1
+    first = out.attentions[0]
+    heads = config.num_cross_attention_heads if encoder_type == "cross_attention" else config.num_attention_heads
+    queries = config.num_latents if encoder_type == "cross_attention" else 12
+    assert first.shape == (2, heads, queries, 12)
+    torch.testing.assert_close(first.sum(-1), torch.ones_like(first.sum(-1)))
+    assert (first[1, ..., 9:] == 0).all()  # padding gets no attention
+    assert isinstance(model(**random_inputs(config, 2, 12), return_dict=False), tuple)
+    if encoder_type == "self_attention":
+        assert out.hidden_mask.tolist() == attention_mask.bool().tolist()
+        assert out.last_hidden_state.shape == (2, 12, config.hidden_size)
+    else:
+        assert out.hidden_mask is None and out.last_hidden_state.shape == (2, config.num_latents, config.hidden_size)
+
+
+@pytest.mark.parametrize("pooling", ["attention", "mean"])
+@pytest.mark.parametrize(
+    "problem_type,labels",
+    [
+        ("regression", torch.tensor([0.5, -1.0, 2.0])),
+        ("single_label_classification", torch.tensor([0, 2, 1])),
+        ("multi_label_classification", torch.tensor([[1, 0, 1], [0, 0, 1], [1, 1, 0]])),
+    ],
+)
+def test_sequence_classification_losses(pooling, problem_type, labels):
+    num_labels = 1 if problem_type == "regression" else 3
+    config = config_for("cross_attention", "continuous", classifier_pooling=pooling, num_labels=num_labels)
+    model = SMAForSequenceClassification(config)
+    inputs = random_inputs(config, 3, 9)
+    out = model(**inputs, labels=labels)
+    assert model.config.problem_type == problem_type
+    assert out.logits.shape == (3, num_labels)
+    logits = out.logits
+    if problem_type == "regression":
+        expected = torch.nn.functional.mse_loss(logits[:, 0], labels)
+    elif problem_type == "single_label_classification":
+        expected = torch.nn.functional.cross_entropy(logits, labels)
+    else:
+        expected = torch.nn.functional.binary_cross_entropy_with_logits(logits, labels.float())
+    torch.testing.assert_close(out.loss, expected)
+    assert torch.equal(model.eval()(**inputs).logits, model(**inputs).logits)  # no masking outside training
+
+
+def test_token_classification_ignores_padding_and_minus_100():
+    config = config_for("self_attention", "discrete", num_labels=4)
+    model = SMAForTokenClassification(config)
+    attention_mask = ragged_attention_mask(2, 8)
+    labels = torch.randint(0, 4, (2, 8))
+    labels[0, 0] = -100
+    out = model(**random_inputs(config, 2, 8), attention_mask=attention_mask, labels=labels)
+    assert out.logits.shape == (2, 8, 4)
+    keep = attention_mask.bool() & (labels != -100)
+    torch.testing.assert_close(out.loss, torch.nn.functional.cross_entropy(out.logits[keep], labels[keep]))
