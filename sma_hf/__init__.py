@@ -25,6 +25,7 @@ from .modeling_sma import (
     SMAPreTrainedModel,
 )
 from .tokenization_sma import create_byte_tokenizer
+from .training_sma import SMAMaskNoiseCallback
 
 
 AutoConfig.register("sma", SMAConfig)
@@ -52,6 +53,7 @@ __all__ = [
     "SMAForMaskedModeling",
     "SMAForSequenceClassification",
     "SMAForTokenClassification",
+    "SMAMaskNoiseCallback",
     "SMAModel",
     "SMAPreTrainedModel",
     "cosine_noise_scale",

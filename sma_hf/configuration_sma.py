@@ -220,7 +220,12 @@ class SMAConfig(PreTrainedConfig):
                     f"({self.embedding_size}) must equal `hidden_size` ({self.hidden_size})."
                 )
         elif self.mask_self:
-            raise ValueError("`mask_self=True` needs `encoder_type='self_attention'` (in cross-attention the queries are latents, not input positions).")
+            raise ValueError(
+                "`mask_self=True` needs `encoder_type='self_attention'` (in cross-attention the queries are latents, "
+                "not input positions)."
+            )
+        if self.mask_self and self.masking_strategy != "self_guided":
+            raise ValueError("`mask_self=True` needs `masking_strategy='self_guided'` (random masking samples no queries).")
 
 
 __all__ = ["SMAConfig"]

@@ -3,8 +3,10 @@
 Every function takes `valid` ([batch, length] bool, True = a real input element, False = padding) and returns a bool
 mask of the same shape (True = masked). Counts are exact per example: round(ratio x valid elements), rounding half
 to even like Python's `round`, and never all valid elements of a row (at least one stays visible so that attention
-over the inputs stays finite). All randomness comes from the optional `torch.Generator`, which must live on the same
-device as the tensors.
+over the inputs stays finite). Elements that are `already_masked` (e.g. `[MASK]` tokens) count towards that number
+and stay masked. Selection runs in float32 with autocast off: bf16 probabilities are so coarse that rounding ties,
+not attention, would pick the mask. All randomness comes from the optional `torch.Generator`, which must live on the
+same device as the tensors.
 """
 
 import math
@@ -12,12 +14,14 @@ import math
 import torch
 
 
-def masked_counts(valid: torch.Tensor, ratio: float) -> torch.Tensor:
-    """Number of elements to mask per example: round(ratio x valid), capped at valid - 1."""
+def masked_counts(valid: torch.Tensor, ratio: float, already_masked: torch.Tensor | None = None) -> torch.Tensor:
+    """Elements still to mask per example: round(ratio x valid) in all (at most valid - 1), less those already masked."""
     num_valid = valid.sum(dim=1)
     # float64 so that the count equals Python's round(ratio * n) exactly, ties included
-    counts = torch.round(num_valid.double() * ratio).long()
-    return torch.minimum(counts, (num_valid - 1).clamp(min=0))
+    counts = torch.minimum(torch.round(num_valid.double() * ratio).long(), num_valid - 1)
+    if already_masked is not None:
+        counts = counts - (already_masked & valid).sum(dim=1)
+    return counts.clamp(min=0)
 
 
 def top_k_per_row(scores: torch.Tensor, candidates: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
@@ -34,15 +38,28 @@ def _uniform(shape, like: torch.Tensor, generator: torch.Generator | None) -> to
     return torch.rand(shape, generator=generator, device=like.device)
 
 
+def _candidates(valid, already_masked):
+    return valid if already_masked is None else valid & ~already_masked
+
+
+def _with_already_masked(mask, already_masked):
+    return mask if already_masked is None else mask | already_masked
+
+
 def random_masked_positions(
-    valid: torch.Tensor, ratio: float, generator: torch.Generator | None = None
+    valid: torch.Tensor,
+    ratio: float,
+    generator: torch.Generator | None = None,
+    already_masked: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Uniform random masking (the BERT/MAE baseline) with SMA's exact per-example counts."""
-    return top_k_per_row(_uniform(valid.shape, valid, generator), valid, masked_counts(valid, ratio))
+    counts = masked_counts(valid, ratio, already_masked)
+    drawn = top_k_per_row(_uniform(valid.shape, valid, generator), _candidates(valid, already_masked), counts)
+    return _with_already_masked(drawn, already_masked)
 
 
 def self_guided_masked_positions(
-    attention_probs: torch.Tensor,
+    attention_scores: torch.Tensor,
     valid: torch.Tensor,
     ratio: float,
     num_per_query: float,
@@ -51,12 +68,13 @@ def self_guided_masked_positions(
     mask_self: bool = False,
     noise: float = 0.0,
     generator: torch.Generator | None = None,
+    already_masked: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Self-guided masking from the first layer's attention.
 
     Args:
-        attention_probs: [batch, heads, queries, length] probabilities of the first layer (detached; padded inputs
-            carry probability 0). In self-attention mode the queries are the input positions themselves.
+        attention_scores: [batch, heads, queries, length] attention logits of the first layer (detached). Padded
+            inputs are excluded here through `valid`. In self-attention mode the queries are the input positions.
         valid: [batch, length] bool, the real input elements.
         ratio: share of the valid elements to mask.
         num_per_query: expected inputs per sampled query; round(valid x ratio / num_per_query) queries are sampled
@@ -68,36 +86,49 @@ def self_guided_masked_positions(
         noise: share of the masked elements drawn uniformly at random instead of by score, in [0, 1]
             (the warm-up noise: `mask_noise_ratio x noise scale`).
         generator: drives every random choice.
+        already_masked: [batch, length] bool, elements masked anyway; they are excluded from the scores.
 
     Returns:
-        [batch, length] bool mask with exactly `masked_counts(valid, ratio)` True entries per row.
+        [batch, length] bool mask with exactly min(round(ratio x valid), valid - 1) True entries per row (or all of
+        `already_masked`, if that is more).
     """
-    batch_size, num_heads, num_queries, _ = attention_probs.shape
-    counts = masked_counts(valid, ratio)
-    if mask_self and not queries_are_inputs:
-        raise ValueError("`mask_self=True` needs queries that are input positions (`queries_are_inputs=True`).")
-    if queries_are_inputs:
-        query_valid = valid
-    else:
-        query_valid = torch.ones(batch_size, num_queries, dtype=torch.bool, device=valid.device)
-    num_sampled = torch.round(valid.sum(dim=1).double() * ratio / num_per_query).long().clamp(min=1)
-    sampled = top_k_per_row(_uniform((batch_size, num_queries), valid, generator), query_valid, num_sampled)
+    with torch.autocast(valid.device.type, enabled=False):
+        batch_size, num_heads, num_queries, length = attention_scores.shape
+        if mask_self and not queries_are_inputs:
+            raise ValueError("`mask_self=True` needs queries that are input positions (`queries_are_inputs=True`).")
+        if queries_are_inputs:
+            query_valid = valid
+        else:
+            query_valid = torch.ones(batch_size, num_queries, dtype=torch.bool, device=valid.device)
+        num_sampled = torch.round(valid.sum(dim=1).double() * ratio / num_per_query).long().clamp(min=1)
+        sampled = top_k_per_row(_uniform((batch_size, num_queries), valid, generator), query_valid, num_sampled)
 
-    weights = sampled.to(attention_probs.dtype)[:, None, :]  # [batch, 1, queries]
-    if head_aggregation == "random_mix":
-        heads = torch.randint(num_heads, (batch_size, 1, num_queries), generator=generator, device=valid.device)
-        weights = weights * (heads == torch.arange(num_heads, device=valid.device)[None, :, None])
-    else:
-        weights = weights.expand(batch_size, num_heads, num_queries) / num_heads
-    scores = torch.einsum("bhqn,bhq->bn", attention_probs, weights)
-    if mask_self:
-        # each sampled row sums to at most 1, so this bonus puts every sampled position above every other one
-        scores = scores + sampled * (num_sampled[:, None] + 1)
+        # Only the sampled rows are turned into probabilities: gather them to the front, up to a bound known from the
+        # shapes alone (no host sync), instead of a softmax over every query.
+        max_sampled = min(num_queries, max(1, round(length * ratio / num_per_query)))
+        rows = torch.argsort((~sampled).to(torch.int8), dim=1, stable=True)[:, :max_sampled]
+        row_sampled = sampled.gather(1, rows)
+        row_scores = attention_scores.gather(2, rows[:, None, :, None].expand(-1, num_heads, -1, length)).float()
+        candidates = _candidates(valid, already_masked)
+        row_probs = row_scores.masked_fill(~candidates[:, None, None, :], -math.inf).softmax(dim=-1)
 
-    num_random = torch.round(counts.double() * noise).long()
-    guided = top_k_per_row(scores, valid, counts - num_random)
-    noise_part = top_k_per_row(_uniform(valid.shape, valid, generator), valid & ~guided, num_random)
-    return guided | noise_part
+        weights = row_sampled.float()[:, None, :]  # [batch, 1, sampled rows]
+        if head_aggregation == "random_mix":
+            heads = torch.randint(num_heads, (batch_size, 1, max_sampled), generator=generator, device=valid.device)
+            weights = weights * (heads == torch.arange(num_heads, device=valid.device)[None, :, None])
+        else:
+            weights = weights.expand(batch_size, num_heads, max_sampled) / num_heads
+        scores = torch.einsum("bhqn,bhq->bn", row_probs, weights)
+        if mask_self:
+            # each sampled row sums to 1, so this bonus puts every sampled position above every other one
+            bonus = row_sampled * (num_sampled[:, None] + 1)
+            scores = scores.scatter_add(1, rows, bonus.to(scores.dtype))
+
+        counts = masked_counts(valid, ratio, already_masked)
+        num_random = torch.round(counts.double() * noise).long()
+        guided = top_k_per_row(scores, candidates, counts - num_random)
+        noise_part = top_k_per_row(_uniform(valid.shape, valid, generator), candidates & ~guided, num_random)
+        return _with_already_masked(guided | noise_part, already_masked)
 
 
 def cosine_noise_scale(step: int, warmup_steps: int) -> float:

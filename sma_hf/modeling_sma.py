@@ -21,12 +21,15 @@ from transformers.masking_utils import create_bidirectional_mask
 from transformers.modeling_outputs import ModelOutput, SequenceClassifierOutput, TokenClassifierOutput
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.processing_utils import Unpack
-from transformers.utils import TransformersKwargs, can_return_tuple
+from transformers.utils import TransformersKwargs, can_return_tuple, logging
 from transformers.utils.generic import merge_with_config_defaults
 from transformers.utils.output_capturing import OutputRecorder, capture_outputs
 
 from .configuration_sma import SMAConfig
 from .masking_sma import random_masked_positions, self_guided_masked_positions
+
+
+logger = logging.get_logger(__name__)
 
 
 AUTO_MAP = {
@@ -185,25 +188,28 @@ class SMAInputAttention(SMAAttention):
         sample_mask: bool,
         generator: torch.Generator | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        query = self._split_heads(self.query, hidden_states)
+        query = self._split_heads(self.query, hidden_states) * self.scaling
         key = self._split_heads(self.key, key_value_states)
         value = self._split_heads(self.value, key_value_states)
-        scores = torch.matmul(query, key.transpose(2, 3)) * self.scaling
-        scores = scores.masked_fill(~valid[:, None, None, :], -math.inf)
+        scores = torch.matmul(query, key.transpose(2, 3))
         if sample_mask:
-            masked_positions = masked_positions | self._sample_mask(scores, valid, generator)
-        scores = scores.masked_fill(masked_positions[:, None, None, :], -math.inf)
+            masked_positions = self._sample_mask(scores.detach(), valid, masked_positions, generator)
+        # padded and masked inputs leave every query's softmax; in place, as the matmul's backward does not need it
+        hidden = ~valid | masked_positions
+        scores.masked_fill_(hidden[:, None, None, :], -math.inf)
         probs = F.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
-        dropped = F.dropout(probs, p=self.config.attention_probs_dropout_prob, training=self.training)
-        output = torch.matmul(dropped, value).transpose(1, 2)
+        attended = probs
+        if self.training and self.config.attention_probs_dropout_prob > 0:
+            attended = F.dropout(probs, p=self.config.attention_probs_dropout_prob)
+        output = torch.matmul(attended, value).transpose(1, 2)
         return self._merge_heads(output), probs, masked_positions
 
-    def _sample_mask(self, scores, valid, generator):
+    def _sample_mask(self, scores, valid, already_masked, generator):
         config = self.config
         if config.masking_strategy == "random":
-            return random_masked_positions(valid, config.masking_ratio, generator)
+            return random_masked_positions(valid, config.masking_ratio, generator, already_masked)
         return self_guided_masked_positions(
-            scores.detach().softmax(dim=-1),
+            scores,
             valid,
             ratio=config.masking_ratio,
             num_per_query=config.num_per_query,
@@ -212,6 +218,7 @@ class SMAInputAttention(SMAAttention):
             mask_self=config.mask_self,
             noise=config.mask_noise_ratio * self.mask_noise_scale,
             generator=generator,
+            already_masked=already_masked,
         )
 
 
@@ -256,7 +263,10 @@ class SMAEmbeddings(nn.Module):
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
     def forward(self, input_ids, inputs, position_ids) -> torch.Tensor:
-        elements = self.token_embeddings(input_ids) if input_ids is not None else self.input_projection(inputs)
+        if input_ids is not None:
+            elements = self.token_embeddings(input_ids)
+        else:  # float32 features into a bf16/fp16 model
+            elements = self.input_projection(inputs.to(self.input_projection.weight.dtype))
         return self.dropout(self.layer_norm(elements + self.position_embeddings(position_ids)))
 
 
@@ -408,7 +418,7 @@ class SMAPreTrainedModel(PreTrainedModel):
     accepts_loss_kwargs = False  # losses are means over their own elements; Trainer scales for accumulation
     _no_split_modules = ["SMAInputLayer", "SMALayer", "SMADecoder"]
     _supports_sdpa = True
-    _supports_flash_attn = True
+    _supports_flash_attn = False  # not measured on a GPU yet; layer 1 always needs explicit probabilities
     _supports_flex_attn = False
     _can_record_outputs = {
         "hidden_states": SMALayer,
@@ -488,7 +498,7 @@ class SMAModel(SMAPreTrainedModel):
             Drives the random choices of the mask, for reproducible masks.
         """
         sample_mask = sample_mask and masked_positions is None  # an explicit mask overrides the strategy
-        input_ids, inputs, valid, position_ids, masked_positions = self.prepare_inputs(
+        input_ids, inputs, valid, position_ids, masked_positions = self._check_inputs(
             input_ids, inputs, attention_mask, position_ids, masked_positions
         )
         embeddings = self.embeddings(input_ids, inputs, position_ids)
@@ -498,7 +508,7 @@ class SMAModel(SMAPreTrainedModel):
         pooled = self.pooler(hidden_states, hidden_mask) if self.pooler is not None else None
         return SMAModelOutput(last_hidden_state=hidden_states, pooler_output=pooled, mask=mask, hidden_mask=hidden_mask)
 
-    def prepare_inputs(self, input_ids, inputs, attention_mask, position_ids, masked_positions):
+    def _check_inputs(self, input_ids, inputs, attention_mask, position_ids, masked_positions):
         """Check the inputs and derive (input_ids, inputs, valid, position_ids, masked_positions) from them.
 
         Raises a `ValueError` or `TypeError` naming the offending argument for anything the model cannot use.
@@ -513,11 +523,6 @@ class SMAModel(SMAPreTrainedModel):
                 raise ValueError(f"`input_ids` must be [batch, length], got shape {tuple(input_ids.shape)}.")
             if input_ids.dtype.is_floating_point or input_ids.dtype == torch.bool:
                 raise TypeError(f"`input_ids` must hold integer ids, got dtype {input_ids.dtype}.")
-            if input_ids.numel() and (input_ids.min() < 0 or input_ids.max() >= config.vocab_size):
-                raise ValueError(
-                    f"`input_ids` holds ids outside [0, vocab_size={config.vocab_size}): "
-                    f"min {int(input_ids.min())}, max {int(input_ids.max())}."
-                )
             batch_size, length = input_ids.shape
         else:
             if inputs is None:
@@ -529,51 +534,57 @@ class SMAModel(SMAPreTrainedModel):
                 )
             if not inputs.dtype.is_floating_point:
                 raise TypeError(f"`inputs` must be floating point, got dtype {inputs.dtype}.")
-            if not torch.isfinite(inputs).all():
-                raise ValueError("`inputs` holds NaN or infinite values.")
             batch_size, length = inputs.shape[:2]
         if length > config.max_position_embeddings:
             raise ValueError(
                 f"Sequences of length {length} are longer than max_position_embeddings="
                 f"{config.max_position_embeddings}; truncate them or use a model with more positions."
             )
-        device = (input_ids if input_ids is not None else inputs).device
-
-        if attention_mask is None:
-            valid = torch.ones(batch_size, length, dtype=torch.bool, device=device)
-        else:
-            if attention_mask.shape != (batch_size, length):
-                raise ValueError(
-                    f"`attention_mask` must have shape {(batch_size, length)}, got {tuple(attention_mask.shape)}."
-                )
-            valid = attention_mask.bool()
-            if not (attention_mask == valid).all():
-                raise ValueError("`attention_mask` must hold only 0 (padding) and 1 (real element).")
-        empty_rows = (~valid.any(dim=1)).nonzero().flatten().tolist()
-        if empty_rows:
-            raise ValueError(f"`attention_mask` rows {empty_rows} have no valid element.")
-
-        if position_ids is None:
-            position_ids = default_position_ids(input_ids, inputs, attention_mask)
-        elif position_ids.shape != (batch_size, length):
-            raise ValueError(f"`position_ids` must have shape {(batch_size, length)}, got {tuple(position_ids.shape)}.")
-        elif position_ids.min() < 0 or position_ids.max() >= config.max_position_embeddings:
-            raise ValueError(f"`position_ids` must lie in [0, max_position_embeddings={config.max_position_embeddings}).")
-
-        if masked_positions is None:
-            masked_positions = torch.zeros_like(valid)
-        elif masked_positions.shape != (batch_size, length) or masked_positions.dtype != torch.bool:
+        shape = (batch_size, length)
+        for name, value in (("attention_mask", attention_mask), ("position_ids", position_ids)):
+            if value is not None and value.shape != shape:
+                raise ValueError(f"`{name}` must have shape {shape}, got {tuple(value.shape)}.")
+        if masked_positions is not None and (masked_positions.shape != shape or masked_positions.dtype != torch.bool):
             raise ValueError(
-                f"`masked_positions` must be a bool tensor of shape {(batch_size, length)}, "
+                f"`masked_positions` must be a bool tensor of shape {shape}, "
                 f"got {masked_positions.dtype} {tuple(masked_positions.shape)}."
             )
+
+        if attention_mask is None:
+            valid = torch.ones(shape, dtype=torch.bool, device=(input_ids if input_ids is not None else inputs).device)
+        else:
+            valid = attention_mask.bool()
+        if position_ids is None:
+            position_ids = default_position_ids(input_ids, inputs, attention_mask)
+        if masked_positions is None:
+            masked_positions = torch.zeros_like(valid)
         if input_ids is not None:
             masked_positions = masked_positions | (input_ids == config.mask_token_id)
         masked_positions = masked_positions & valid
+        # value checks read the data, which costs a device sync and breaks a torch.compile graph: skip when compiling
+        if not torch.compiler.is_compiling():
+            self._check_values(input_ids, inputs, attention_mask, valid, position_ids, masked_positions)
+        return input_ids, inputs, valid, position_ids, masked_positions
+
+    def _check_values(self, input_ids, inputs, attention_mask, valid, position_ids, masked_positions):
+        config = self.config
+        if input_ids is not None and input_ids.numel() and (input_ids.min() < 0 or input_ids.max() >= config.vocab_size):
+            raise ValueError(
+                f"`input_ids` holds ids outside [0, vocab_size={config.vocab_size}): "
+                f"min {int(input_ids.min())}, max {int(input_ids.max())}."
+            )
+        if inputs is not None and not torch.isfinite(inputs).all():
+            raise ValueError("`inputs` holds NaN or infinite values.")
+        if attention_mask is not None and not (attention_mask == valid).all():
+            raise ValueError("`attention_mask` must hold only 0 (padding) and 1 (real element).")
+        empty_rows = (~valid.any(dim=1)).nonzero().flatten().tolist()
+        if empty_rows:
+            raise ValueError(f"`attention_mask` rows {empty_rows} have no valid element.")
+        if position_ids.min() < 0 or position_ids.max() >= config.max_position_embeddings:
+            raise ValueError(f"`position_ids` must lie in [0, max_position_embeddings={config.max_position_embeddings}).")
         fully_masked = (~(valid & ~masked_positions).any(dim=1)).nonzero().flatten().tolist()
         if fully_masked:
             raise ValueError(f"The mask hides every valid element of rows {fully_masked}; keep at least one visible.")
-        return input_ids, inputs, valid, position_ids, masked_positions
 
 
 class SMAForMaskedModeling(SMAPreTrainedModel):
@@ -627,7 +638,15 @@ class SMAForMaskedModeling(SMAPreTrainedModel):
             position_ids = default_position_ids(input_ids, inputs, attention_mask)
         logits = self.decoder(outputs.last_hidden_state, outputs.hidden_mask, position_ids)
         valid = torch.ones_like(outputs.mask) if attention_mask is None else attention_mask.bool()
-        loss_positions = outputs.mask if outputs.mask.any() else valid
+        if self.training:
+            loss_positions = outputs.mask
+            if not torch.compiler.is_compiling() and not loss_positions.any():
+                logger.warning_once(
+                    "No element was masked in a training batch (its sequences are too short for masking_ratio="
+                    f"{self.config.masking_ratio}); its loss is 0."
+                )
+        else:  # evaluation without a mask: plain reconstruction, so that the loss is always defined
+            loss_positions = torch.where(outputs.mask.any(), outputs.mask, valid)
         loss = self._reconstruction_loss(logits, input_ids, inputs, labels, loss_positions, valid)
         return SMAMaskedModelingOutput(
             loss=loss,
@@ -638,6 +657,7 @@ class SMAForMaskedModeling(SMAPreTrainedModel):
         )
 
     def _reconstruction_loss(self, logits, input_ids, inputs, labels, loss_positions, valid):
+        """Mean loss over `loss_positions` (0 when there are none, so that a batch without a mask adds nothing)."""
         if input_ids is not None:
             if labels is None:
                 labels = input_ids
@@ -646,27 +666,32 @@ class SMAForMaskedModeling(SMAPreTrainedModel):
                     f"`labels` must be integer ids shaped like `input_ids` {tuple(input_ids.shape)}, "
                     f"got {labels.dtype} {tuple(labels.shape)}."
                 )
-            targets = labels.masked_fill(~loss_positions, -100)
-            if not (targets != -100).any():
+            loss_positions = loss_positions & (labels != -100)
+            if not torch.compiler.is_compiling() and not self.training and not loss_positions.any():
                 raise ValueError("No masked position has a label (all are -100); the loss would be undefined.")
-            return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=-100)
-
-        if labels is None:
-            labels = inputs
-        elif labels.shape != inputs.shape or not labels.dtype.is_floating_point:
-            raise ValueError(
-                f"`labels` must be float values shaped like `inputs` {tuple(inputs.shape)}, "
-                f"got {labels.dtype} {tuple(labels.shape)}."
+            per_position = F.cross_entropy(
+                logits.float().transpose(1, 2), labels.masked_fill(~loss_positions, 0), reduction="none"
             )
-        targets = labels.float()
-        if self.config.normalize_continuous_targets:
-            weights = valid[:, :, None].to(targets.dtype)
-            count = weights.sum(dim=1, keepdim=True)
-            mean = (targets * weights).sum(dim=1, keepdim=True) / count
-            variance = ((targets - mean) ** 2 * weights).sum(dim=1, keepdim=True) / count
-            targets = (targets - mean) / (variance + 1e-6).sqrt()
-        errors = (logits.float() - targets) ** 2
-        return errors[loss_positions].mean()
+        else:
+            if labels is None:
+                labels = inputs
+            elif labels.shape != inputs.shape or not labels.dtype.is_floating_point:
+                raise ValueError(
+                    f"`labels` must be float values shaped like `inputs` {tuple(inputs.shape)}, "
+                    f"got {labels.dtype} {tuple(labels.shape)}."
+                )
+            elif not torch.compiler.is_compiling() and not torch.isfinite(labels[valid]).all():
+                raise ValueError("`labels` holds NaN or infinite values.")
+            targets = labels.float()
+            if self.config.normalize_continuous_targets:
+                weights = valid[:, :, None].to(targets.dtype)
+                count = weights.sum(dim=1, keepdim=True)
+                mean = (targets * weights).sum(dim=1, keepdim=True) / count
+                variance = ((targets - mean) ** 2 * weights).sum(dim=1, keepdim=True) / count
+                targets = (targets - mean) / (variance + 1e-6).sqrt()
+            per_position = ((logits.float() - targets) ** 2).mean(dim=-1)
+        weights = loss_positions.to(per_position.dtype)
+        return (per_position * weights).sum() / weights.sum().clamp(min=1)
 
 
 class SMAForSequenceClassification(SMAPreTrainedModel):
@@ -709,6 +734,8 @@ class SMAForSequenceClassification(SMAPreTrainedModel):
 
     def _loss(self, logits, labels):
         config, batch_size = self.config, logits.shape[0]
+        if labels.dtype.is_floating_point and not torch.compiler.is_compiling() and not torch.isfinite(labels).all():
+            raise ValueError("`labels` holds NaN or infinite values.")
         if config.problem_type is None:
             if self.num_labels == 1:
                 config.problem_type = "regression"

@@ -62,6 +62,8 @@ def test_discrete_bad_inputs(discrete, kwargs, error, match):
         ({"inputs": VALUES.index_put((torch.tensor([0]),), torch.tensor(math.inf))}, ValueError, "NaN or infinite"),
         ({"inputs": VALUES, "labels": VALUES[:, :3]}, ValueError, "`labels` must be float values shaped like `inputs`"),
         ({"inputs": VALUES, "labels": VALUES.long()}, ValueError, "`labels` must be float values"),
+        ({"inputs": VALUES, "labels": VALUES.index_put((torch.tensor([0]),), torch.tensor(math.inf))}, ValueError,
+         "`labels` holds NaN or infinite"),
     ],
 )  # fmt: skip
 def test_continuous_bad_inputs(continuous, kwargs, error, match):
@@ -78,6 +80,7 @@ def test_continuous_bad_inputs(continuous, kwargs, error, match):
         ("single_label_classification", 3, torch.tensor([0, 3]), r"class ids in \[0, num_labels=3\)"),
         ("multi_label_classification", 3, torch.tensor([1, 0]), r"needs 0/1 `labels` of shape \(2, 3\)"),
         ("multi_label_classification", 3, torch.tensor([[1, 0, 2], [0, 0, 1]]), "that are 0 or 1"),
+        ("regression", 1, torch.tensor([0.5, math.nan]), "`labels` holds NaN or infinite"),
     ],
 )
 def test_sequence_classification_bad_labels(problem_type, num_labels, labels, match):
@@ -123,6 +126,7 @@ def test_token_classification_bad_labels():
         ({"decoder_num_attention_heads": 5}, "`decoder_num_attention_heads`=5 must divide"),
         ({"encoder_type": "self_attention", "embedding_size": 48}, "must equal `hidden_size`"),
         ({"mask_self": True}, "`mask_self=True` needs `encoder_type='self_attention'`"),
+        ({"encoder_type": "self_attention", "mask_self": True, "masking_strategy": "random"}, "`mask_self=True` needs `masking_strategy='self_guided'`"),
         ({"mask_token_id": 262}, r"`mask_token_id` must be an id in \[0, vocab_size=262\)"),
         ({"drop_path_rate": 1.0}, "`drop_path_rate` must be a number in"),
     ],

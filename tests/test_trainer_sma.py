@@ -3,7 +3,14 @@ from datasets import Dataset
 from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
 
 from conftest import tiny_config
-from sma_hf import SMAFeatureExtractor, SMAForSequenceClassification, create_byte_tokenizer
+from sma_hf import (
+    SMAFeatureExtractor,
+    SMAForMaskedModeling,
+    SMAForSequenceClassification,
+    SMAMaskNoiseCallback,
+    cosine_noise_scale,
+    create_byte_tokenizer,
+)
 
 
 SMILES = ["CCO", "c1ccccc1", "CC(=O)O", "CCN(CC)CC", "O=C=O", "CC(C)Cc1ccc(cc1)C(C)C(=O)O", "C1CCCCC1", "ClCCl"]
@@ -66,3 +73,28 @@ def test_trainer_fine_tunes_and_evaluates_continuous_inputs(tmp_path):
     after = trainer.evaluate()["eval_loss"]
     assert model.config.problem_type == "regression"
     assert after < 0.5 * before, (before, after)
+
+
+def test_pretraining_with_trainer_decays_the_mask_noise(tmp_path):
+    tokenizer, dataset = byte_dataset()
+    model = SMAForMaskedModeling(tiny_config(masking_ratio=0.3))
+    seen = []
+    original = model.set_mask_noise_scale
+
+    def record(scale):
+        seen.append(scale)
+        original(scale)
+
+    model.set_mask_noise_scale = record
+    args = TrainingArguments(
+        output_dir=str(tmp_path), per_device_train_batch_size=4, max_steps=8, learning_rate=1e-3, use_cpu=True,
+        report_to="none", save_strategy="no", remove_unused_columns=False,
+    )  # fmt: skip
+    trainer = Trainer(model=model, args=args, train_dataset=dataset.remove_columns(["label"]),
+                      data_collator=DataCollatorWithPadding(tokenizer), callbacks=[SMAMaskNoiseCallback(0.5)])  # fmt: skip
+    trainer.train()
+    # set before step 1, then after each of the 8 steps; noise over the first 4 steps
+    assert seen == [cosine_noise_scale(step, 4) for step in range(9)]
+    assert seen[0] == 1.0 and seen[-1] == 0.0
+    first_attention = model.sma.encoder.input_layer.attention
+    assert first_attention.mask_noise_scale == 0.0
