@@ -98,9 +98,9 @@ class SMAFeatureExtractor(SequenceFeatureExtractor):
             return_attention_mask (`bool`, defaults to `True`): also return `attention_mask`.
             return_tensors (`str`, *optional*): `"pt"` or `"np"`; lists of arrays if unset.
             is_image (`bool`, defaults to `False`): read examples as `[H, W]` / `[H, W, C]` images.
-            kwargs: ignored; accepted, as in transformers' own extractors, so that generic callers (processors) can
-                pass their shared options.
         """
+        if kwargs:
+            raise TypeError(f"SMAFeatureExtractor got unexpected keyword arguments {sorted(kwargs)}.")
         arrays = self._to_arrays(examples, is_image)
         if self.do_normalize:
             mean, std = self._normalization_stats()

@@ -197,3 +197,8 @@ def test_normalize_with_wrong_stats_raises():
     fe = SMAFeatureExtractor(input_channels=1, do_normalize=True, channel_mean=[0.0], channel_std=[0.0])
     with pytest.raises(ValueError, match="channel_std"):
         fe([1.0])
+
+
+def test_unknown_keyword_is_an_error():
+    with pytest.raises(TypeError, match="padding_sid"):
+        SMAFeatureExtractor(input_channels=1)([1.0, 2.0], padding_sid="left")

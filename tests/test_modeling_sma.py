@@ -230,6 +230,26 @@ def test_training_batch_with_nothing_to_mask_has_zero_loss():
     assert eval_loss > 0
 
 
+@pytest.mark.parametrize("encoder_type,input_type", MODES)
+def test_training_decodes_only_masked_positions(encoder_type, input_type):
+    """Training logits are the full decode's logits at the masked positions, and give the same loss."""
+    config = config_for(encoder_type, input_type)
+    model = SMAForMaskedModeling(config)
+    inputs = random_inputs(config, 3, 16)
+    attention_mask = ragged_attention_mask(3, 16, side="left")
+    masked = torch.zeros(3, 16, dtype=torch.bool)
+    masked[0, [3, 4, 9]] = True
+    masked[1, [12]] = True
+    masked[2, [8, 15]] = True
+    train = model.train()(**inputs, attention_mask=attention_mask, masked_positions=masked)
+    assert train.decoded_positions.tolist() == [[3, 4, 9], [12, -1, -1], [8, 15, -1]]
+    full = model.eval()(**inputs, attention_mask=attention_mask, masked_positions=masked)
+    assert full.decoded_positions is None and full.logits.shape[1] == 16
+    used = train.decoded_positions >= 0
+    torch.testing.assert_close(train.logits[used], full.logits[masked], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(train.loss, full.loss, atol=1e-5, rtol=1e-5)
+
+
 def test_mask_token_is_masked():
     config = config_for("cross_attention", "discrete")
     model = SMAModel(config).eval()

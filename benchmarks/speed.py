@@ -1,0 +1,767 @@
+"""Speed benchmark of SMA (issue 4): one run, side by side, medians of repeated timed steps.
+
+Sections:
+  1. training-step throughput (forward + backward + AdamW step) of `SMAForMaskedModeling` against transformers'
+     `PerceiverForMaskedLM` at matched sizes, on discrete inputs (byte ids, vocabulary 262);
+  2. the cost of the mask on the same SMA model: self-guided vs random vs an explicit precomputed mask;
+  3. scaling with the input length: step time and peak step memory, `cross_attention` and `self_attention` modes;
+  4. inference throughput of `SMAModel` (pooled embeddings, eval mode, no grad);
+  5. the machine's own limit: FLOP/s of a large matmul, and the SMA step's achieved FLOP/s as a share of it.
+
+Every timed step is warmed up first, then repeated; the tables give the median and the spread (min-max). Steps that
+are compared with each other run interleaved (one of each per round), so that slow drifts of a shared machine hit
+them alike. `--output` writes everything, raw times included, as JSON.
+
+    python benchmarks/speed.py --output results.json           # full run (a few minutes on 2 CPU cores)
+    python benchmarks/speed.py --device cuda --dtype bfloat16  # on a GPU, bf16 autocast
+    python benchmarks/speed.py --smoke                         # tiny sizes, a few seconds (CI)
+"""
+
+import argparse
+import ctypes
+import gc
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import transformers
+from transformers import PerceiverConfig, PerceiverForMaskedLM
+
+from sma_hf import SMAConfig, SMAForMaskedModeling, SMAModel
+
+
+VOCAB_SIZE = 262  # 256 bytes + 6 special tokens, in SMA's byte tokenizer and in the Perceiver tokenizer alike
+FIRST_BYTE_ID = 6  # ids below are special tokens
+MASK_TOKEN_ID = 3  # [MASK] in both tokenizers
+MASKING_RATIO = 0.15
+PERCEIVER_DECODER_HEADS = 8  # hard-coded in PerceiverForMaskedLM
+PERCEIVER_DECODER_QK_CHANNELS = 8 * 32  # hard-coded in PerceiverForMaskedLM
+# the targets of issue 4, checked at these lengths when they were measured
+SPEEDUP_TARGETS = {512: 1.5, 2048: 2.0, 8192: 2.0}
+MASK_OVERHEAD_TARGET = 1.05
+SCALING_LENGTHS_FOR_TARGET = (2048, 16384)
+SCALING_TARGET = 9.0
+FLOP_TARGET_LENGTH = 2048
+FLOP_FRACTION_TARGET = 0.6  # of the float32 matmul rate (and of the bf16 one for a bf16 run on CPU)
+GPU_BF16_FLOP_FRACTION_TARGET = 0.4  # of the bf16 matmul rate on a GPU
+
+DEFAULTS = dict(
+    batch_size=4,
+    lengths=[512, 2048, 8192],
+    mask_length=2048,
+    scaling_lengths=[512, 1024, 2048, 4096, 8192, 16384],
+    self_attention_lengths=[128, 256, 512],
+    latents=128,
+    width=256,
+    layers=4,
+    heads=8,
+    mlp_ratio=4,
+    warmup=2,
+    repeats=7,
+    matmul_size=2048,
+)
+SMOKE = dict(
+    threads=1,  # tiny ops gain nothing from more, and one thread is not slowed by a busy CI machine's other jobs
+    batch_size=2,
+    lengths=[64, 128],
+    mask_length=128,
+    scaling_lengths=[64, 128],
+    self_attention_lengths=[32],
+    latents=8,
+    width=32,
+    layers=1,
+    heads=4,
+    mlp_ratio=2,
+    warmup=1,
+    repeats=2,
+    matmul_size=256,
+)
+
+
+# ----------------------------------------------------------------------------------------------------- model sizes
+
+
+def sma_config(args, length: int, encoder_type: str = "cross_attention", masking_strategy: str = "self_guided"):
+    """SMA at the benchmark's sizes. The decoder is sized like PerceiverForMaskedLM's (8 heads, MLP 1x width)."""
+    return SMAConfig(
+        input_type="discrete",
+        vocab_size=VOCAB_SIZE,
+        encoder_type=encoder_type,
+        masking_strategy=masking_strategy,
+        masking_ratio=MASKING_RATIO,
+        max_position_embeddings=length,
+        num_latents=args.latents,
+        embedding_size=args.width,
+        hidden_size=args.width,
+        num_hidden_layers=args.layers,
+        num_attention_heads=args.heads,
+        num_cross_attention_heads=1,
+        intermediate_size=args.mlp_ratio * args.width,
+        decoder_hidden_size=args.width,
+        decoder_num_attention_heads=PERCEIVER_DECODER_HEADS,
+        decoder_intermediate_size=args.width,
+    )
+
+
+def perceiver_config(args, length: int) -> PerceiverConfig:
+    """PerceiverForMaskedLM matched to `sma_config`: d_model = SMA embedding_size, d_latents = hidden_size, one block
+    of num_hidden_layers self-attention layers, the same heads, query/key and value channels and MLP widths."""
+    return PerceiverConfig(
+        vocab_size=VOCAB_SIZE,
+        # its decoder has exactly max_position_embeddings position queries, so this must equal the input length
+        max_position_embeddings=length,
+        num_latents=args.latents,
+        d_latents=args.width,
+        d_model=args.width,
+        num_blocks=1,
+        num_self_attends_per_block=args.layers,
+        num_self_attention_heads=args.heads,
+        num_cross_attention_heads=1,
+        qk_channels=args.width,
+        v_channels=args.width,
+        self_attention_widening_factor=args.mlp_ratio,
+        cross_attention_widening_factor=args.mlp_ratio,
+        attention_probs_dropout_prob=0.0,  # SMA's default; Perceiver's is 0.1
+    )
+
+
+def matching_notes(args) -> list[str]:
+    """What still differs between the two models at matched sizes (none of it changes the matmul FLOPs by much)."""
+    notes = [
+        "PerceiverForMaskedLM's decoder is fixed at 8 heads and an MLP of 1x width; the SMA decoder is set to the "
+        "same (SMA's own default decoder MLP is 4x).",
+        "Perceiver has no masking of its own: it gets the same share of ids replaced by [MASK] (drawn once, outside "
+        "the timed step, as a data collator would) and labels on those positions; it still attends to the [MASK] "
+        "inputs, as SMA computes but -inf's its masked keys, so both do the same attention work.",
+        "Perceiver computes every attention eagerly (its implementation; no sdpa), LayerNorms the decoder's keys, "
+        "has no decoder query residual, no final encoder LayerNorm, and ties its output layer to the input embedding "
+        "(SMA's output layer is separate: same FLOPs, width x 262 more parameters).",
+        "Both models get max_position_embeddings = the input length (Perceiver's decoder needs exactly that).",
+    ]
+    if args.width != PERCEIVER_DECODER_QK_CHANNELS:
+        notes.append(
+            f"Perceiver's decoder projects queries and keys to {PERCEIVER_DECODER_QK_CHANNELS} channels whatever the "
+            f"width; SMA's decoder uses its width ({args.width})."
+        )
+    return notes
+
+
+# --------------------------------------------------------------------------------------------------- FLOP counting
+
+
+def sma_forward_flops(
+    config: SMAConfig, batch_size: int, length: int, num_masked: int = 0, num_decoded: int | None = None
+) -> int:
+    """Matmul FLOPs of one forward pass of `SMAForMaskedModeling`: 2*m*n*k for every [m, k] @ [k, n] product.
+
+    With B = batch_size, L = length, C = input_channels, E = embedding_size, H = hidden_size, I = intermediate_size,
+    D = decoder_hidden_size, J = decoder_intermediate_size, V = vocab_size (discrete) or input_channels (continuous),
+    Q = queries of the first layer = num_latents (cross_attention) or L (self_attention),
+    T = tokens after the first layer = num_latents (cross_attention) or L - num_masked visible ones (self_attention),
+    P = positions the decoder reconstructs = num_decoded (default L; fewer where only the masked ones are decoded):
+
+        embedding       2BLCE                                  (continuous only; discrete ids are a table lookup)
+        first layer     2BQHH (q) + 2*2BLEH (k, v) + 2*2BQLH (scores, probs @ v) + 2BQHH (output) + 2*2BQHI (MLP)
+        each of the num_hidden_layers latent layers:
+                        4*2BTHH (q, k, v, output) + 2*2BTTH (scores, probs @ v) + 2*2BTHI (MLP)
+        decoder         2*2BPDD (q, output) + 2*2BTHD (k, v) + 2*2BPTD (scores, probs @ v) + 2*2BPDJ (MLP) + 2BPDV
+
+    The number of heads does not enter: h heads of width H/h together cost as much as one of width H. Elementwise
+    work (LayerNorms, softmax, GELU, residual adds, masking, the loss) is ignored, and so is the score sum of
+    self-guided masking (2B*heads*Q*L under no_grad: heads/2H of the first layer's attention products, 0.2% with
+    SMA's one cross-attention head at width 256).
+    """
+    B, L, E, H, I = batch_size, length, config.embedding_size, config.hidden_size, config.intermediate_size
+    D, J = config.decoder_hidden_size, config.decoder_intermediate_size
+    P = length if num_decoded is None else num_decoded
+    V = config.vocab_size if config.input_type == "discrete" else config.input_channels
+    if config.encoder_type == "cross_attention":
+        Q = T = config.num_latents
+    else:
+        Q, T = L, L - num_masked
+    embedding = input_projection_flops(config, batch_size, length)
+    first_layer = 2 * B * Q * H * H + 2 * 2 * B * L * E * H + 2 * 2 * B * Q * L * H + 2 * B * Q * H * H
+    first_layer += 2 * 2 * B * Q * H * I
+    latent_layer = 4 * 2 * B * T * H * H + 2 * 2 * B * T * T * H + 2 * 2 * B * T * H * I
+    decoder = 2 * 2 * B * P * D * D + 2 * 2 * B * T * H * D + 2 * 2 * B * P * T * D + 2 * 2 * B * P * D * J
+    decoder += 2 * B * P * D * V
+    return embedding + first_layer + config.num_hidden_layers * latent_layer + decoder
+
+
+def input_projection_flops(config: SMAConfig, batch_size: int, length: int) -> int:
+    """The continuous input projection, 2BLCE (0 for discrete ids, a table lookup)."""
+    if config.input_type == "discrete":
+        return 0
+    return 2 * batch_size * length * config.input_channels * config.embedding_size
+
+
+def sma_training_flops(config: SMAConfig, batch_size: int, length: int, num_decoded: int | None = None) -> int:
+    """Matmul FLOPs of one training step, with the training mask's round(masking_ratio x L) elements removed after
+    the first layer in `self_attention` mode and `num_decoded` positions decoded (default all L; a model that decodes
+    only the masked ones, all that its loss reads, decodes round(masking_ratio x L)). See `sma_forward_flops` for
+    the forward formula:
+
+        3 x forward - 2BLCE
+
+    The backward pass computes two products per forward product (the gradients of both operands), except for the
+    continuous input projection, whose input (the data) needs no gradient. The optimizer step is elementwise.
+    """
+    forward = sma_forward_flops(config, batch_size, length, masked_count(length, config.masking_ratio), num_decoded)
+    return 3 * forward - input_projection_flops(config, batch_size, length)
+
+
+def perceiver_training_flops(args, length: int) -> int:
+    """Matmul FLOPs of one `PerceiverForMaskedLM` training step at the sizes of `perceiver_config`.
+
+    They equal those of SMA decoding every position at the sizes of `sma_config` (same projections, attention
+    products, MLPs and output layer), except that Perceiver's decoder projects its queries and keys to 256 channels
+    (hard-coded) instead of the width D: with B = batch, L = length, N = latents, that adds
+    (256 - D) x (2BLD + 2BND + 2BLN) per forward pass (query projection, key projection, scores), times 3 for the
+    step. At width 256 the two counts are equal.
+    """
+    B, L, N, D = args.batch_size, length, args.latents, args.width
+    extra = (PERCEIVER_DECODER_QK_CHANNELS - D) * (2 * B * L * D + 2 * B * N * D + 2 * B * L * N)
+    return sma_training_flops(sma_config(args, length), B, L) + 3 * extra  # Perceiver decodes every position
+
+
+# ---------------------------------------------------------------------------------------------------- measurements
+
+
+def log(message: str):
+    """Progress on stderr, so that stdout holds only the tables."""
+    print(message, file=sys.stderr, flush=True)
+
+
+def synchronize(device: torch.device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def warm_up(steps: dict[str, Callable[[], object]], runs: int, device: torch.device):
+    for _ in range(runs):
+        for step in steps.values():
+            step()
+    synchronize(device)
+
+
+def time_runs(steps: dict[str, Callable[[], object]], repeats: int, device: torch.device) -> dict[str, list[float]]:
+    """Seconds per run of each step; `repeats` rounds, each running every step once (interleaved)."""
+    times = {name: [] for name in steps}
+    for _ in range(repeats):
+        for name, step in steps.items():
+            synchronize(device)
+            start = time.perf_counter()
+            step()
+            synchronize(device)
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+def measure(steps: dict[str, Callable[[], object]], args) -> dict[str, list[float]]:
+    warm_up(steps, args.warmup, args.device)
+    return time_runs(steps, args.repeats, args.device)
+
+
+def summarize(times: list[float], elements: int) -> dict:
+    """Median and spread of the step times, and the throughput in input elements per second."""
+    median = statistics.median(times)
+    return {
+        "median_s": median,
+        "min_s": min(times),
+        "max_s": max(times),
+        "times_s": times,
+        "elements_per_s": elements / median,
+        "elements_per_s_min": elements / max(times),
+        "elements_per_s_max": elements / min(times),
+    }
+
+
+def _status_kib(key: str) -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    raise KeyError(key)
+
+
+class PeakMemory:
+    """Peak memory a block of work adds to what was resident before it, in MiB (`.peak_mib`).
+
+    CUDA: `torch.cuda.max_memory_allocated` over the block minus the allocation at its start. CPU (Linux): the
+    process's resident-set high-water mark over the block minus the resident size at its start. The high-water mark
+    is reset at the start through /proc/self/clear_refs (Linux >= 4.0), after glibc's `malloc_trim` has returned freed
+    heap memory to the system, so that memory freed by earlier sections is neither counted nor silently reused.
+    Elsewhere `.peak_mib` stays None.
+    """
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.peak_mib = None
+
+    def __enter__(self):
+        gc.collect()
+        synchronize(self.device)
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self.start = torch.cuda.memory_allocated(self.device)
+        elif sys.platform == "linux" and platform.libc_ver()[0] == "glibc":
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+            self.start = _status_kib("VmRSS") * 1024
+            with open("/proc/self/clear_refs", "w") as clear_refs:
+                clear_refs.write("5")  # resets VmHWM to the current resident size
+        else:
+            self.start = None
+        return self
+
+    def __exit__(self, *exc_info):
+        synchronize(self.device)
+        if self.device.type == "cuda":
+            peak = torch.cuda.max_memory_allocated(self.device)
+        elif self.start is not None:
+            peak = _status_kib("VmHWM") * 1024
+        else:
+            return
+        self.peak_mib = (peak - self.start) / 2**20
+
+
+# ----------------------------------------------------------------------------------------------------------- steps
+
+
+def random_ids(args, length: int, seed: int = 0) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    ids = torch.randint(FIRST_BYTE_ID, VOCAB_SIZE, (args.batch_size, length), generator=generator)
+    return ids.to(args.device)
+
+
+def masked_count(length: int, ratio: float) -> int:
+    """Elements SMA masks per example of `length` valid elements: round(ratio x length), at least one left visible."""
+    return min(round(ratio * length), length - 1)
+
+
+def random_mask(batch_size: int, length: int, ratio: float, seed: int = 1) -> torch.Tensor:
+    """Uniform random bool mask (True = masked) with SMA's exact count per example, drawn on the CPU."""
+    order = torch.rand(batch_size, length, generator=torch.Generator().manual_seed(seed)).argsort(dim=1)
+    mask = torch.zeros(batch_size, length, dtype=torch.bool)
+    return mask.scatter_(1, order[:, : masked_count(length, ratio)], True)
+
+
+def autocast(args):
+    return torch.autocast(args.device.type, dtype=torch.bfloat16, enabled=args.dtype == "bfloat16")
+
+
+def training_step(model: torch.nn.Module, inputs: dict, args) -> Callable[[], None]:
+    """A step function: forward (under autocast for bf16), backward, AdamW step, zero_grad."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+
+    def step():
+        with autocast(args):
+            loss = model(**inputs).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    return step
+
+
+def build_sma(config: SMAConfig, args) -> SMAForMaskedModeling:
+    torch.manual_seed(0)  # the same weights for every model built from the same sizes
+    model = SMAForMaskedModeling(config).to(args.device).train()
+    model.set_mask_noise_scale(0.0)  # pretraining after the warm-up: the mask is fully self-guided
+    return model
+
+
+def sma_step(args, length: int, **config_overrides) -> tuple[Callable[[], None], int]:
+    """A training step of a fresh SMA model, and its matmul FLOPs. How many positions the model decodes in training
+    (all, or only the masked ones its loss reads) is read off the logits of one untimed forward pass."""
+    config = sma_config(args, length, **config_overrides)
+    model = build_sma(config, args)
+    inputs = {"input_ids": random_ids(args, length)}
+    with torch.no_grad(), autocast(args):
+        num_decoded = model(**inputs).logits.shape[1]
+    return training_step(model, inputs, args), sma_training_flops(config, args.batch_size, length, num_decoded)
+
+
+def perceiver_step(args, length: int) -> Callable[[], None]:
+    torch.manual_seed(0)
+    model = PerceiverForMaskedLM(perceiver_config(args, length)).to(args.device).train()
+    ids, mask = random_ids(args, length), random_mask(args.batch_size, length, MASKING_RATIO).to(args.device)
+    inputs = {"input_ids": ids.masked_fill(mask, MASK_TOKEN_ID), "labels": ids.masked_fill(~mask, -100)}
+    return training_step(model, inputs, args)
+
+
+# -------------------------------------------------------------------------------------------------------- sections
+
+
+def bench_matmul(args) -> dict:
+    """FLOP/s of an n x n @ n x n matmul in float32 (and in bfloat16 when the run uses it)."""
+    n = args.matmul_size
+    results = {}
+    for dtype_name in dict.fromkeys(["float32", args.dtype]):
+        log(f"matmul, {dtype_name}, n = {n}")
+        dtype = getattr(torch, dtype_name)
+        generator = torch.Generator().manual_seed(0)
+        a, b = (torch.randn(n, n, generator=generator).to(args.device, dtype) for _ in range(2))
+        times = measure({"matmul": lambda: a @ b}, args)["matmul"]
+        median = statistics.median(times)
+        results[dtype_name] = {
+            "size": n,
+            "flops_per_s": 2 * n**3 / median,
+            "flops_per_s_min": 2 * n**3 / max(times),
+            "flops_per_s_max": 2 * n**3 / min(times),
+            "times_s": times,
+        }
+    return results
+
+
+def bench_vs_perceiver(args, matmul_flops_per_s: float) -> list[dict]:
+    """Training steps of both models, interleaved, per length; achieved FLOP/s from the analytic counts."""
+    rows = []
+    for length in args.lengths:
+        log(f"training step, SMA vs Perceiver, length {length}")
+        sma_training, flops = sma_step(args, length)
+        steps = {"sma": sma_training, "perceiver": perceiver_step(args, length)}
+        times = measure(steps, args)
+        elements = args.batch_size * length
+        sma, perceiver = summarize(times["sma"], elements), summarize(times["perceiver"], elements)
+        perceiver_flops = perceiver_training_flops(args, length)
+        rows.append({
+            "length": length,
+            "batch_size": args.batch_size,
+            "sma": sma,
+            "perceiver": perceiver,
+            "speedup": sma["elements_per_s"] / perceiver["elements_per_s"],
+            "sma_flops_per_step": flops,
+            "sma_flops_per_s": flops / sma["median_s"],
+            "sma_fraction_of_matmul": flops / sma["median_s"] / matmul_flops_per_s,
+            "perceiver_flops_per_step": perceiver_flops,
+            "perceiver_flops_per_s": perceiver_flops / perceiver["median_s"],
+            "perceiver_fraction_of_matmul": perceiver_flops / perceiver["median_s"] / matmul_flops_per_s,
+        })  # fmt: skip
+        del steps, sma_training
+    return rows
+
+
+def bench_mask_cost(args) -> dict:
+    """The same SMA model (same weights) with its mask drawn self-guided, drawn at random, or given precomputed."""
+    length = args.mask_length
+    log(f"cost of the mask, length {length}")
+    ids = random_ids(args, length)
+    explicit_mask = random_mask(args.batch_size, length, MASKING_RATIO).to(args.device)
+    variants = {
+        "self_guided": (sma_config(args, length, masking_strategy="self_guided"), {"input_ids": ids}),
+        "random": (sma_config(args, length, masking_strategy="random"), {"input_ids": ids}),
+        "explicit": (sma_config(args, length), {"input_ids": ids, "masked_positions": explicit_mask}),
+    }
+    steps = {name: training_step(build_sma(config, args), inputs, args) for name, (config, inputs) in variants.items()}
+    times = measure(steps, args)
+    results = {name: summarize(times[name], args.batch_size * length) for name in steps}
+    random_median = results["random"]["median_s"]
+    return {
+        "length": length,
+        "batch_size": args.batch_size,
+        "variants": results,
+        "time_over_random": {name: result["median_s"] / random_median for name, result in results.items()},
+    }
+
+
+def bench_scaling(args, matmul_flops_per_s: float) -> dict:
+    """Step time, achieved FLOP/s and peak step memory per length, one fresh model per length (warm-up outside the
+    memory window)."""
+    results = {}
+    for encoder_type, lengths in (
+        ("cross_attention", args.scaling_lengths), ("self_attention", args.self_attention_lengths)
+    ):  # fmt: skip
+        rows = []
+        for length in lengths:
+            log(f"scaling, {encoder_type}, length {length}")
+            step, flops = sma_step(args, length, encoder_type=encoder_type)
+            warm_up({"sma": step}, args.warmup, args.device)
+            with PeakMemory(args.device) as memory:
+                times = time_runs({"sma": step}, args.repeats, args.device)["sma"]
+            summary = summarize(times, args.batch_size * length)
+            rows.append({
+                "length": length,
+                **summary,
+                "flops_per_step": flops,
+                "flops_per_s": flops / summary["median_s"],
+                "fraction_of_matmul": flops / summary["median_s"] / matmul_flops_per_s,
+                "peak_mib": memory.peak_mib,
+            })  # fmt: skip
+            del step
+        results[encoder_type] = rows
+    return results
+
+
+def bench_inference(args) -> list[dict]:
+    """`SMAModel` pooled embeddings in eval mode under `torch.inference_mode`."""
+    rows = []
+    for length in args.lengths:
+        log(f"inference, length {length}")
+        torch.manual_seed(0)
+        model = SMAModel(sma_config(args, length)).to(args.device).eval()
+        ids = random_ids(args, length)
+
+        def embed():
+            with torch.inference_mode(), autocast(args):
+                return model(input_ids=ids).pooler_output
+
+        times = measure({"embed": embed}, args)["embed"]
+        rows.append({"length": length, "batch_size": args.batch_size, **summarize(times, args.batch_size * length)})
+    return rows
+
+
+def machine_description(args) -> dict:
+    if args.device.type == "cuda":
+        processor = torch.cuda.get_device_name(args.device)
+    else:
+        processor = platform.processor() or platform.machine()
+        if os.path.exists("/proc/cpuinfo"):
+            with open("/proc/cpuinfo") as cpuinfo:
+                names = [line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")]
+            processor = names[0] if names else processor
+    return {
+        "device": str(args.device),
+        "processor": processor,
+        "logical_cpus": os.cpu_count(),
+        "threads": torch.get_num_threads(),
+        "dtype": args.dtype,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        **machine_load("start"),
+    }
+
+
+def other_cpu_use(interval: float = 0.5) -> float | None:
+    """CPUs kept busy by other processes while this one sleeps for `interval` seconds (Linux /proc/stat), or None."""
+    if not os.path.exists("/proc/stat"):
+        return None
+
+    def busy_and_total():
+        with open("/proc/stat") as stat:
+            user, nice, system, idle, iowait, irq, softirq, steal = map(int, stat.readline().split()[1:9])
+        total = user + nice + system + idle + iowait + irq + softirq + steal
+        return total - idle - iowait, total
+
+    busy_before, total_before = busy_and_total()
+    time.sleep(interval)
+    busy_after, total_after = busy_and_total()
+    return round(os.cpu_count() * (busy_after - busy_before) / max(total_after - total_before, 1), 2)
+
+
+def machine_load(when: str) -> dict:
+    """Other processes' CPU use now, and the 1/5/15-minute load averages (which include this run's own work): timings
+    taken while other processes compete for the cores are slow and noisy, multi-threaded ones the most."""
+    load = [round(value, 2) for value in os.getloadavg()] if hasattr(os, "getloadavg") else None
+    return {f"other_cpu_use_at_{when}": other_cpu_use(), f"load_average_at_{when}": load}
+
+
+# --------------------------------------------------------------------------------------------------------- targets
+
+
+def evaluate_targets(results: dict) -> list[dict]:
+    """Issue 4's targets, as far as this run measured the lengths they name."""
+    targets = []
+
+    def add(name, measured, goal, met):
+        targets.append({"target": name, "measured": measured, "goal": goal, "met": met})
+
+    by_length = {row["length"]: row for row in results["training_vs_perceiver"]}
+    for length, goal in SPEEDUP_TARGETS.items():
+        if length in by_length:
+            speedup = by_length[length]["speedup"]
+            add(f"training speed-up over Perceiver at {length}", speedup, f">= {goal}x", speedup >= goal)
+    overhead = results["mask_cost"]["time_over_random"]["self_guided"]
+    add(
+        f"self-guided / random step time at {results['mask_cost']['length']}",
+        overhead, f"<= {MASK_OVERHEAD_TARGET}", overhead <= MASK_OVERHEAD_TARGET,
+    )  # fmt: skip
+    cross = {row["length"]: row["median_s"] for row in results["scaling"]["cross_attention"]}
+    short, long = SCALING_LENGTHS_FOR_TARGET
+    if short in cross and long in cross:
+        ratio = cross[long] / cross[short]
+        add(f"cross_attention time({long}) / time({short})", ratio, f"<= {SCALING_TARGET}", ratio <= SCALING_TARGET)
+    if FLOP_TARGET_LENGTH in by_length:
+        machine = results["machine"]
+        gpu_bf16 = machine["device"].startswith("cuda") and machine["dtype"] == "bfloat16"
+        goal = GPU_BF16_FLOP_FRACTION_TARGET if gpu_bf16 else FLOP_FRACTION_TARGET
+        fraction = by_length[FLOP_TARGET_LENGTH]["sma_fraction_of_matmul"]
+        name = f"SMA step FLOP/s / {machine['dtype']} matmul FLOP/s at {FLOP_TARGET_LENGTH}"
+        add(name, fraction, f">= {goal}", fraction >= goal)
+    return targets
+
+
+# -------------------------------------------------------------------------------------------------------- printing
+
+
+def _rate(summary: dict, key: str = "elements_per_s") -> str:
+    return f"{summary[key]:,.0f} ({summary[key + '_min']:,.0f}-{summary[key + '_max']:,.0f})"
+
+
+def _ms(summary: dict) -> str:
+    return f"{summary['median_s'] * 1e3:,.1f} ({summary['min_s'] * 1e3:,.1f}-{summary['max_s'] * 1e3:,.1f})"
+
+
+def markdown(results: dict) -> str:
+    machine, settings = results["machine"], results["settings"]
+    lines = [
+        "## SMA speed benchmark",
+        "",
+        f"Machine: {machine['processor']} ({machine['logical_cpus']} logical CPUs), device {machine['device']}, "
+        f"{machine['threads']} torch threads, {machine['dtype']}; torch {machine['torch']}, "
+        f"transformers {machine['transformers']}; CPUs busy with other work at start "
+        f"{machine['other_cpu_use_at_start']}, load average {machine['load_average_at_start']}.",
+        "",
+        f"Sizes: {settings['latents']} latents, width {settings['width']} (embedding = latent = decoder width), "
+        f"{settings['layers']} latent self-attention layers, {settings['heads']} heads (1 cross-attention head, "
+        f"8 decoder heads), MLP {settings['mlp_ratio']}x width (decoder MLP 1x), vocabulary {VOCAB_SIZE}, "
+        f"batch {settings['batch_size']}, masking ratio {MASKING_RATIO}. {settings['warmup']} warm-up runs, "
+        f"{settings['repeats']} timed; medians with (min-max).",
+        "",
+        "Matched-size notes:",
+        *[f"- {note}" for note in results["matching_notes"]],
+        "",
+        "### 1. Training step (forward + backward + AdamW), SMA vs PerceiverForMaskedLM",
+        "",
+        "| length | SMA elements/s | Perceiver elements/s | SMA speed-up | GFLOP/step SMA, Perceiver "
+        "| SMA GFLOP/s (of matmul) | Perceiver GFLOP/s (of matmul) |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in results["training_vs_perceiver"]:
+        lines.append(
+            f"| {row['length']} | {_rate(row['sma'])} | {_rate(row['perceiver'])} | {row['speedup']:.2f}x "
+            f"| {row['sma_flops_per_step'] / 1e9:,.1f}, {row['perceiver_flops_per_step'] / 1e9:,.1f} "
+            f"| {row['sma_flops_per_s'] / 1e9:,.1f} ({row['sma_fraction_of_matmul']:.0%}) "
+            f"| {row['perceiver_flops_per_s'] / 1e9:,.1f} ({row['perceiver_fraction_of_matmul']:.0%}) |"
+        )
+    lines += [
+        "",
+        "Matmul FLOPs are counted analytically (`sma_training_flops`, `perceiver_training_flops`). Where the two "
+        "counts are equal (width 256, SMA decoding every position), SMA's speed-up cannot exceed 1 / Perceiver's "
+        "share of the matmul rate; where SMA decodes only the masked positions, its count is the lower one.",
+    ]
+    mask = results["mask_cost"]
+    lines += [
+        "",
+        f"### 2. Cost of the mask (SMA, length {mask['length']}, same weights)",
+        "",
+        "| mask | step ms | elements/s | time / random |",
+        "|---|---:|---:|---:|",
+    ]
+    for name, summary in mask["variants"].items():
+        lines.append(f"| {name} | {_ms(summary)} | {_rate(summary)} | {mask['time_over_random'][name]:.3f} |")
+    lines += [
+        "",
+        "### 3. Scaling with input length (SMA training step)",
+        "",
+        "| mode | length | step ms | elements/s | GFLOP/s (of matmul) | peak step memory MiB | time / time(first) |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for mode, rows in results["scaling"].items():
+        for row in rows:
+            memory = "n/a" if row["peak_mib"] is None else f"{row['peak_mib']:,.1f}"
+            lines.append(
+                f"| {mode} | {row['length']} | {_ms(row)} | {_rate(row)} "
+                f"| {row['flops_per_s'] / 1e9:,.1f} ({row['fraction_of_matmul']:.0%}) | {memory} "
+                f"| {row['median_s'] / rows[0]['median_s']:.2f} |"
+            )
+    lines += [
+        "",
+        "### 4. Inference (SMAModel pooled embeddings, eval, no grad)",
+        "",
+        "| length | batch ms | elements/s |",
+        "|---:|---:|---:|",
+        *[f"| {row['length']} | {_ms(row)} | {_rate(row)} |" for row in results["inference"]],
+        "",
+        "### 5. Machine limit (n x n matmul)",
+        "",
+        "| dtype | n | GFLOP/s |",
+        "|---|---:|---:|",
+    ]
+    for dtype_name, matmul in results["matmul"].items():
+        rate = (
+            f"{matmul['flops_per_s'] / 1e9:,.1f} "
+            f"({matmul['flops_per_s_min'] / 1e9:,.1f}-{matmul['flops_per_s_max'] / 1e9:,.1f})"
+        )
+        lines.append(f"| {dtype_name} | {matmul['size']} | {rate} |")
+    lines += ["", "### Targets of issue 4", "", "| target | measured | goal | met |", "|---|---:|---:|---|"]
+    for target in results["targets"]:
+        met = "yes" if target["met"] else "no"
+        lines.append(f"| {target['target']} | {target['measured']:.3f} | {target['goal']} | {met} |")
+    lines += [
+        "",
+        f"Elapsed: {results['elapsed_s']:.0f} s; at the end, CPUs busy with other work "
+        f"{machine['other_cpu_use_at_end']}, load average {machine['load_average_at_end']}.",
+    ]
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------------------------ main
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="bfloat16: autocast")
+    parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes, a few seconds (for CI)")
+    parser.add_argument("--output", type=Path, help="write the results as JSON here")
+    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--lengths", type=int, nargs="+", help="lengths of sections 1 and 4")
+    parser.add_argument("--mask-length", type=int, help="length of section 2")
+    parser.add_argument("--scaling-lengths", type=int, nargs="+", help="cross_attention lengths of section 3")
+    parser.add_argument("--self-attention-lengths", type=int, nargs="+", help="self_attention lengths of section 3")
+    parser.add_argument("--latents", type=int)
+    parser.add_argument("--width", type=int, help="embedding = latent = decoder width")
+    parser.add_argument("--layers", type=int, help="latent self-attention layers")
+    parser.add_argument("--heads", type=int, help="heads of the latent self-attention layers")
+    parser.add_argument("--mlp-ratio", type=int, help="encoder MLP width / width")
+    parser.add_argument("--warmup", type=int, help="untimed runs before timing")
+    parser.add_argument("--repeats", type=int, help="timed runs")
+    parser.add_argument("--matmul-size", type=int, help="n of the n x n reference matmul")
+    parser.set_defaults(**DEFAULTS)
+    args = parser.parse_args(argv)
+    if args.smoke:  # tiny defaults; flags given explicitly still win
+        parser.set_defaults(**SMOKE)
+        args = parser.parse_args(argv)
+    args.device = torch.device(args.device)
+    return args
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    start = time.perf_counter()
+    settings = {key: value for key, value in vars(args).items() if key not in ("device", "output")}
+    results = {"machine": machine_description(args), "settings": settings, "matching_notes": matching_notes(args)}
+    busy, threads = results["machine"]["other_cpu_use_at_start"], torch.get_num_threads()
+    if args.device.type == "cpu" and busy is not None and busy + threads > os.cpu_count() + 0.25:
+        log(
+            f"warning: other processes keep {busy} of the {os.cpu_count()} CPUs busy and this run uses {threads} "
+            "threads: the timings will be slow and noisy (multi-threaded ones the most)"
+        )
+    results["matmul"] = bench_matmul(args)
+    reference = results["matmul"][args.dtype]["flops_per_s"]
+    results["training_vs_perceiver"] = bench_vs_perceiver(args, reference)
+    results["mask_cost"] = bench_mask_cost(args)
+    results["scaling"] = bench_scaling(args, reference)
+    results["inference"] = bench_inference(args)
+    results["targets"] = evaluate_targets(results)
+    results["elapsed_s"] = time.perf_counter() - start
+    results["machine"].update(machine_load("end"))
+    print(markdown(results))
+    if args.output:
+        args.output.write_text(json.dumps(results, indent=2) + "\n")
+    return results
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,177 @@
+"""The speed benchmark's smoke mode runs end to end, and its FLOP counter agrees with independent counts."""
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from transformers import PerceiverForMaskedLM
+
+from sma_hf import SMAConfig, SMAForMaskedModeling
+
+
+ROOT = Path(__file__).resolve().parents[1]
+SPEED_SCRIPT = ROOT / "benchmarks" / "speed.py"
+
+
+@pytest.fixture(scope="module")
+def speed():
+    """benchmarks/speed.py as a module (benchmarks/ is a folder of scripts, not a package)."""
+    spec = importlib.util.spec_from_file_location("speed_benchmark", SPEED_SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def flop_config(encoder_type="cross_attention", input_type="discrete") -> SMAConfig:
+    return SMAConfig(
+        input_type=input_type,
+        input_channels=3,
+        encoder_type=encoder_type,
+        num_latents=4,
+        embedding_size=16,
+        hidden_size=16,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=32,
+        decoder_hidden_size=8,
+        decoder_num_attention_heads=2,
+        decoder_intermediate_size=24,
+        max_position_embeddings=20,
+        masking_ratio=0.25,
+        # eager attention: FlopCounterMode has no formula for CPU sdpa kernels and would count them as 0
+        attn_implementation="eager",
+    )
+
+
+def test_smoke_run_writes_every_section(tmp_path):
+    output = tmp_path / "r.json"
+    completed = subprocess.run(
+        [sys.executable, str(SPEED_SCRIPT), "--smoke", "--device", "cpu", "--output", str(output)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert "### 1. Training step" in completed.stdout
+    results = json.loads(output.read_text())
+
+    machine = results["machine"]
+    assert machine["processor"] and machine["torch"] and machine["transformers"]
+    assert machine["threads"] > 0 and machine["dtype"] == "float32"
+    if sys.platform == "linux":
+        assert machine["other_cpu_use_at_start"] >= 0 and machine["other_cpu_use_at_end"] >= 0
+    assert results["matching_notes"]
+
+    assert results["matmul"]["float32"]["flops_per_s"] > 0
+    lengths = results["settings"]["lengths"]
+    assert [row["length"] for row in results["training_vs_perceiver"]] == lengths
+    for row in results["training_vs_perceiver"]:
+        for model in ("sma", "perceiver"):
+            assert row[model]["elements_per_s"] > 0 and row[model]["median_s"] > 0
+        assert row["speedup"] > 0
+        for model in ("sma", "perceiver"):
+            assert row[f"{model}_flops_per_step"] > 0 and row[f"{model}_flops_per_s"] > 0
+            assert row[f"{model}_fraction_of_matmul"] > 0
+
+    variants = results["mask_cost"]["variants"]
+    assert set(variants) == {"self_guided", "random", "explicit"}
+    assert all(summary["elements_per_s"] > 0 for summary in variants.values())
+    assert all(ratio > 0 for ratio in results["mask_cost"]["time_over_random"].values())
+
+    scaling = results["scaling"]
+    assert [row["length"] for row in scaling["cross_attention"]] == results["settings"]["scaling_lengths"]
+    assert [row["length"] for row in scaling["self_attention"]] == results["settings"]["self_attention_lengths"]
+    for row in scaling["cross_attention"] + scaling["self_attention"]:
+        assert row["median_s"] > 0 and row["elements_per_s"] > 0
+        if sys.platform == "linux":
+            assert row["peak_mib"] > 0
+
+    assert [row["length"] for row in results["inference"]] == lengths
+    assert all(row["elements_per_s"] > 0 for row in results["inference"])
+    assert any(target["target"].startswith("self-guided") for target in results["targets"])
+    assert results["elapsed_s"] > 0
+
+
+def test_flop_formula_matches_a_hand_count(speed):
+    config = flop_config()  # discrete ids, cross_attention
+    B, L, N, E, H, I, D, J, V = 2, 20, 4, 16, 16, 32, 8, 24, 262  # batch, length, latents, widths, vocabulary
+    first_layer = (
+        2 * B * N * H * H  # latent queries
+        + 2 * (2 * B * L * E * H)  # keys and values of the inputs
+        + 2 * (2 * B * N * L * H)  # scores and probs @ values (all heads together)
+        + 2 * B * N * H * H  # output projection
+        + 2 * (2 * B * N * H * I)  # MLP in and out
+    )
+    assert first_layer == 4096 + 40960 + 10240 + 4096 + 16384
+    latent_layer = 4 * (2 * B * N * H * H) + 2 * (2 * B * N * N * H) + 2 * (2 * B * N * H * I)
+    assert latent_layer == 16384 + 2048 + 16384
+    decoder = (
+        2 * (2 * B * L * D * D)  # position queries and output projection
+        + 2 * (2 * B * N * H * D)  # keys and values of the latents
+        + 2 * (2 * B * L * N * D)  # scores and probs @ values
+        + 2 * (2 * B * L * D * J)  # MLP
+        + 2 * B * L * D * V  # output layer
+    )
+    assert decoder == 10240 + 4096 + 5120 + 30720 + 167680
+    forward = first_layer + 2 * latent_layer + decoder
+    assert forward == 363264
+    assert speed.sma_forward_flops(config, B, L) == forward
+    assert speed.sma_training_flops(config, B, L) == 3 * forward
+    # decoding only the 5 masked positions (round(0.25 x 20)): the decoder's per-position terms shrink by 5/20
+    P = 5
+    decoder_masked_only = (
+        2 * (2 * B * P * D * D) + 2 * (2 * B * N * H * D) + 2 * (2 * B * P * N * D) + 2 * (2 * B * P * D * J)
+        + 2 * B * P * D * V
+    )  # fmt: skip
+    assert decoder_masked_only == 2560 + 4096 + 1280 + 7680 + 41920
+    forward_masked_only = first_layer + 2 * latent_layer + decoder_masked_only
+    assert speed.sma_training_flops(config, B, L, num_decoded=P) == 3 * forward_masked_only
+
+
+@pytest.mark.parametrize("input_type", ["discrete", "continuous"])
+@pytest.mark.parametrize("encoder_type", ["cross_attention", "self_attention"])
+def test_flop_formula_matches_torch_flop_counter(speed, encoder_type, input_type):
+    """FlopCounterMode counts 2*m*n*k for every mm/addmm/bmm that actually runs, forward and backward. With an explicit
+    mask (no mask sampling, whose score sum the formula leaves out) and eager attention, the counts agree exactly.
+    The model may decode every position or only the masked ones in training; the logits say which."""
+    config = flop_config(encoder_type, input_type)
+    batch_size, length = 2, 20
+    model = SMAForMaskedModeling(config).train()
+    if input_type == "discrete":
+        inputs = {"input_ids": torch.randint(6, config.vocab_size, (batch_size, length))}
+    else:
+        inputs = {"inputs": torch.randn(batch_size, length, config.input_channels)}
+    mask = speed.random_mask(batch_size, length, config.masking_ratio)
+    num_masked = speed.masked_count(length, config.masking_ratio)
+    assert (mask.sum(dim=1) == num_masked).all()
+
+    with FlopCounterMode(display=False) as forward_counter:
+        num_decoded = model(**inputs, masked_positions=mask).logits.shape[1]
+    assert num_decoded in (length, num_masked)
+    expected = speed.sma_forward_flops(config, batch_size, length, num_masked, num_decoded)
+    assert forward_counter.get_total_flops() == expected
+
+    with FlopCounterMode(display=False) as step_counter:
+        model(**inputs, masked_positions=mask).loss.backward()
+    assert step_counter.get_total_flops() == speed.sma_training_flops(config, batch_size, length, num_decoded)
+
+
+@pytest.mark.parametrize("width", [32, 256])  # 256 = the channels Perceiver's decoder hard-codes for queries and keys
+def test_perceiver_flop_formula_matches_torch_flop_counter(speed, width):
+    """Perceiver computes every attention eagerly, so FlopCounterMode sees all of its matmuls."""
+    args = speed.parse_args(["--smoke", "--width", str(width)])
+    length = 16
+    model = PerceiverForMaskedLM(speed.perceiver_config(args, length)).train()
+    ids = speed.random_ids(args, length)
+    mask = speed.random_mask(args.batch_size, length, speed.MASKING_RATIO)
+    inputs = {"input_ids": ids.masked_fill(mask, speed.MASK_TOKEN_ID), "labels": ids.masked_fill(~mask, -100)}
+    with FlopCounterMode(display=False) as counter:
+        model(**inputs).loss.backward()
+    assert counter.get_total_flops() == speed.perceiver_training_flops(args, length)
+    if width == 256:  # matched sizes: the same matmul work as SMA
+        sma_flops = speed.sma_training_flops(speed.sma_config(args, length), args.batch_size, length)
+        assert speed.perceiver_training_flops(args, length) == sma_flops
