@@ -1,8 +1,12 @@
-"""Training helpers for SMA pretraining with the transformers `Trainer`."""
+"""Training helpers shared by `sma-pretrain`, `sma-finetune` and `Trainer` users."""
 
-from transformers import TrainerCallback
+import json
 
+from transformers import AutoConfig, AutoFeatureExtractor, AutoTokenizer, TrainerCallback
+
+from .configuration_sma import SMAConfig
 from .masking_sma import cosine_noise_scale
+from .tokenization_sma import create_byte_tokenizer
 
 
 class SMAMaskNoiseCallback(TrainerCallback):
@@ -30,3 +34,29 @@ class SMAMaskNoiseCallback(TrainerCallback):
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
         self._apply(state, model)
+
+
+def load_sma_config(model_name_or_path: str | None, config_name: str | None) -> SMAConfig:
+    """The config of a checkpoint (folder or Hub id), or of an `SMAConfig` JSON file for training from scratch."""
+    if model_name_or_path is not None:
+        config = AutoConfig.from_pretrained(model_name_or_path)
+    else:
+        with open(config_name) as f:
+            config = SMAConfig(**{k: v for k, v in json.load(f).items() if k != "model_type"})
+    if not isinstance(config, SMAConfig):
+        raise ValueError(f"The model config must be an SMAConfig, got {type(config).__name__}.")
+    return config
+
+
+def load_processor(model_name_or_path: str | None, config: SMAConfig):
+    """The checkpoint's tokenizer or feature extractor; else a new byte tokenizer (discrete inputs) or None
+    (continuous inputs: the caller fits a `SMAFeatureExtractor` on its data)."""
+    if model_name_or_path is not None:
+        auto_class = AutoTokenizer if config.input_type == "discrete" else AutoFeatureExtractor
+        try:
+            return auto_class.from_pretrained(model_name_or_path)
+        except (OSError, ValueError):
+            pass
+    if config.input_type == "discrete":
+        return create_byte_tokenizer(model_max_length=config.max_position_embeddings)
+    return None

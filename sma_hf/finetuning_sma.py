@@ -1,0 +1,432 @@
+"""`sma-finetune`: fine-tune an SMA checkpoint on a labeled task with the transformers `Trainer`.
+
+    sma-finetune --model_name_or_path outputs/sma-chemistry --task configs/tasks/freesolv.json \
+        --output_dir outputs/freesolv-sma --seeds 0 1 2
+
+A task is a small JSON spec (see `configs/tasks/`): data files per split (relative to `--data_dir`), the input and
+label columns, `problem_type` ("regression", "single_label_classification" or "token_classification"), the number
+of labels and the metric used to select the model. The model is selected on the validation split only (the best
+epoch by the task's metric); the test split is read once, at the end, by the selected model. Each seed trains
+a fresh head; the results JSON holds every metric on validation and test as mean, sample standard deviation and the
+per-seed values.
+
+Regression labels are standardised with the training split's mean and std while training (the head then learns
+values of order 1) and the transform is folded into the output layer before saving, so the saved model predicts
+in the task's own units.
+"""
+
+import argparse
+import json
+import math
+import shlex
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from transformers import (
+    AutoModelForSequenceClassification,
+    AutoModelForTokenClassification,
+    DataCollatorForTokenClassification,
+    DataCollatorWithPadding,
+    Trainer,
+    TrainingArguments,
+    set_seed,
+)
+
+from .configuration_sma import SMAConfig
+from .feature_extraction_sma import SMAFeatureExtractor
+from .training_sma import load_processor, load_sma_config
+
+
+PROBLEM_TYPES = ("regression", "single_label_classification", "token_classification")
+METRICS = ("rmse", "mae", "spearman", "roc_auc", "accuracy")
+SPLITS = ("train", "validation", "test")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# metrics (numpy only; ties get average ranks)
+
+
+def average_ranks(values: np.ndarray) -> np.ndarray:
+    order = np.argsort(values, kind="stable")
+    sorted_values = values[order]
+    ranks = np.empty(len(values), dtype=np.float64)
+    start = 0
+    for end in range(1, len(values) + 1):
+        if end == len(values) or sorted_values[end] != sorted_values[start]:
+            ranks[order[start:end]] = (start + end + 1) / 2  # 1-based average rank of the tied run
+            start = end
+    return ranks
+
+
+def spearman(predictions: np.ndarray, labels: np.ndarray) -> float:
+    a, b = average_ranks(predictions), average_ranks(labels)
+    a, b = a - a.mean(), b - b.mean()
+    denominator = math.sqrt((a * a).sum() * (b * b).sum())
+    return float((a * b).sum() / denominator) if denominator > 0 else float("nan")
+
+
+def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Area under the ROC curve = probability that a positive outscores a negative (Mann-Whitney U)."""
+    positives = labels == 1
+    num_positive, num_negative = int(positives.sum()), int((~positives).sum())
+    if num_positive == 0 or num_negative == 0:
+        return float("nan")
+    ranks = average_ranks(scores)
+    return float((ranks[positives].sum() - num_positive * (num_positive + 1) / 2) / (num_positive * num_negative))
+
+
+def task_metrics(problem_type: str, logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    if problem_type == "regression":
+        predictions, labels = logits.reshape(-1), labels.reshape(-1)
+        errors = predictions - labels
+        return {
+            "rmse": float(np.sqrt(np.mean(errors**2))),
+            "mae": float(np.mean(np.abs(errors))),
+            "spearman": spearman(predictions, labels),
+        }
+    if problem_type == "token_classification":
+        keep = labels != -100
+        logits, labels = logits[keep], labels[keep]
+    metrics = {"accuracy": float(np.mean(logits.argmax(-1) == labels))}
+    if logits.shape[-1] == 2:
+        metrics["roc_auc"] = roc_auc(logits[:, 1] - logits[:, 0], labels)
+    return metrics
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# task specs and data
+
+
+def load_task(path: str) -> dict:
+    with open(path) as f:
+        task = json.load(f)
+    required = ("name", "data_files", "input_column", "label_column", "problem_type", "num_labels", "metric")
+    missing = [key for key in required if key not in task]
+    if missing:
+        raise ValueError(f"Task spec {path} lacks {missing}.")
+    if task["problem_type"] not in PROBLEM_TYPES:
+        raise ValueError(
+            f"Task spec {path}: problem_type must be one of {PROBLEM_TYPES}, got {task['problem_type']!r}."
+        )
+    if task["metric"] not in METRICS:
+        raise ValueError(f"Task spec {path}: metric must be one of {METRICS}, got {task['metric']!r}.")
+    if sorted(task["data_files"]) != sorted(SPLITS):
+        raise ValueError(f"Task spec {path}: data_files must name exactly the splits {SPLITS}.")
+    task.setdefault("greater_is_better", task["metric"] not in ("rmse", "mae"))
+    task.setdefault("description", task["name"])
+    return task
+
+
+def load_splits(task: dict, data_dir: str):
+    from datasets import load_dataset
+
+    splits = {}
+    for split, relative in task["data_files"].items():
+        path = Path(data_dir) / relative
+        if not path.is_file():
+            raise FileNotFoundError(f"Task {task['name']!r}: {split} file {path} does not exist (run prepare_data?).")
+        builder = {".parquet": "parquet", ".json": "json", ".jsonl": "json", ".csv": "csv"}.get(path.suffix)
+        if builder is None:
+            raise ValueError(f"Task {task['name']!r}: {path} must be parquet, json/jsonl or csv.")
+        dataset = load_dataset(builder, data_files=str(path), split="train")
+        for column in (task["input_column"], task["label_column"]):
+            if column not in dataset.column_names:
+                raise ValueError(
+                    f"Task {task['name']!r}: column {column!r} is not in {path} (columns: {dataset.column_names})."
+                )
+        if len(dataset) == 0:
+            raise ValueError(f"Task {task['name']!r}: {split} file {path} has no rows.")
+        splits[split] = dataset
+    return splits
+
+
+class Encoder:
+    """Turns task rows into model features; rows it cannot use are skipped and counted per split."""
+
+    def __init__(self, task: dict, config: SMAConfig, processor, max_length: int, label_transform=None):
+        self.task, self.config, self.processor, self.max_length = task, config, processor, max_length
+        self.label_transform = label_transform  # (mean, std) for regression
+        self.skipped = {}
+
+    def usable(self, value, label) -> bool:
+        if value is None or label is None:
+            return False
+        if self.config.input_type == "discrete":
+            return isinstance(value, str) and bool(value.strip())
+        array = np.asarray(value, dtype=np.float32)
+        return array.size > 0 and bool(np.isfinite(array).all())
+
+    def encode_split(self, dataset, split: str):
+        task = self.task
+        keep = [self.usable(v, y) for v, y in zip(dataset[task["input_column"]], dataset[task["label_column"]])]
+        skipped = len(keep) - sum(keep)
+        if skipped:
+            self.skipped[split] = skipped
+            dataset = dataset.select([i for i, k in enumerate(keep) if k])
+        return dataset.map(self._encode, batched=True, remove_columns=dataset.column_names)
+
+    def _encode(self, batch):
+        task, config = self.task, self.config
+        values, labels = batch[task["input_column"]], batch[task["label_column"]]
+        if config.input_type == "discrete":
+            features = dict(self.processor(values, truncation=True, max_length=self.max_length))
+        else:
+            arrays = [np.asarray(v, dtype=np.float32).reshape(-1, config.input_channels) for v in values]
+            features = dict(self.processor(arrays, padding=False, truncation=True, max_length=self.max_length))
+            features["inputs"] = [x.tolist() for x in features["inputs"]]
+            features["attention_mask"] = [m.tolist() for m in features["attention_mask"]]
+        if task["problem_type"] == "regression":
+            mean, std = self.label_transform
+            features["labels"] = [(float(y) - mean) / std for y in labels]
+        elif task["problem_type"] == "single_label_classification":
+            features["labels"] = [int(y) for y in labels]
+        else:  # one label per element; the appended [SEP] and truncated elements get -100
+            length_key = "input_ids" if config.input_type == "discrete" else "inputs"
+            features["labels"] = [
+                [int(y) for y in element_labels][: len(ids)] + [-100] * (len(ids) - len(element_labels))
+                for element_labels, ids in zip(labels, features[length_key])
+            ]
+        return features
+
+
+class ContinuousCollator:
+    """Pads continuous `inputs` [N, C] with zeros (masked out by `attention_mask`)."""
+
+    def __init__(self, token_labels: bool):
+        self.token_labels = token_labels
+
+    def __call__(self, features):
+        length = max(len(f["inputs"]) for f in features)
+        channels = len(features[0]["inputs"][0])
+        inputs = torch.zeros(len(features), length, channels)
+        attention_mask = torch.zeros(len(features), length, dtype=torch.long)
+        for i, f in enumerate(features):
+            inputs[i, : len(f["inputs"])] = torch.tensor(f["inputs"])
+            attention_mask[i, : len(f["inputs"])] = 1
+        batch = {"inputs": inputs, "attention_mask": attention_mask}
+        labels = [f["labels"] for f in features]
+        if self.token_labels:
+            padded = torch.full((len(features), length), -100, dtype=torch.long)
+            for i, row in enumerate(labels):
+                padded[i, : len(row)] = torch.tensor(row)
+            batch["labels"] = padded
+        else:
+            batch["labels"] = torch.tensor(labels)
+        return batch
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# model
+
+
+def load_config(args, task: dict) -> SMAConfig:
+    config = load_sma_config(args.model_name_or_path, args.config_name)
+    if task.get("input_type", config.input_type) != config.input_type:
+        raise ValueError(
+            f"Task {task['name']!r} has {task['input_type']} inputs but the model takes {config.input_type} inputs."
+        )
+    config.num_labels = task["num_labels"]
+    config.problem_type = None if task["problem_type"] == "token_classification" else task["problem_type"]
+    config.classifier_pooling = args.classifier_pooling or config.classifier_pooling
+    return config
+
+
+def fitted_processor(args, config: SMAConfig, train_values):
+    """The checkpoint's processor, or a new one (a feature extractor is fitted on the usable training values)."""
+    processor = load_processor(args.model_name_or_path, config)
+    if processor is not None:
+        return processor
+    arrays = [
+        np.asarray(v, dtype=np.float32).reshape(-1, config.input_channels) for v in train_values if v is not None
+    ]
+    arrays = [a for a in arrays if a.size and np.isfinite(a).all()]  # unusable rows are skipped (and counted) later
+    return SMAFeatureExtractor(input_channels=config.input_channels).fit(arrays)
+
+
+def new_model(args, config: SMAConfig, task: dict):
+    auto_class = (
+        AutoModelForTokenClassification
+        if task["problem_type"] == "token_classification"
+        else AutoModelForSequenceClassification
+    )
+    if args.model_name_or_path is not None:
+        return auto_class.from_pretrained(args.model_name_or_path, config=config)
+    return auto_class.from_config(config)
+
+
+@torch.no_grad()
+def fold_label_transform(model, mean: float, std: float):
+    """Make the output layer predict `std * output + mean`, i.e. labels in the task's own units."""
+    model.classifier.weight.mul_(std)
+    model.classifier.bias.mul_(std).add_(mean)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the runs
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model_name_or_path", help="Pretrained SMA folder or Hub id.")
+    parser.add_argument("--config_name", help="SMAConfig JSON: train the same architecture from scratch (baseline).")
+    parser.add_argument("--task", required=True, help="Task spec JSON (see configs/tasks/).")
+    parser.add_argument("--data_dir", default="data", help="Root the task's data_files are relative to.")
+    parser.add_argument("--output_dir", required=True)
+    parser.add_argument("--label", help="Name of this model in the results and model cards.")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--num_train_epochs", type=float, default=30)
+    parser.add_argument("--per_device_train_batch_size", type=int, default=32)
+    parser.add_argument("--per_device_eval_batch_size", type=int, default=128)
+    parser.add_argument("--learning_rate", type=float, default=1e-4)
+    parser.add_argument("--weight_decay", type=float, default=0.01)
+    parser.add_argument("--warmup_ratio", type=float, default=0.1)
+    parser.add_argument("--max_seq_length", type=int, help="Longer inputs are truncated (default: the model's limit).")
+    parser.add_argument(
+        "--classifier_pooling", choices=["attention", "mean"], help="Override the config's pooling of the encoder."
+    )
+    args = parser.parse_args(argv)
+    if (args.model_name_or_path is None) == (args.config_name is None):
+        parser.error("pass exactly one of --model_name_or_path (fine-tune) or --config_name (from scratch)")
+    if len(set(args.seeds)) != len(args.seeds):
+        parser.error(f"--seeds must be distinct, got {args.seeds}")
+    return args
+
+
+def summarize(values: list[float]) -> dict:
+    array = np.asarray(values, dtype=np.float64)
+    return {
+        "mean": float(array.mean()),
+        "std": float(array.std(ddof=1)) if len(array) > 1 else 0.0,
+        "values": [float(v) for v in array],
+    }
+
+
+def finetune(args, command: str | None = None) -> dict:
+    """Fine-tune on every seed and write `results.json` (`command`, the reproducing command line, goes into it)."""
+    task = load_task(args.task)
+    splits = load_splits(task, args.data_dir)
+    config = load_config(args, task)
+    max_length = args.max_seq_length or config.max_position_embeddings
+    if not 1 <= max_length <= config.max_position_embeddings:
+        raise ValueError(f"--max_seq_length must be in [1, {config.max_position_embeddings}], got {max_length}.")
+    processor = fitted_processor(args, config, splits["train"][task["input_column"]])
+
+    label_transform = None
+    if task["problem_type"] == "regression":
+        train_labels = np.asarray(splits["train"][task["label_column"]], dtype=np.float64)
+        label_transform = (float(train_labels.mean()), float(train_labels.std()) or 1.0)
+    encoder = Encoder(task, config, processor, max_length, label_transform)
+    encoded = {split: encoder.encode_split(dataset, split) for split, dataset in splits.items()}
+    if encoder.skipped:
+        print(f"Skipped unusable rows per split: {encoder.skipped}")
+
+    token_labels = task["problem_type"] == "token_classification"
+    if config.input_type == "continuous":
+        collator = ContinuousCollator(token_labels)
+    elif token_labels:
+        collator = DataCollatorForTokenClassification(processor)
+    else:
+        collator = DataCollatorWithPadding(processor)
+    problem_type = task["problem_type"]
+
+    def compute_metrics(prediction):
+        logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
+        labels = prediction.label_ids
+        if label_transform is not None:
+            mean, std = label_transform
+            logits, labels = logits * std + mean, labels * std + mean
+        return task_metrics(problem_type, logits, labels)
+
+    output_dir = Path(args.output_dir)
+    per_seed = []
+    for seed in args.seeds:
+        set_seed(seed)
+        model = new_model(args, config, task)
+        seed_dir = output_dir / f"seed-{seed}"
+        training_args = TrainingArguments(
+            output_dir=str(seed_dir / "checkpoints"),
+            num_train_epochs=args.num_train_epochs,
+            per_device_train_batch_size=args.per_device_train_batch_size,
+            per_device_eval_batch_size=args.per_device_eval_batch_size,
+            learning_rate=args.learning_rate,
+            weight_decay=args.weight_decay,
+            warmup_steps=args.warmup_ratio,
+            lr_scheduler_type="linear",
+            eval_strategy="epoch",
+            save_strategy="epoch",
+            save_total_limit=1,
+            load_best_model_at_end=True,  # selected on the validation split
+            metric_for_best_model=task["metric"],
+            greater_is_better=task["greater_is_better"],
+            logging_strategy="epoch",
+            seed=seed,
+            report_to="none",
+        )
+        trainer = Trainer(
+            model=model,
+            args=training_args,
+            data_collator=collator,
+            train_dataset=encoded["train"],
+            eval_dataset=encoded["validation"],
+            processing_class=processor,
+            compute_metrics=compute_metrics,
+        )
+        trainer.train()
+        validation = trainer.evaluate(encoded["validation"], metric_key_prefix="validation")
+        test = trainer.predict(encoded["test"], metric_key_prefix="test").metrics
+        if label_transform is not None:
+            fold_label_transform(trainer.model, *label_transform)
+        trainer.save_model(str(seed_dir))
+        trainer.state.save_to_json(str(seed_dir / "trainer_state.json"))  # the per-epoch validation history
+        shutil.rmtree(seed_dir / "checkpoints", ignore_errors=True)
+        per_seed.append(
+            {
+                "seed": seed,
+                "validation": {k.removeprefix("validation_"): v for k, v in validation.items()},
+                "test": {k.removeprefix("test_"): v for k, v in test.items()},
+                "best_checkpoint": trainer.state.best_model_checkpoint,
+            }
+        )
+        print(
+            f"seed {seed}: validation {task['metric']} {per_seed[-1]['validation'][task['metric']]:.4f}, "
+            f"test {task['metric']} {per_seed[-1]['test'][task['metric']]:.4f}"
+        )
+
+    metric_names = [m for m in METRICS if m in per_seed[0]["test"]]
+    results = {
+        "task": {
+            "name": task["name"],
+            "description": task["description"],
+            "problem_type": problem_type,
+            "metric": task["metric"],
+            "greater_is_better": task["greater_is_better"],
+            **{f"num_{split}": len(encoded[split]) for split in SPLITS},
+        },
+        "model_name_or_path": args.model_name_or_path or args.config_name,
+        "label": args.label or (args.model_name_or_path or f"{args.config_name} (from scratch)"),
+        "seeds": list(args.seeds),
+        "skipped_rows": encoder.skipped,
+        **{
+            split: {name: summarize([run[split][name] for run in per_seed]) for name in metric_names}
+            for split in ("validation", "test")
+        },
+        "runs": per_seed,
+        "command": command,
+    }
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / "results.json").write_text(json.dumps(results, indent=2))
+    test = results["test"][task["metric"]]
+    print(f"{task['name']} test {task['metric']}: {test['mean']:.4f} ± {test['std']:.4f} over {len(args.seeds)} seeds")
+    return results
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    finetune(parse_args(argv), command=shlex.join(["sma-finetune", *argv]))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,661 @@
+"""`sma-pretrain`: SMA pretraining with accelerate on streamed corpora, from one CPU to many GPUs and nodes.
+
+    sma-pretrain --config_name configs/sma-chemistry-small.json \
+        --train_file "data/chemistry/pretrain/train-*.parquet" \
+        --validation_file "data/chemistry/pretrain/validation-*.parquet" \
+        --output_dir outputs/sma-chemistry --max_steps 2000
+
+    ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2 -m sma_hf.pretraining_sma ...  # 2 CPU ranks
+
+Data is read with `datasets.load_dataset(..., streaming=True)` and tokenized (discrete inputs) or feature-extracted
+(continuous inputs) batch by batch. Each rank reads its own part of the stream (`split_dataset_by_node`: whole shards
+when the shard count divides by the number of ranks), so every example of an epoch is seen by exactly one rank; the
+batches are built here and not passed through `accelerator.prepare` (which would split the stream a second time).
+The data position (epoch, examples consumed) is checkpointed with the model, the optimizer, the schedule and the
+random states, so `--resume_from_checkpoint` continues at the exact step and example.
+
+Layout of `--output_dir`: `model/`, the hub-ready export (weights, config with `auto_map`, code, tokenizer or feature
+extractor, README.md, pretraining_summary.json), `checkpoints/checkpoint-<step>/` (complete checkpoints only: each is
+written under a temporary name and renamed), `logs/` (TensorBoard) and `pretraining_summary.json`.
+"""
+
+import argparse
+import glob
+import itertools
+import json
+import os
+import platform
+import shlex
+import shutil
+import sys
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from accelerate.utils import ProjectConfiguration, set_seed
+from tqdm.auto import tqdm
+from transformers import AutoModelForMaskedLM
+from transformers import get_cosine_schedule_with_warmup
+from transformers.utils import logging
+
+from .configuration_sma import SMAConfig
+from .feature_extraction_sma import SMAFeatureExtractor
+from .masking_sma import cosine_noise_scale, random_masked_positions
+from .modeling_sma import SMAForMaskedModeling
+from .training_sma import load_processor, load_sma_config
+
+
+logger = logging.get_logger(__name__)
+
+CHECKPOINTS_DIR = "checkpoints"
+MODEL_DIR = "model"  # the hub-ready export
+CHECKPOINT_PREFIX = "checkpoint-"
+# builders of `datasets` for local files, by extension
+FILE_BUILDERS = {".parquet": "parquet", ".json": "json", ".jsonl": "json", ".csv": "csv", ".txt": "text"}
+# examples used to fit the feature extractor's standardisation when it is not loaded with the model
+NORMALIZATION_EXAMPLES = 1000
+# --group_by_length sorts windows of this many batches by length
+LENGTH_GROUP_BATCHES = 50
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    model = parser.add_argument_group("model")
+    model.add_argument("--config_name", help="SMAConfig JSON to pretrain from scratch (presets in configs/).")
+    model.add_argument("--model_name_or_path", help="Folder or Hub id of an SMA checkpoint to continue pretraining.")
+    data = parser.add_argument_group("data")
+    data.add_argument("--dataset_name", help="Hub dataset id (streamed).")
+    data.add_argument("--dataset_config_name")
+    data.add_argument("--train_file", help="Local training files: a path or glob (parquet, json/jsonl, csv, txt).")
+    data.add_argument("--validation_file", help="Local held-out files (path or glob).")
+    data.add_argument("--validation_split_name", default="validation", help="Held-out split of --dataset_name.")
+    data.add_argument("--input_column", help="Column holding the inputs (default: the only non-label column).")
+    data.add_argument("--max_seq_length", type=int, help="Longer inputs are truncated (default: the model's limit).")
+    data.add_argument("--shuffle_buffer_size", type=int, default=1000)
+    data.add_argument(
+        "--group_by_length",
+        action="store_true",
+        help=f"Batch inputs of similar lengths (sorted windows of {LENGTH_GROUP_BATCHES} batches): less padding.",
+    )
+    data.add_argument("--max_eval_samples", type=int, default=1000)
+    train = parser.add_argument_group("training")
+    train.add_argument("--output_dir", required=True)
+    train.add_argument("--max_steps", type=int, required=True, help="Optimizer steps (streams have no length).")
+    train.add_argument("--per_device_train_batch_size", type=int, default=32)
+    train.add_argument("--per_device_eval_batch_size", type=int, default=64)
+    train.add_argument("--gradient_accumulation_steps", type=int, default=1)
+    train.add_argument("--learning_rate", type=float, default=1e-4)
+    train.add_argument("--weight_decay", type=float, default=0.01)
+    train.add_argument("--warmup_steps", type=int, default=0)
+    train.add_argument("--max_grad_norm", type=float, default=1.0)
+    train.add_argument(
+        "--mask_noise_warmup_ratio",
+        type=float,
+        default=0.25,
+        help="Share of --max_steps over which the self-guided mask's warm-up noise falls from 1 to 0 (cosine).",
+    )
+    train.add_argument("--seed", type=int, default=42)
+    train.add_argument("--mixed_precision", choices=["no", "fp16", "bf16"], default="no")
+    train.add_argument("--logging_steps", type=int, default=10)
+    train.add_argument("--eval_steps", type=int, default=200)
+    train.add_argument("--save_steps", type=int, default=500)
+    train.add_argument(
+        "--resume_from_checkpoint", help="A checkpoint folder, or 'latest' for the newest complete one in output_dir."
+    )
+    train.add_argument("--report_to", default="tensorboard", help="accelerate tracker(s), or 'none'.")
+    hub = parser.add_argument_group("hub")
+    hub.add_argument("--push_to_hub", action="store_true")
+    hub.add_argument("--hub_model_id", help="Repository to push to, e.g. org/sma-chemistry.")
+    hub.add_argument("--hub_token")
+    hub.add_argument("--model_card_template", help="Jinja template of the model card (see model_cards/).")
+    args = parser.parse_args(argv)
+    check_args(args)
+    return args
+
+
+def check_args(args):
+    """Errors that can be told from the command line alone, before anything is loaded."""
+    if (args.config_name is None) == (args.model_name_or_path is None):
+        raise ValueError("Pass exactly one of --config_name (from scratch) or --model_name_or_path.")
+    if (args.dataset_name is None) == (args.train_file is None):
+        raise ValueError("Pass exactly one of --dataset_name or --train_file.")
+    for name in (
+        "max_steps",
+        "per_device_train_batch_size",
+        "per_device_eval_batch_size",
+        "gradient_accumulation_steps",
+        "logging_steps",
+        "eval_steps",
+        "save_steps",
+        "shuffle_buffer_size",
+    ):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name} must be >= 1, got {getattr(args, name)}.")
+    if args.learning_rate <= 0:
+        raise ValueError(f"--learning_rate must be > 0, got {args.learning_rate}.")
+    if args.warmup_steps < 0 or args.warmup_steps > args.max_steps:
+        raise ValueError(f"--warmup_steps must be in [0, --max_steps], got {args.warmup_steps}.")
+    if not 0.0 <= args.mask_noise_warmup_ratio <= 1.0:
+        raise ValueError(f"--mask_noise_warmup_ratio must be in [0, 1], got {args.mask_noise_warmup_ratio}.")
+    if args.push_to_hub and not args.hub_model_id:
+        raise ValueError("--push_to_hub needs --hub_model_id (e.g. org/sma-chemistry).")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# data
+
+
+def resolve_files(pattern: str, flag: str) -> list[str]:
+    files = sorted(glob.glob(pattern)) if glob.has_magic(pattern) else ([pattern] if os.path.isfile(pattern) else [])
+    if not files:
+        raise FileNotFoundError(f"{flag} {pattern!r} matches no file.")
+    extensions = {Path(f).suffix for f in files}
+    if len(extensions) > 1 or not extensions <= FILE_BUILDERS.keys():
+        raise ValueError(
+            f"{flag} must name files of one type among {sorted(FILE_BUILDERS)}, got extensions {sorted(extensions)}."
+        )
+    return files
+
+
+def load_stream(args, split: str):
+    """The `datasets.IterableDataset` of one split, or None when there is no held-out split."""
+    from datasets import load_dataset
+
+    if args.dataset_name is not None:
+        if split == "validation":
+            split = args.validation_split_name
+        try:
+            return load_dataset(args.dataset_name, args.dataset_config_name, split=split, streaming=True)
+        except ValueError:
+            if split == args.validation_split_name:
+                return None
+            raise
+    pattern = args.train_file if split == "train" else args.validation_file
+    if pattern is None:
+        return None
+    flag = "--train_file" if split == "train" else "--validation_file"
+    files = resolve_files(pattern, flag)
+    return load_dataset(FILE_BUILDERS[Path(files[0]).suffix], data_files=files, split="train", streaming=True)
+
+
+def first_example(stream, what: str) -> dict:
+    try:
+        return next(iter(stream))
+    except StopIteration:
+        raise ValueError(f"The {what} data is empty.") from None
+    except Exception as error:  # e.g. pyarrow cannot read a parquet file without rows
+        raise ValueError(f"The {what} data is empty or unreadable: {error}") from error
+
+
+def choose_input_column(example: dict, input_column: str | None) -> str:
+    columns = list(example)
+    if input_column is not None:
+        if input_column not in example:
+            raise ValueError(f"--input_column {input_column!r} is not a column of the data; columns: {columns}.")
+        return input_column
+    candidates = [c for c in columns if c not in ("label", "labels", "id")]
+    if len(candidates) != 1:
+        raise ValueError(f"Cannot tell the input column among {columns}; pass --input_column.")
+    return candidates[0]
+
+
+class BatchBuilder:
+    """Turns raw rows into model batches.
+
+    Discrete inputs are strings encoded by the byte tokenizer; continuous inputs are lists of numbers (one element
+    per value when `input_channels == 1`) or lists of `input_channels`-vectors, standardised by the feature extractor.
+    """
+
+    def __init__(self, processor, config: SMAConfig, input_column: str, max_seq_length: int):
+        self.processor = processor
+        self.config = config
+        self.input_column = input_column
+        self.max_seq_length = max_seq_length
+
+    def usable(self, row: dict):
+        """(value, None) with the row's input in a form the processor takes, or (None, why it cannot be used)."""
+        value = row.get(self.input_column)
+        if value is None:
+            return None, "missing input"
+        if self.config.input_type == "discrete":
+            if not isinstance(value, str):
+                return None, "input is not a string"
+            if not value.strip():
+                return None, "empty input"
+            return value, None
+        try:
+            array = np.asarray(value, dtype=np.float32)
+        except (TypeError, ValueError):
+            return None, "input is not numeric"
+        if array.ndim == 1:
+            array = array[:, None]
+        if array.ndim != 2 or array.shape[1] != self.config.input_channels or len(array) == 0:
+            return None, f"input is not a non-empty list of {self.config.input_channels}-channel elements"
+        if not np.isfinite(array).all():
+            return None, "non-finite input values"
+        return array, None
+
+    def length(self, value) -> int:
+        """Elements the model sees (before truncation): bytes plus the appended [SEP], or elements."""
+        return len(value.encode()) + 1 if isinstance(value, str) else len(value)
+
+    def collate(self, values: list) -> dict[str, torch.Tensor]:
+        if self.config.input_type == "discrete":
+            encoded = self.processor(values, truncation=True, max_length=self.max_seq_length)
+            return dict(self.processor.pad(encoded, return_tensors="pt"))
+        return dict(self.processor(values, truncation=True, max_length=self.max_seq_length, return_tensors="pt"))
+
+    def usable_values(self, rows) -> tuple[list, dict[str, int]]:
+        values, skipped = [], {}
+        for row in rows:
+            value, reason = self.usable(row)
+            if reason is None:
+                values.append(value)
+            else:
+                skipped[reason] = skipped.get(reason, 0) + 1
+        return values, skipped
+
+
+class DataPosition:
+    """Where this rank is in its stream, and what it has dropped; saved in checkpoints.
+
+    Rows are read in windows of `group_size` batches: `window_start` is the first row of the current window and
+    `batches_done` the number of its batches already used.
+    """
+
+    def __init__(self):
+        self.epoch = 0
+        self.window_start = 0
+        self.batches_done = 0
+        self.skipped = {}  # reason -> rows never used
+        self.truncated = 0  # rows cut to max_seq_length
+
+    def state_dict(self):
+        return dict(vars(self))
+
+    def load_state_dict(self, state):
+        vars(self).update(state)
+
+
+def rank_stream(stream, seed: int, shuffle_buffer_size: int, rank: int, world_size: int):
+    """Shuffle (same order on every rank), then keep this rank's part: whole shards when they divide evenly."""
+    from datasets.distributed import split_dataset_by_node
+
+    stream = stream.shuffle(seed=seed, buffer_size=shuffle_buffer_size)
+    if world_size > 1:
+        stream = split_dataset_by_node(stream, rank=rank, world_size=world_size)
+    return stream
+
+
+def training_batches(stream, builder: BatchBuilder, batch_size: int, position: DataPosition, group_size: int = 1,
+                     seed: int = 0):  # fmt: skip
+    """Endless batches over this rank's stream, epoch after epoch, starting at `position` and advancing it.
+
+    Rows are read `group_size` batches at a time; with `group_size > 1` a window is sorted by length before it is cut
+    into batches (whose order is then shuffled), so that batches hold inputs of similar lengths and little padding.
+    The stream is re-iterated for every epoch with `set_epoch` (a new shuffle order). A resumed run re-reads its
+    window from `position.window_start` and skips the batches already used, which reproduces the exact data order.
+    """
+    while True:
+        stream.set_epoch(position.epoch)  # on the object iterated: derived datasets would lose it
+        rows = itertools.islice(iter(stream), position.window_start, None)
+        epoch_had_rows = position.window_start > 0
+        while True:
+            window = list(itertools.islice(rows, batch_size * group_size))
+            if not window:
+                break
+            epoch_had_rows = True
+            values, skipped = builder.usable_values(window)
+            if position.batches_done == 0:  # a window read again on resume was counted before the checkpoint
+                for reason, count in skipped.items():
+                    position.skipped[reason] = position.skipped.get(reason, 0) + count
+            if group_size > 1:
+                values.sort(key=builder.length)
+            batches = [values[i : i + batch_size] for i in range(0, len(values), batch_size)]
+            if group_size > 1:
+                order = np.random.default_rng([seed, position.epoch, position.window_start]).permutation(len(batches))
+                batches = [batches[i] for i in order]
+            for index in range(position.batches_done, len(batches)):
+                position.batches_done = index + 1
+                position.truncated += sum(builder.length(v) > builder.max_seq_length for v in batches[index])
+                yield builder.collate(batches[index])
+            position.window_start += len(window)
+            position.batches_done = 0
+        if not epoch_had_rows:
+            raise ValueError("This rank's part of the training data is empty (fewer rows than processes?).")
+        position.epoch += 1
+        position.window_start = 0
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# model and processor
+
+
+def load_model_and_processor(args):
+    config = load_sma_config(args.model_name_or_path, args.config_name)
+    max_seq_length = args.max_seq_length or config.max_position_embeddings
+    if not 1 <= max_seq_length <= config.max_position_embeddings:
+        raise ValueError(
+            f"--max_seq_length must be in [1, max_position_embeddings={config.max_position_embeddings}], "
+            f"got {max_seq_length}."
+        )
+    processor = load_processor(args.model_name_or_path, config)
+    if config.input_type == "discrete" and len(processor) > config.vocab_size:
+        raise ValueError(f"The tokenizer has {len(processor)} ids but the config's vocab_size is {config.vocab_size}.")
+    if processor is None:
+        processor = SMAFeatureExtractor(input_channels=config.input_channels)  # fitted on the data in `pretrain`
+    if args.model_name_or_path is not None:
+        model = AutoModelForMaskedLM.from_pretrained(args.model_name_or_path)
+    else:
+        model = SMAForMaskedModeling(config)
+    return model, processor, max_seq_length
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# held-out evaluation and mask health
+
+
+def pairwise_mask_overlap(mask: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Mean Jaccard overlap of the masks of every pair of examples, over the positions valid in both.
+
+    Self-guided masks that stop depending on the example (a collapse seen at small scale) overlap far more than
+    random masks of the same size.
+    """
+    masked = (mask & valid).float()
+    valid = valid.float()
+    intersection = masked @ masked.T
+    union = masked @ valid.T + valid @ masked.T - intersection
+    pairs = ~torch.eye(len(mask), dtype=torch.bool, device=mask.device) & (union > 0)
+    if not pairs.any():
+        return torch.tensor(float("nan"))
+    return (intersection[pairs] / union[pairs]).mean()
+
+
+@torch.no_grad()
+def evaluate(model: SMAForMaskedModeling, batches: list[dict], seed: int) -> dict[str, float]:
+    """Held-out reconstruction loss and mask health, on the same masks at every evaluation.
+
+    - `eval_loss`: loss on seeded uniformly random masks (the no-mask evaluation loss only measures copying);
+    - `eval_loss_self_guided`: loss on the model's own self-guided masks (no warm-up noise). Far below `eval_loss`
+      means the masks pick what is easy to predict;
+    - `mask_overlap_self_guided` / `mask_overlap_random`: mean pairwise Jaccard overlap of the masks of different
+      examples (see `pairwise_mask_overlap`). Near 1 means one mask for every example.
+    """
+    was_training = model.training
+    model.eval()
+    noise_scales = [m.mask_noise_scale for m in model.modules() if hasattr(m, "mask_noise_scale")]
+    model.set_mask_noise_scale(0.0)
+    device = next(model.parameters()).device
+    generator = torch.Generator(device=device).manual_seed(seed)
+    sums = {"random": 0.0, "self_guided": 0.0}
+    counts = {"random": 0, "self_guided": 0}
+    overlaps = {"random": [], "self_guided": []}
+    for batch in batches:
+        batch = {k: v.to(device) for k, v in batch.items()}
+        valid = batch["attention_mask"].bool()
+        masks = {
+            "random": random_masked_positions(valid, model.config.masking_ratio, generator),
+            "self_guided": model.sma(**batch, sample_mask=True, generator=generator).mask,
+        }
+        for kind, mask in masks.items():
+            if mask.any():
+                n = int(mask.sum())
+                sums[kind] += float(model(**batch, masked_positions=mask).loss) * n
+                counts[kind] += n
+                overlaps[kind].append(float(pairwise_mask_overlap(mask, valid)))
+    model.set_mask_noise_scale(noise_scales[0] if noise_scales else 1.0)
+    model.train(was_training)
+    if counts["random"] == 0:
+        raise ValueError("No held-out example is long enough to be masked; the evaluation loss is undefined.")
+    return {
+        "eval_loss": sums["random"] / counts["random"],
+        "eval_loss_self_guided": sums["self_guided"] / max(counts["self_guided"], 1),
+        "mask_overlap_random": float(np.nanmean(overlaps["random"])),
+        "mask_overlap_self_guided": float(np.nanmean(overlaps["self_guided"])),
+    }
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# checkpoints
+
+
+def checkpoint_step(path: Path) -> int:
+    return int(path.name[len(CHECKPOINT_PREFIX) :])
+
+
+def latest_checkpoint(output_dir: Path) -> Path | None:
+    """The newest complete checkpoint (incomplete ones are never renamed to `checkpoint-<step>`)."""
+    folder = output_dir / CHECKPOINTS_DIR
+    found = [
+        p for p in folder.glob(f"{CHECKPOINT_PREFIX}*") if p.is_dir() and p.name[len(CHECKPOINT_PREFIX) :].isdigit()
+    ]
+    return max(found, key=checkpoint_step, default=None)
+
+
+def save_checkpoint(accelerator: Accelerator, output_dir: Path, step: int) -> Path:
+    """`accelerator.save_state` into a temporary folder, renamed once every rank has written its part."""
+    final = output_dir / CHECKPOINTS_DIR / f"{CHECKPOINT_PREFIX}{step}"
+    partial = output_dir / CHECKPOINTS_DIR / f".partial-{CHECKPOINT_PREFIX}{step}"
+    if accelerator.is_main_process:
+        shutil.rmtree(partial, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(partial))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(partial, final)
+    accelerator.wait_for_everyone()
+    return final
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the loop
+
+
+def pretrain(args, command: str | None = None) -> dict:
+    """Run the pretraining described by `args` (see `parse_args`); `command` is recorded in the summary and card."""
+    output_dir = Path(args.output_dir)
+    report_to = None if args.report_to == "none" else args.report_to.split(",")
+    accelerator = Accelerator(
+        mixed_precision=args.mixed_precision,
+        log_with=report_to,
+        project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / "logs")),
+    )
+    set_seed(args.seed)  # the same initial weights on every rank
+    model, processor, max_seq_length = load_model_and_processor(args)
+    config = model.config
+
+    train_stream = load_stream(args, "train")
+    input_column = choose_input_column(first_example(train_stream, "training"), args.input_column)
+    builder = BatchBuilder(processor, config, input_column, max_seq_length)
+    if config.input_type == "continuous" and not processor.do_normalize:
+        sample, _ = builder.usable_values(itertools.islice(iter(train_stream), NORMALIZATION_EXAMPLES))
+        if not sample:
+            raise ValueError("No usable training example to fit the feature extractor's standardisation on.")
+        processor.fit(sample)
+
+    eval_batches = []
+    validation_stream = load_stream(args, "validation")
+    if validation_stream is not None:
+        choose_input_column(first_example(validation_stream, "validation"), input_column)
+        values, skipped = builder.usable_values(itertools.islice(iter(validation_stream), args.max_eval_samples))
+        size = args.per_device_eval_batch_size
+        eval_batches = [builder.collate(values[i : i + size]) for i in range(0, len(values), size)]
+        if skipped:
+            logger.warning(f"Skipped held-out rows (never used): {skipped}")
+
+    optimizer = torch.optim.AdamW(
+        param_groups(model, args.weight_decay), lr=args.learning_rate, betas=(0.9, 0.999), eps=1e-8
+    )
+    # stepped here once per optimizer step (a prepared scheduler would step once per process)
+    scheduler = get_cosine_schedule_with_warmup(optimizer, args.warmup_steps, args.max_steps)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    position = DataPosition()
+    accelerator.register_for_checkpointing(scheduler, position)
+
+    step = 0
+    if args.resume_from_checkpoint:
+        checkpoint = (
+            latest_checkpoint(output_dir)
+            if args.resume_from_checkpoint == "latest"
+            else Path(args.resume_from_checkpoint)
+        )
+        if checkpoint is None or not checkpoint.is_dir():
+            raise FileNotFoundError(f"No checkpoint to resume from at {args.resume_from_checkpoint!r}.")
+        accelerator.load_state(str(checkpoint))  # weights, optimizer, schedule, data position, random states
+        step = checkpoint_step(checkpoint)
+        accelerator.print(
+            f"Resumed from {checkpoint} at step {step} (epoch {position.epoch}, row {position.window_start})."
+        )
+    else:
+        set_seed(args.seed, device_specific=True)  # different masks and dropout on each rank
+
+    stream = rank_stream(
+        train_stream, args.seed, args.shuffle_buffer_size, accelerator.process_index, accelerator.num_processes
+    )
+    group_size = LENGTH_GROUP_BATCHES if args.group_by_length else 1
+    batches = training_batches(stream, builder, args.per_device_train_batch_size, position, group_size, args.seed)
+    unwrapped = accelerator.unwrap_model(model)
+    noise_warmup_steps = round(args.mask_noise_warmup_ratio * args.max_steps)
+
+    if report_to:
+        accelerator.init_trackers(
+            "sma_pretrain",
+            config={k: v for k, v in vars(args).items() if v is not None and isinstance(v, (int, float, str, bool))},
+        )
+    progress = tqdm(total=args.max_steps, initial=step, disable=not accelerator.is_local_main_process, desc="pretrain")
+    history, metrics, start = [], {}, time.time()
+    window_loss, window_steps = 0.0, 0
+    while step < args.max_steps:
+        model.train()
+        unwrapped.set_mask_noise_scale(cosine_noise_scale(step, noise_warmup_steps))
+        step_loss = torch.zeros((), device=accelerator.device)
+        for micro_step in range(args.gradient_accumulation_steps):
+            batch = next(batches)
+            last = micro_step == args.gradient_accumulation_steps - 1
+            with nullcontext() if last else accelerator.no_sync(model):
+                loss = model(**{k: v.to(accelerator.device) for k, v in batch.items()}).loss
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(f"Non-finite training loss {loss.item()} at step {step}.")
+                accelerator.backward(loss / args.gradient_accumulation_steps)
+            step_loss += loss.detach() / args.gradient_accumulation_steps
+        grad_norm = accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+        progress.update(1)
+        window_loss += float(accelerator.reduce(step_loss, reduction="mean"))
+        window_steps += 1
+
+        if step % args.logging_steps == 0 or step == args.max_steps:
+            metrics = {
+                "train_loss": window_loss / window_steps,
+                "learning_rate": scheduler.get_last_lr()[0],
+                "grad_norm": float(grad_norm),
+                "mask_noise_scale": cosine_noise_scale(step - 1, noise_warmup_steps),
+                "epoch": position.epoch,
+            }
+            window_loss, window_steps = 0.0, 0
+            progress.set_postfix(loss=f"{metrics['train_loss']:.4f}")
+        if eval_batches and (step % args.eval_steps == 0 or step == args.max_steps):
+            if accelerator.is_main_process:
+                metrics.update(evaluate(unwrapped, eval_batches, seed=args.seed))
+                progress.write(f"step {step}: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
+            accelerator.wait_for_everyone()
+        if metrics:
+            accelerator.log(metrics, step=step)
+            history.append({"step": step, **metrics})
+            metrics = {}
+        if step % args.save_steps == 0 and step < args.max_steps:
+            save_checkpoint(accelerator, output_dir, step)
+    progress.close()
+
+    summary = {
+        "steps": step,
+        "wall_time_s": round(time.time() - start, 1),
+        "num_processes": accelerator.num_processes,
+        "hardware": hardware_description(accelerator),
+        "command": command,
+        "train_batch_size_total": args.per_device_train_batch_size
+        * args.gradient_accumulation_steps
+        * accelerator.num_processes,
+        "skipped_rows_rank0": position.skipped,
+        "truncated_rows_rank0": position.truncated,
+        "final": history[-1] if history else {},
+        "history": history,
+        "args": vars(args),
+    }
+    if position.skipped:
+        accelerator.print(f"Skipped training rows on rank 0 (never used): {position.skipped}")
+    accelerator.print(f"Rows truncated to {max_seq_length} elements on rank 0: {position.truncated}")
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        export(unwrapped, processor, output_dir, summary, args)
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    return summary
+
+
+def param_groups(model, weight_decay: float):
+    """No weight decay on biases, LayerNorm weights, embeddings and the latent array."""
+    decay, no_decay = [], []
+    for name, parameter in model.named_parameters():
+        plain = parameter.ndim < 2 or "embeddings" in name or name.endswith("latents") or name.endswith("query")
+        (no_decay if plain else decay).append(parameter)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def export(model, processor, output_dir: Path, summary: dict, args) -> Path:
+    """Write the hub-ready model to `output_dir/model` (and push it if asked); return that folder."""
+    from .hub_sma import MODEL_CARDS_DIR, pretraining_card_context, push_to_hub, render_model_card, save_hub_folder
+
+    write_json_atomic(output_dir / "pretraining_summary.json", summary)
+    model_dir = output_dir / MODEL_DIR
+    template = args.model_card_template or MODEL_CARDS_DIR / "generic.md"
+    card = render_model_card(
+        template,
+        model_id=args.hub_model_id or output_dir.name,
+        results=[],
+        card_data={
+            "license": "apache-2.0",
+            "tags": ["sma", "self-supervised"],
+            "pipeline_tag": "fill-mask" if model.config.input_type == "discrete" else None,
+        },
+        context=pretraining_card_context(summary, config=model.config),
+    )
+    save_hub_folder(model, processor, model_dir, card)
+    write_json_atomic(model_dir / "pretraining_summary.json", summary)  # read by `sma-model-card`
+    if args.push_to_hub:
+        print(f"Pushed to {push_to_hub(model_dir, args.hub_model_id, token=args.hub_token)}")
+    return model_dir
+
+
+def write_json_atomic(path: Path, data):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(json.dumps(data, indent=2, default=str))
+    os.replace(partial, path)
+
+
+def hardware_description(accelerator: Accelerator) -> str:
+    if accelerator.device.type == "cuda":
+        device = torch.cuda.get_device_name(accelerator.device)
+    else:
+        device = f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
+    return f"{accelerator.num_processes} x {device}, torch {torch.__version__}"
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    pretrain(parse_args(argv), command=shlex.join(["sma-pretrain", *argv]))
+    if torch.distributed.is_initialized():
+        # gloo sometimes aborts at interpreter exit otherwise, after a correct run
+        torch.distributed.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,130 @@
+"""sma-finetune: every task type, validation-only selection, seeds, metrics, units of saved regressors."""
+
+import itertools
+import json
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+from sma_hf.finetuning_sma import average_ranks, main, roc_auc, spearman, task_metrics
+from test_pretraining_sma import TINY_CONFIG, smiles_rows
+
+
+def write_task(tmp_path, name, rows, problem_type, num_labels, metric, input_column="smiles", input_type="discrete"):
+    """Split `rows` 60/20/20 into parquet files and write the task spec."""
+    files = {}
+    n = len(rows)
+    for split, part in (("train", rows[: n * 3 // 5]), ("validation", rows[n * 3 // 5 : n * 4 // 5]),
+                        ("test", rows[n * 4 // 5 :])):  # fmt: skip
+        path = tmp_path / "data" / name / f"{split}.parquet"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(pa.Table.from_pylist(part), path)
+        files[split] = f"{name}/{split}.parquet"
+    spec = dict(name=name, data_files=files, input_column=input_column, label_column="label",
+                problem_type=problem_type, num_labels=num_labels, metric=metric, input_type=input_type)  # fmt: skip
+    path = tmp_path / f"{name}.json"
+    path.write_text(json.dumps(spec))
+    return path
+
+
+@pytest.fixture
+def config_path(tmp_path):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(TINY_CONFIG))
+    return path
+
+
+def run(tmp_path, config_path, task, *extra):
+    out = tmp_path / "out"
+    main(["--config_name", str(config_path), "--task", str(task), "--data_dir", str(tmp_path / "data"),
+          "--output_dir", str(out), "--num_train_epochs", "3", "--per_device_train_batch_size", "8",
+          "--learning_rate", "1e-3", *extra])  # fmt: skip
+    return out, json.loads((out / "results.json").read_text())
+
+
+def test_regression_selects_on_validation_and_saves_in_task_units(tmp_path, config_path):
+    rows = [{"smiles": s, "label": 10.0 + 3.0 * len(s)} for s in smiles_rows(60)]  # far from 0 mean / unit std
+    task = write_task(tmp_path, "length", rows, "regression", 1, "rmse")
+    out, results = run(tmp_path, config_path, task, "--seeds", "0", "1")
+    assert results["seeds"] == [0, 1] and results["task"]["num_train"] == 36 and results["task"]["num_test"] == 12
+    rmse = results["test"]["rmse"]
+    assert len(rmse["values"]) == 2 and rmse["mean"] == pytest.approx(np.mean(rmse["values"]))
+    assert rmse["std"] == pytest.approx(np.std(rmse["values"], ddof=1))
+    assert set(results["test"]) == {"rmse", "mae", "spearman"}
+    assert results["command"].startswith("sma-finetune --config_name")
+
+    for run_result in results["runs"]:
+        # the selected checkpoint is the best epoch on validation (lowest rmse), never chosen on test
+        history = json.loads((out / f"seed-{run_result['seed']}" / "trainer_state.json").read_text())["log_history"]
+        validation = [h["eval_rmse"] for h in history if "eval_rmse" in h]
+        assert run_result["validation"]["rmse"] == pytest.approx(min(validation), rel=1e-5)
+        # the saved model predicts labels in the task's units: its test RMSE is the reported one
+        model = AutoModelForSequenceClassification.from_pretrained(out / f"seed-{run_result['seed']}").eval()
+        tokenizer = AutoTokenizer.from_pretrained(out / f"seed-{run_result['seed']}")
+        test_rows = rows[48:]
+        batch = tokenizer([r["smiles"] for r in test_rows], padding=True, return_tensors="pt")
+        with torch.no_grad():
+            predictions = model(**batch).logits.squeeze(-1).numpy()
+        labels = np.array([r["label"] for r in test_rows])
+        assert np.sqrt(np.mean((predictions - labels) ** 2)) == pytest.approx(run_result["test"]["rmse"], rel=1e-4)
+
+
+def test_binary_classification_reports_roc_auc(tmp_path, config_path):
+    rows = [{"smiles": s, "label": int("N" in s)} for s in smiles_rows(60)]
+    task = write_task(tmp_path, "has_n", rows, "single_label_classification", 2, "roc_auc")
+    _, results = run(tmp_path, config_path, task)
+    assert set(results["test"]) == {"accuracy", "roc_auc"}
+    assert 0.0 <= results["test"]["roc_auc"]["mean"] <= 1.0
+
+
+def test_token_classification(tmp_path, config_path):
+    # one label per character: is it a lowercase (aromatic) atom
+    rows = [{"smiles": s, "label": [int(c.islower()) for c in s]} for s in smiles_rows(40)]
+    task = write_task(tmp_path, "aromatic", rows, "token_classification", 2, "accuracy")
+    out, results = run(tmp_path, config_path, task)
+    assert results["test"]["accuracy"]["mean"] > 0.5
+    assert (out / "seed-0" / "config.json").is_file()
+
+
+def test_continuous_inputs_and_skipped_rows(tmp_path):
+    rng = np.random.default_rng(0)
+    rows = [{"features": rng.normal(size=6).tolist(), "label": int(i % 3)} for i in range(45)]
+    rows[2]["features"][0] = float("nan")  # an unusable row: skipped and counted
+    task = write_task(tmp_path, "table", rows, "single_label_classification", 3, "accuracy", "features", "continuous")
+    config = {**TINY_CONFIG, "input_type": "continuous", "input_channels": 1, "max_position_embeddings": 6}
+    path = tmp_path / "continuous.json"
+    path.write_text(json.dumps(config))
+    _, results = run(tmp_path, path, task)
+    assert results["skipped_rows"] == {"train": 1}
+    assert results["task"]["num_train"] == 26
+    assert set(results["test"]) == {"accuracy"}
+
+
+def test_task_and_model_must_agree(tmp_path, config_path):
+    rows = [{"features": [1.0, 2.0], "label": 0.5}] * 10
+    task = write_task(tmp_path, "cont", rows, "regression", 1, "rmse", "features", "continuous")
+    with pytest.raises(ValueError, match="continuous inputs but the model takes discrete"):
+        run(tmp_path, config_path, task)
+    bad = json.loads(task.read_text()) | {"label_column": "target"}
+    task.write_text(json.dumps(bad))
+    with pytest.raises(ValueError, match="column 'target' is not in"):
+        run(tmp_path, config_path, task)
+
+
+def test_metrics_against_brute_force():
+    rng = np.random.default_rng(0)
+    scores = rng.integers(0, 5, size=40).astype(float)  # many ties
+    labels = rng.integers(0, 2, size=40)
+    pairs = [(p, n) for p, n in itertools.product(scores[labels == 1], scores[labels == 0])]
+    expected = np.mean([1.0 if p > n else 0.5 if p == n else 0.0 for p, n in pairs])
+    assert roc_auc(scores, labels) == pytest.approx(expected)
+    assert average_ranks(np.array([3.0, 1.0, 3.0, 2.0])).tolist() == [3.5, 1.0, 3.5, 2.0]
+    x = rng.normal(size=30)
+    assert spearman(x, np.exp(x)) == pytest.approx(1.0)
+    assert spearman(x, -x) == pytest.approx(-1.0)
+    metrics = task_metrics("regression", np.array([[1.0], [2.0], [4.0]]), np.array([1.0, 3.0, 3.0]))
+    assert metrics["rmse"] == pytest.approx(np.sqrt(2 / 3)) and metrics["mae"] == pytest.approx(2 / 3)
