@@ -37,7 +37,7 @@ from transformers import (
 
 from .configuration_sma import SMAConfig
 from .feature_extraction_sma import SMAFeatureExtractor
-from .training_sma import load_processor, load_sma_config
+from .training_sma import FILE_BUILDERS, load_processor, load_sma_config, write_json_atomic
 
 
 PROBLEM_TYPES = ("regression", "single_label_classification", "token_classification")
@@ -128,8 +128,8 @@ def load_splits(task: dict, data_dir: str):
         path = Path(data_dir) / relative
         if not path.is_file():
             raise FileNotFoundError(f"Task {task['name']!r}: {split} file {path} does not exist (run prepare_data?).")
-        builder = {".parquet": "parquet", ".json": "json", ".jsonl": "json", ".csv": "csv"}.get(path.suffix)
-        if builder is None:
+        builder = FILE_BUILDERS.get(path.suffix)
+        if builder is None or builder == "text":
             raise ValueError(f"Task {task['name']!r}: {path} must be parquet, json/jsonl or csv.")
         dataset = load_dataset(builder, data_files=str(path), split="train")
         for column in (task["input_column"], task["label_column"]):
@@ -144,28 +144,58 @@ def load_splits(task: dict, data_dir: str):
 
 
 class Encoder:
-    """Turns task rows into model features; rows it cannot use are skipped and counted per split."""
+    """Turns task rows into model features; rows it cannot use are skipped and counted per split and reason."""
 
-    def __init__(self, task: dict, config: SMAConfig, processor, max_length: int, label_transform=None):
+    def __init__(self, task: dict, config: SMAConfig, processor, max_length: int):
         self.task, self.config, self.processor, self.max_length = task, config, processor, max_length
-        self.label_transform = label_transform  # (mean, std) for regression
-        self.skipped = {}
+        self.label_transform = None  # (mean, std) of the usable training labels, for regression
+        self.skipped = {}  # split -> reason -> rows
 
-    def usable(self, value, label) -> bool:
-        if value is None or label is None:
-            return False
-        if self.config.input_type == "discrete":
-            return isinstance(value, str) and bool(value.strip())
-        array = np.asarray(value, dtype=np.float32)
-        return array.size > 0 and bool(np.isfinite(array).all())
+    def unusable(self, value, label) -> str | None:
+        """Why a row cannot be used, or None."""
+        config, problem_type = self.config, self.task["problem_type"]
+        if value is None:
+            return "missing input"
+        if config.input_type == "discrete":
+            if not isinstance(value, str) or not value.strip():
+                return "input is not a non-empty string"
+            num_elements = len(value.encode())  # one element per UTF-8 byte
+        else:
+            array = np.asarray(value, dtype=np.float32)
+            if array.size == 0 or array.size % config.input_channels or not np.isfinite(array).all():
+                return f"input is not a finite list of {config.input_channels}-channel elements"
+            num_elements = array.size // config.input_channels
+        if label is None:
+            return "missing label"
+        if problem_type == "token_classification":
+            if len(label) != num_elements:
+                return "number of labels differs from the number of input elements"
+            return None
+        if not math.isfinite(float(label)):
+            return "non-finite label"
+        return None
 
     def encode_split(self, dataset, split: str):
         task = self.task
-        keep = [self.usable(v, y) for v, y in zip(dataset[task["input_column"]], dataset[task["label_column"]])]
-        skipped = len(keep) - sum(keep)
-        if skipped:
-            self.skipped[split] = skipped
-            dataset = dataset.select([i for i, k in enumerate(keep) if k])
+        reasons = [self.unusable(v, y) for v, y in zip(dataset[task["input_column"]], dataset[task["label_column"]])]
+        for reason in filter(None, reasons):
+            self.skipped.setdefault(split, {})
+            self.skipped[split][reason] = self.skipped[split].get(reason, 0) + 1
+        if any(reasons):
+            dataset = dataset.select([i for i, reason in enumerate(reasons) if reason is None])
+        if len(dataset) == 0:
+            raise ValueError(f"Task {task['name']!r}: no usable row in the {split} split ({self.skipped[split]}).")
+        labels = dataset[task["label_column"]]
+        if task["problem_type"] == "regression" and split == "train":
+            values = np.asarray(labels, dtype=np.float64)
+            self.label_transform = (float(values.mean()), float(values.std()) or 1.0)
+        elif task["problem_type"] != "regression":
+            ids = np.concatenate([np.ravel(y) for y in labels]).astype(np.float64)
+            if (ids != np.round(ids)).any() or ids.min() < 0 or ids.max() >= task["num_labels"]:
+                raise ValueError(
+                    f"Task {task['name']!r}: {split} labels must be class ids in [0, {task['num_labels']}), "
+                    f"found values from {ids.min()} to {ids.max()}."
+                )
         return dataset.map(self._encode, batched=True, remove_columns=dataset.column_names)
 
     def _encode(self, batch):
@@ -173,21 +203,24 @@ class Encoder:
         values, labels = batch[task["input_column"]], batch[task["label_column"]]
         if config.input_type == "discrete":
             features = dict(self.processor(values, truncation=True, max_length=self.max_length))
+            # the tokenizer appends [SEP]: the elements that remain are all ids but the last
+            kept = [len(ids) - 1 for ids in features["input_ids"]]
         else:
             arrays = [np.asarray(v, dtype=np.float32).reshape(-1, config.input_channels) for v in values]
             features = dict(self.processor(arrays, padding=False, truncation=True, max_length=self.max_length))
             features["inputs"] = [x.tolist() for x in features["inputs"]]
             features["attention_mask"] = [m.tolist() for m in features["attention_mask"]]
+            kept = [len(x) for x in features["inputs"]]
         if task["problem_type"] == "regression":
             mean, std = self.label_transform
             features["labels"] = [(float(y) - mean) / std for y in labels]
         elif task["problem_type"] == "single_label_classification":
             features["labels"] = [int(y) for y in labels]
-        else:  # one label per element; the appended [SEP] and truncated elements get -100
+        else:  # one label per element; [SEP] gets -100 (truncated elements are gone with their labels)
             length_key = "input_ids" if config.input_type == "discrete" else "inputs"
             features["labels"] = [
-                [int(y) for y in element_labels][: len(ids)] + [-100] * (len(ids) - len(element_labels))
-                for element_labels, ids in zip(labels, features[length_key])
+                [int(y) for y in element_labels[:n]] + [-100] * (len(ids) - n)
+                for element_labels, ids, n in zip(labels, features[length_key], kept)
             ]
         return features
 
@@ -290,6 +323,8 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     if (args.model_name_or_path is None) == (args.config_name is None):
         parser.error("pass exactly one of --model_name_or_path (fine-tune) or --config_name (from scratch)")
+    if not 0 <= args.warmup_ratio < 1:
+        parser.error(f"--warmup_ratio must be in [0, 1), got {args.warmup_ratio}")
     if len(set(args.seeds)) != len(args.seeds):
         parser.error(f"--seeds must be distinct, got {args.seeds}")
     return args
@@ -314,12 +349,9 @@ def finetune(args, command: str | None = None) -> dict:
         raise ValueError(f"--max_seq_length must be in [1, {config.max_position_embeddings}], got {max_length}.")
     processor = fitted_processor(args, config, splits["train"][task["input_column"]])
 
-    label_transform = None
-    if task["problem_type"] == "regression":
-        train_labels = np.asarray(splits["train"][task["label_column"]], dtype=np.float64)
-        label_transform = (float(train_labels.mean()), float(train_labels.std()) or 1.0)
-    encoder = Encoder(task, config, processor, max_length, label_transform)
-    encoded = {split: encoder.encode_split(dataset, split) for split, dataset in splits.items()}
+    encoder = Encoder(task, config, processor, max_length)
+    encoded = {split: encoder.encode_split(splits[split], split) for split in SPLITS}  # train first: label statistics
+    label_transform = encoder.label_transform
     if encoder.skipped:
         print(f"Skipped unusable rows per split: {encoder.skipped}")
 
@@ -353,8 +385,10 @@ def finetune(args, command: str | None = None) -> dict:
             per_device_eval_batch_size=args.per_device_eval_batch_size,
             learning_rate=args.learning_rate,
             weight_decay=args.weight_decay,
-            warmup_steps=args.warmup_ratio,
+            warmup_steps=args.warmup_ratio,  # transformers reads a float below 1 as a share of the steps
             lr_scheduler_type="linear",
+            # byte sequences vary in length: batching similar lengths saves most of the padding
+            train_sampling_strategy="group_by_length" if config.input_type == "discrete" else "random",
             eval_strategy="epoch",
             save_strategy="epoch",
             save_total_limit=1,
@@ -417,7 +451,7 @@ def finetune(args, command: str | None = None) -> dict:
         "command": command,
     }
     output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / "results.json").write_text(json.dumps(results, indent=2))
+    write_json_atomic(output_dir / "results.json", results)
     test = results["test"][task["metric"]]
     print(f"{task['name']} test {task['metric']}: {test['mean']:.4f} ± {test['std']:.4f} over {len(args.seeds)} seeds")
     return results

@@ -43,6 +43,7 @@ from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
 
 
 MODEL_CARDS_DIR = Path(__file__).resolve().parent.parent / "model_cards"  # the templates (a source checkout)
+DEFAULT_CARD_TEMPLATE = "generic.md"  # for models of a domain without its own template
 
 # metrics where a smaller value is better; every other metric is taken as higher-is-better
 LOWER_IS_BETTER = {"rmse", "mse", "mae", "loss", "log_loss", "cross_entropy", "error", "error_rate", "perplexity"}
@@ -379,7 +380,9 @@ def _check_hub_folder(folder: Path):
         raise RuntimeError("config.json has no auto_map, or a code file it names was not saved")
 
 
-def save_hub_folder(model, processor, output_dir: str | os.PathLike, card: ModelCard | str) -> Path:
+def save_hub_folder(
+    model, processor, output_dir: str | os.PathLike, card: ModelCard | str, extra_files: dict | None = None
+) -> Path:
     """Write a folder ready for `push_to_hub`: weights, config, code, tokenizer/feature extractor, README.md.
 
     `model.save_pretrained` writes `model.safetensors`, `config.json` (its `auto_map` names every SMA head, because
@@ -404,6 +407,8 @@ def save_hub_folder(model, processor, output_dir: str | os.PathLike, card: Model
         if processor is not None:
             processor.save_pretrained(staging)
         (card if isinstance(card, ModelCard) else ModelCard(str(card))).save(staging / "README.md")
+        for name, data in (extra_files or {}).items():  # JSON metadata published with the model
+            (staging / name).write_text(json.dumps(data, indent=2, default=str))
         _check_hub_folder(staging)
         if not output_dir.exists():
             os.rename(staging, output_dir)
@@ -482,8 +487,8 @@ def pretraining_card_context(summary: dict | None, data_card: dict | None = None
             "Precision": args.get("mixed_precision"),
             "Hardware": summary.get("hardware"),
             "Wall time": f"{summary['wall_time_s'] / 60:.1f} min",
-            "Rows skipped as unusable (rank 0)": summary.get("skipped_rows_rank0") or 0,
-            "Rows truncated (rank 0)": summary.get("truncated_rows_rank0"),
+            "Rows skipped as unusable (counted each epoch)": summary.get("skipped_rows") or 0,
+            "Rows truncated to the maximum length (counted each epoch)": summary.get("truncated_rows"),
         }
         losses = {
             "Reconstruction on seeded random masks (`eval_loss`)": final.get("eval_loss"),

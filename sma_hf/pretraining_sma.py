@@ -23,6 +23,7 @@ import argparse
 import glob
 import itertools
 import json
+import math
 import os
 import platform
 import shlex
@@ -35,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from accelerate import Accelerator
-from accelerate.utils import ProjectConfiguration, set_seed
+from accelerate.utils import ProjectConfiguration, gather_object, set_seed
 from tqdm.auto import tqdm
 from transformers import AutoModelForMaskedLM
 from transformers import get_cosine_schedule_with_warmup
@@ -43,9 +44,9 @@ from transformers.utils import logging
 
 from .configuration_sma import SMAConfig
 from .feature_extraction_sma import SMAFeatureExtractor
-from .masking_sma import cosine_noise_scale, random_masked_positions
+from .masking_sma import cosine_noise_scale, masked_counts, random_masked_positions
 from .modeling_sma import SMAForMaskedModeling
-from .training_sma import load_processor, load_sma_config
+from .training_sma import FILE_BUILDERS, load_processor, load_sma_config, write_json_atomic
 
 
 logger = logging.get_logger(__name__)
@@ -53,8 +54,6 @@ logger = logging.get_logger(__name__)
 CHECKPOINTS_DIR = "checkpoints"
 MODEL_DIR = "model"  # the hub-ready export
 CHECKPOINT_PREFIX = "checkpoint-"
-# builders of `datasets` for local files, by extension
-FILE_BUILDERS = {".parquet": "parquet", ".json": "json", ".jsonl": "json", ".csv": "csv", ".txt": "text"}
 # examples used to fit the feature extractor's standardisation when it is not loaded with the model
 NORMALIZATION_EXAMPLES = 1000
 # --group_by_length sorts windows of this many batches by length
@@ -142,6 +141,14 @@ def check_args(args):
         raise ValueError(f"--mask_noise_warmup_ratio must be in [0, 1], got {args.mask_noise_warmup_ratio}.")
     if args.push_to_hub and not args.hub_model_id:
         raise ValueError("--push_to_hub needs --hub_model_id (e.g. org/sma-chemistry).")
+    from .hub_sma import DEFAULT_CARD_TEMPLATE, MODEL_CARDS_DIR
+
+    template = Path(args.model_card_template or MODEL_CARDS_DIR / DEFAULT_CARD_TEMPLATE)
+    if not template.is_file():  # checked now: the card is written after training
+        raise FileNotFoundError(
+            f"Model card template {template} does not exist; pass --model_card_template (see model_cards/ in the "
+            "sma_hf source tree)."
+        )
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -266,17 +273,26 @@ class DataPosition:
     `batches_done` the number of its batches already used.
     """
 
-    def __init__(self):
+    def __init__(self, data_setup: dict | None = None):
+        self.data_setup = data_setup or {}  # what must match on resume for the position to mean the same rows
         self.epoch = 0
         self.window_start = 0
         self.batches_done = 0
-        self.skipped = {}  # reason -> rows never used
+        self.skipped = {}  # reason -> rows never used (counted each time a row is read, i.e. once per epoch)
         self.truncated = 0  # rows cut to max_seq_length
+        self.history = []  # logged metrics, so that a resumed run's summary covers the whole run
+        self.elapsed_s = 0.0  # training wall time before this process started
 
     def state_dict(self):
         return dict(vars(self))
 
     def load_state_dict(self, state):
+        if state["data_setup"] != self.data_setup:
+            changed = sorted(k for k in self.data_setup if state["data_setup"].get(k) != self.data_setup[k])
+            raise ValueError(
+                f"The checkpoint was written with other data settings ({', '.join(changed)}); resuming would not "
+                f"continue at the same rows. Checkpoint: {state['data_setup']}; now: {self.data_setup}."
+            )
         vars(self).update(state)
 
 
@@ -303,6 +319,7 @@ def training_batches(stream, builder: BatchBuilder, batch_size: int, position: D
         stream.set_epoch(position.epoch)  # on the object iterated: derived datasets would lose it
         rows = itertools.islice(iter(stream), position.window_start, None)
         epoch_had_rows = position.window_start > 0
+        epoch_had_batches = epoch_had_rows  # a resumed epoch yielded batches before the checkpoint
         while True:
             window = list(itertools.islice(rows, batch_size * group_size))
             if not window:
@@ -319,6 +336,7 @@ def training_batches(stream, builder: BatchBuilder, batch_size: int, position: D
                 order = np.random.default_rng([seed, position.epoch, position.window_start]).permutation(len(batches))
                 batches = [batches[i] for i in order]
             for index in range(position.batches_done, len(batches)):
+                epoch_had_batches = True
                 position.batches_done = index + 1
                 position.truncated += sum(builder.length(v) > builder.max_seq_length for v in batches[index])
                 yield builder.collate(batches[index])
@@ -326,6 +344,8 @@ def training_batches(stream, builder: BatchBuilder, batch_size: int, position: D
             position.batches_done = 0
         if not epoch_had_rows:
             raise ValueError("This rank's part of the training data is empty (fewer rows than processes?).")
+        if not epoch_had_batches:
+            raise ValueError(f"No training row of this rank is usable; rows skipped by reason: {position.skipped}.")
         position.epoch += 1
         position.window_start = 0
 
@@ -423,7 +443,10 @@ def evaluate(model: SMAForMaskedModeling, batches: list[dict], seed: int) -> dic
 
 
 def checkpoint_step(path: Path) -> int:
-    return int(path.name[len(CHECKPOINT_PREFIX) :])
+    suffix = path.name[len(CHECKPOINT_PREFIX) :]
+    if not path.name.startswith(CHECKPOINT_PREFIX) or not suffix.isdigit():
+        raise ValueError(f"--resume_from_checkpoint must name a `{CHECKPOINT_PREFIX}<step>` folder, got {path}.")
+    return int(suffix)
 
 
 def latest_checkpoint(output_dir: Path) -> Path | None:
@@ -435,14 +458,22 @@ def latest_checkpoint(output_dir: Path) -> Path | None:
     return max(found, key=checkpoint_step, default=None)
 
 
-def save_checkpoint(accelerator: Accelerator, output_dir: Path, step: int) -> Path:
-    """`accelerator.save_state` into a temporary folder, renamed once every rank has written its part."""
+def data_position_file(checkpoint: Path, rank: int) -> Path:
+    return checkpoint / f"data_position_{rank}.json"
+
+
+def save_checkpoint(accelerator: Accelerator, output_dir: Path, step: int, position: "DataPosition") -> Path:
+    """`accelerator.save_state` plus each rank's data position into a temporary folder, renamed once every rank has
+    written its part. Like `save_state`, this assumes that all ranks see one filesystem."""
     final = output_dir / CHECKPOINTS_DIR / f"{CHECKPOINT_PREFIX}{step}"
     partial = output_dir / CHECKPOINTS_DIR / f".partial-{CHECKPOINT_PREFIX}{step}"
     if accelerator.is_main_process:
-        shutil.rmtree(partial, ignore_errors=True)
+        for stale in partial.parent.glob(f".partial-{CHECKPOINT_PREFIX}*"):  # left by a run killed mid-write
+            shutil.rmtree(stale, ignore_errors=True)
     accelerator.wait_for_everyone()
     accelerator.save_state(str(partial))
+    # save_state keeps custom objects of the main process only, but every rank has its own place in the stream
+    write_json_atomic(data_position_file(partial, accelerator.process_index), position.state_dict())
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         shutil.rmtree(final, ignore_errors=True)
@@ -482,10 +513,20 @@ def pretrain(args, command: str | None = None) -> dict:
     if validation_stream is not None:
         choose_input_column(first_example(validation_stream, "validation"), input_column)
         values, skipped = builder.usable_values(itertools.islice(iter(validation_stream), args.max_eval_samples))
-        size = args.per_device_eval_batch_size
-        eval_batches = [builder.collate(values[i : i + size]) for i in range(0, len(values), size)]
         if skipped:
             logger.warning(f"Skipped held-out rows (never used): {skipped}")
+        size = args.per_device_eval_batch_size
+        eval_batches = [builder.collate(values[i : i + size]) for i in range(0, len(values), size)]
+        valid = [batch["attention_mask"].bool() for batch in eval_batches]
+        if not any(masked_counts(v, config.masking_ratio).sum() > 0 for v in valid):
+            raise ValueError(
+                f"No held-out row is usable and long enough to be masked at masking_ratio={config.masking_ratio}; "
+                f"rows skipped by reason: {skipped}."
+            )
+    if args.push_to_hub and accelerator.is_main_process:  # a bad token or repo id fails now, not after training
+        from huggingface_hub import create_repo
+
+        create_repo(args.hub_model_id, token=args.hub_token, exist_ok=True)
 
     optimizer = torch.optim.AdamW(
         param_groups(model, args.weight_decay), lr=args.learning_rate, betas=(0.9, 0.999), eps=1e-8
@@ -493,8 +534,16 @@ def pretrain(args, command: str | None = None) -> dict:
     # stepped here once per optimizer step (a prepared scheduler would step once per process)
     scheduler = get_cosine_schedule_with_warmup(optimizer, args.warmup_steps, args.max_steps)
     model, optimizer = accelerator.prepare(model, optimizer)
-    position = DataPosition()
-    accelerator.register_for_checkpointing(scheduler, position)
+    position = DataPosition(
+        {
+            "num_processes": accelerator.num_processes,
+            "per_device_train_batch_size": args.per_device_train_batch_size,
+            "group_by_length": args.group_by_length,
+            "shuffle_buffer_size": args.shuffle_buffer_size,
+            "seed": args.seed,
+        }
+    )
+    accelerator.register_for_checkpointing(scheduler)
 
     step = 0
     if args.resume_from_checkpoint:
@@ -505,8 +554,12 @@ def pretrain(args, command: str | None = None) -> dict:
         )
         if checkpoint is None or not checkpoint.is_dir():
             raise FileNotFoundError(f"No checkpoint to resume from at {args.resume_from_checkpoint!r}.")
-        accelerator.load_state(str(checkpoint))  # weights, optimizer, schedule, data position, random states
         step = checkpoint_step(checkpoint)
+        accelerator.load_state(str(checkpoint))  # weights, optimizer, schedule, random states of every rank
+        position_file = data_position_file(checkpoint, accelerator.process_index)
+        if not position_file.is_file():
+            raise FileNotFoundError(f"{position_file} is missing: was the checkpoint written by fewer processes?")
+        position.load_state_dict(json.loads(position_file.read_text()))
         accelerator.print(
             f"Resumed from {checkpoint} at step {step} (epoch {position.epoch}, row {position.window_start})."
         )
@@ -524,10 +577,10 @@ def pretrain(args, command: str | None = None) -> dict:
     if report_to:
         accelerator.init_trackers(
             "sma_pretrain",
-            config={k: v for k, v in vars(args).items() if v is not None and isinstance(v, (int, float, str, bool))},
+            config={k: v for k, v in public_args(args).items() if isinstance(v, (int, float, str, bool))},
         )
     progress = tqdm(total=args.max_steps, initial=step, disable=not accelerator.is_local_main_process, desc="pretrain")
-    history, metrics, start = [], {}, time.time()
+    metrics, start = {}, time.time() - position.elapsed_s
     window_loss, window_steps = 0.0, 0
     while step < args.max_steps:
         model.train()
@@ -538,17 +591,20 @@ def pretrain(args, command: str | None = None) -> dict:
             last = micro_step == args.gradient_accumulation_steps - 1
             with nullcontext() if last else accelerator.no_sync(model):
                 loss = model(**{k: v.to(accelerator.device) for k, v in batch.items()}).loss
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(f"Non-finite training loss {loss.item()} at step {step}.")
                 accelerator.backward(loss / args.gradient_accumulation_steps)
             step_loss += loss.detach() / args.gradient_accumulation_steps
+        # reduced first, so that every rank sees a non-finite loss of any rank and stops together
+        mean_loss = float(accelerator.reduce(step_loss, reduction="mean"))
+        if not math.isfinite(mean_loss):
+            raise FloatingPointError(f"Non-finite training loss ({mean_loss}) at step {step + 1}.")
         grad_norm = accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
         optimizer.step()
-        scheduler.step()
+        if not accelerator.optimizer_step_was_skipped:  # fp16 skips steps whose gradients overflowed
+            scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         step += 1
         progress.update(1)
-        window_loss += float(accelerator.reduce(step_loss, reduction="mean"))
+        window_loss += mean_loss
         window_steps += 1
 
         if step % args.logging_steps == 0 or step == args.max_steps:
@@ -568,12 +624,19 @@ def pretrain(args, command: str | None = None) -> dict:
             accelerator.wait_for_everyone()
         if metrics:
             accelerator.log(metrics, step=step)
-            history.append({"step": step, **metrics})
+            position.history.append({"step": step, **metrics})
             metrics = {}
         if step % args.save_steps == 0 and step < args.max_steps:
-            save_checkpoint(accelerator, output_dir, step)
+            position.elapsed_s = time.time() - start
+            save_checkpoint(accelerator, output_dir, step, position)
     progress.close()
 
+    skipped, truncated = {}, 0
+    for rank_skipped, rank_truncated in gather_object([(position.skipped, position.truncated)]):
+        for reason, count in rank_skipped.items():
+            skipped[reason] = skipped.get(reason, 0) + count
+        truncated += rank_truncated
+    history = position.history
     summary = {
         "steps": step,
         "wall_time_s": round(time.time() - start, 1),
@@ -583,39 +646,66 @@ def pretrain(args, command: str | None = None) -> dict:
         "train_batch_size_total": args.per_device_train_batch_size
         * args.gradient_accumulation_steps
         * accelerator.num_processes,
-        "skipped_rows_rank0": position.skipped,
-        "truncated_rows_rank0": position.truncated,
+        "skipped_rows": skipped,  # all ranks; a row is counted each epoch it is read
+        "truncated_rows": truncated,
         "final": history[-1] if history else {},
         "history": history,
-        "args": vars(args),
+        "args": public_args(args),
     }
-    if position.skipped:
-        accelerator.print(f"Skipped training rows on rank 0 (never used): {position.skipped}")
-    accelerator.print(f"Rows truncated to {max_seq_length} elements on rank 0: {position.truncated}")
+    if skipped:
+        accelerator.print(f"Skipped training rows (never used; counted each epoch they were read): {skipped}")
+    accelerator.print(f"Rows truncated to {max_seq_length} elements: {truncated}")
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         export(unwrapped, processor, output_dir, summary, args)
     accelerator.wait_for_everyone()
-    accelerator.end_training()
+    for tracker in accelerator.trackers:  # `end_training` would also end the process group, which `main` owns
+        tracker.finish()
     return summary
 
 
 def param_groups(model, weight_decay: float):
-    """No weight decay on biases, LayerNorm weights, embeddings and the latent array."""
-    decay, no_decay = [], []
+    """No weight decay on biases, LayerNorm weights, embedding tables, the latent array and the pooling query."""
+    no_decay = set()
+    for module in model.modules():
+        if isinstance(module, (torch.nn.Embedding, torch.nn.LayerNorm)):
+            no_decay.update(id(p) for p in module.parameters(recurse=False))
+    decay, plain = [], []
     for name, parameter in model.named_parameters():
-        plain = parameter.ndim < 2 or "embeddings" in name or name.endswith("latents") or name.endswith("query")
-        (no_decay if plain else decay).append(parameter)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        skip = id(parameter) in no_decay or parameter.ndim < 2 or name.endswith(("latents", "query"))
+        (plain if skip else decay).append(parameter)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": plain, "weight_decay": 0.0}]
+
+
+def public_args(args) -> dict:
+    """The arguments as they may be published (summary, card, TensorBoard): without the Hub token."""
+    return {k: ("***" if k == "hub_token" and v else v) for k, v in vars(args).items()}
+
+
+def redacted_command(argv: list[str]) -> str:
+    argv = list(argv)
+    for i, arg in enumerate(argv):
+        if arg == "--hub_token" and i + 1 < len(argv):
+            argv[i + 1] = "***"
+        elif arg.startswith("--hub_token="):
+            argv[i] = "--hub_token=***"
+    return shlex.join(["sma-pretrain", *argv])
 
 
 def export(model, processor, output_dir: Path, summary: dict, args) -> Path:
     """Write the hub-ready model to `output_dir/model` (and push it if asked); return that folder."""
-    from .hub_sma import MODEL_CARDS_DIR, pretraining_card_context, push_to_hub, render_model_card, save_hub_folder
+    from .hub_sma import (
+        DEFAULT_CARD_TEMPLATE,
+        MODEL_CARDS_DIR,
+        pretraining_card_context,
+        push_to_hub,
+        render_model_card,
+        save_hub_folder,
+    )
 
     write_json_atomic(output_dir / "pretraining_summary.json", summary)
     model_dir = output_dir / MODEL_DIR
-    template = args.model_card_template or MODEL_CARDS_DIR / "generic.md"
+    template = args.model_card_template or MODEL_CARDS_DIR / DEFAULT_CARD_TEMPLATE
     card = render_model_card(
         template,
         model_id=args.hub_model_id or output_dir.name,
@@ -627,18 +717,11 @@ def export(model, processor, output_dir: Path, summary: dict, args) -> Path:
         },
         context=pretraining_card_context(summary, config=model.config),
     )
-    save_hub_folder(model, processor, model_dir, card)
-    write_json_atomic(model_dir / "pretraining_summary.json", summary)  # read by `sma-model-card`
+    # the summary travels with the model: `sma-model-card` renders the final card from it
+    save_hub_folder(model, processor, model_dir, card, extra_files={"pretraining_summary.json": summary})
     if args.push_to_hub:
         print(f"Pushed to {push_to_hub(model_dir, args.hub_model_id, token=args.hub_token)}")
     return model_dir
-
-
-def write_json_atomic(path: Path, data):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.partial")
-    partial.write_text(json.dumps(data, indent=2, default=str))
-    os.replace(partial, path)
 
 
 def hardware_description(accelerator: Accelerator) -> str:
@@ -651,10 +734,9 @@ def hardware_description(accelerator: Accelerator) -> str:
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
-    pretrain(parse_args(argv), command=shlex.join(["sma-pretrain", *argv]))
+    pretrain(parse_args(argv), command=redacted_command(argv))
     if torch.distributed.is_initialized():
-        # gloo sometimes aborts at interpreter exit otherwise, after a correct run
-        torch.distributed.destroy_process_group()
+        torch.distributed.destroy_process_group()  # gloo sometimes aborts at interpreter exit otherwise
 
 
 if __name__ == "__main__":

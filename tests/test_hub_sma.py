@@ -132,7 +132,7 @@ def test_card_reports_own_results_in_model_index_and_baselines_in_the_body(tmp_p
     assert results[1]["command"] in body and CONTEXT["commands"]["pretrain"] in body
     assert "| masked position entropy | 0.8765 |" in body and "- **num train:** 123,456" in body
     assert f'AutoModel.from_pretrained("org/sma-{template}", classifier_pooling="mean")' in body  # package installed
-    assert f'AutoModel.from_pretrained("org/sma-{template}", trust_remote_code=True)' in body
+    assert f'AutoModel.from_pretrained("org/sma-{template}", trust_remote_code=True, classifier_pooling="mean")' in body
     assert "arxiv.org/abs/2402.14789" in body and "No evaluation was run" not in body
 
 

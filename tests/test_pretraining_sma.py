@@ -17,6 +17,9 @@ import sma_hf.pretraining_sma as pretraining
 from sma_hf.pretraining_sma import main, pairwise_mask_overlap
 
 
+pytest_plugins = ["fake_hub"]  # the `fake_hub` fixture: a loopback Hub for `--dataset_name`
+
+
 TINY_CONFIG = dict(
     input_type="discrete", encoder_type="self_attention", max_position_embeddings=64, embedding_size=32,
     hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, decoder_hidden_size=32,
@@ -73,8 +76,11 @@ def pretrain_args(corpus: Path, output_dir: str, *extra: str) -> list[str]:
 
 
 def test_pretraining_exports_a_loadable_model(corpus):
-    main(pretrain_args(corpus, "run"))
+    args = pretrain_args(corpus, "run")
+    args[args.index("--report_to") + 1] = "tensorboard"
+    main(args)
     out = corpus / "run"
+    assert list((out / "logs").rglob("events.out.tfevents.*"))
     summary = json.loads((out / "pretraining_summary.json").read_text())
     assert summary["steps"] == 6 and summary["num_processes"] == 1
     assert summary["train_batch_size_total"] == 16
@@ -101,8 +107,8 @@ def test_resume_reaches_the_same_parameters(corpus, monkeypatch):
 
     real_save = pretraining.save_checkpoint
 
-    def save_then_die(accelerator, output_dir, step):
-        real_save(accelerator, output_dir, step)
+    def save_then_die(accelerator, output_dir, step, position):
+        real_save(accelerator, output_dir, step, position)
         # a later checkpoint that was being written when the process died: never picked up
         (output_dir / "checkpoints" / ".partial-checkpoint-5").mkdir()
         raise KeyboardInterrupt("killed after the checkpoint of step 3")
@@ -118,10 +124,13 @@ def test_resume_reaches_the_same_parameters(corpus, monkeypatch):
     assert expected.keys() == resumed.keys()
     for name, tensor in expected.items():
         torch.testing.assert_close(resumed[name], tensor, rtol=0, atol=1e-6, msg=name)
-    # the same losses after the resume point as in the uninterrupted run
+    # the resumed run's history covers the whole run, with the same losses as the uninterrupted one
     straight = json.loads((corpus / "straight" / "pretraining_summary.json").read_text())["history"]
-    after = json.loads((corpus / "interrupted" / "pretraining_summary.json").read_text())["history"]
-    assert [h["train_loss"] for h in after] == pytest.approx([h["train_loss"] for h in straight[3:]], abs=1e-6)
+    resumed = json.loads((corpus / "interrupted" / "pretraining_summary.json").read_text())["history"]
+    assert [h["step"] for h in resumed] == [1, 2, 3, 4, 5, 6]
+    for name in ("train_loss", "eval_loss"):
+        ours = [h.get(name, 0.0) for h in resumed]
+        assert ours == pytest.approx([h.get(name, 0.0) for h in straight], abs=1e-6), name
 
 
 def test_streams_json_and_a_named_column(corpus):
@@ -132,8 +141,8 @@ def test_streams_json_and_a_named_column(corpus):
     args[args.index("--validation_file") : args.index("--validation_file") + 2] = []
     summary = main_summary(args)
     assert summary["steps"] == 6
-    assert summary["skipped_rows_rank0"] == {"empty input": summary["skipped_rows_rank0"]["empty input"]}
-    assert summary["skipped_rows_rank0"]["empty input"] >= 1  # the empty row, counted every epoch it is read
+    # 21 rows (one empty) in batches of 8 over 12 batches: 5 epochs began, and the empty row is counted in each
+    assert summary["skipped_rows"] == {"empty input": summary["final"]["epoch"] + 1}
 
 
 @pytest.mark.parametrize("group_size", [1, 3])
@@ -182,6 +191,7 @@ def main_summary(argv):
         (("--max_seq_length", "65"), "--max_seq_length must be in"),
         (("--max_steps", "0"), "--max_steps must be >= 1"),
         (("--push_to_hub",), "--push_to_hub needs --hub_model_id"),
+        (("--model_card_template", "/nonexistent.md"), "Model card template /nonexistent.md does not exist"),
     ],
 )
 def test_bad_arguments_fail_before_training(corpus, change, message):
@@ -205,11 +215,49 @@ def test_empty_training_data_is_an_error(corpus):
         main(args)
 
 
+def test_resume_with_other_data_settings_is_an_error(corpus):
+    main(pretrain_args(corpus, "first"))
+    with pytest.raises(ValueError, match="other data settings.*per_device_train_batch_size"):
+        main(pretrain_args(corpus, "first", "--resume_from_checkpoint", "latest", "--per_device_train_batch_size", "4"))
+
+
+def test_a_hub_token_is_never_published(corpus, fake_hub):
+    # the token reaches huggingface_hub (create_repo before training) but not the summary, the card or the logs
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("HF_", "HUGGINGFACE_"))}
+    env.update(HF_ENDPOINT=fake_hub.url, HF_HUB_DISABLE_XET="1", HF_HOME=str(corpus / "hf_home"), OMP_NUM_THREADS="1")
+    args = pretrain_args(corpus, "secret", "--push_to_hub", "--hub_model_id", "org/pushed", "--hub_token", "hf_SECRET")
+    args[args.index("--report_to") + 1] = "tensorboard"
+    command = [sys.executable, "-m", "sma_hf.pretraining_sma", *args]
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (fake_hub.repo_dir("org/pushed") / "model.safetensors").is_file()
+    published = [p for p in (corpus / "secret").rglob("*") if p.is_file()]
+    published += [p for p in fake_hub.repo_dir("org/pushed").rglob("*") if p.is_file()]
+    assert not [p for p in published if b"hf_SECRET" in p.read_bytes()]
+    assert "--hub_token '***'" in json.loads((corpus / "secret" / "pretraining_summary.json").read_text())["command"]
+    # the pushed model loads back by its repo id
+    load = "import sma_hf; from transformers import AutoModelForMaskedLM; AutoModelForMaskedLM.from_pretrained('org/pushed')"
+    result = subprocess.run([sys.executable, "-c", load], capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
 def test_mismatched_config_is_an_error(corpus):
     config = json.loads((corpus / "config.json").read_text())
     (corpus / "config.json").write_text(json.dumps({**config, "vocab_size": 100}))
     with pytest.raises(ValueError, match="vocab_size"):
         main(pretrain_args(corpus, "mismatch"))
+    (corpus / "config.json").write_text(json.dumps({**config, "masking_ration": 0.2}))  # a misspelt field
+    with pytest.raises(ValueError, match="does not know: \\['masking_ration'\\]"):
+        main(pretrain_args(corpus, "mismatch"))
+
+
+def test_unusable_training_rows_are_an_error_not_an_endless_loop(corpus):
+    path = corpus / "data" / "numbers.parquet"
+    pq.write_table(pa.table({"smiles": [1, 2, 3]}), path)
+    args = pretrain_args(corpus, "numbers")
+    args[args.index("--train_file") + 1] = str(path)
+    with pytest.raises(ValueError, match="No training row of this rank is usable.*input is not a string"):
+        main(args)
 
 
 def test_pairwise_mask_overlap():
@@ -224,7 +272,7 @@ def test_pairwise_mask_overlap():
     assert pairwise_mask_overlap(mask, valid) == 1.0
 
 
-def test_two_processes_see_every_example_once(corpus):
+def test_two_processes_see_every_example_once_and_resume_exactly(corpus):
     accelerate = shutil.which("accelerate", path=os.path.dirname(sys.executable)) or "accelerate"
     out = corpus / "distributed"
     out.mkdir()
@@ -247,3 +295,27 @@ def test_two_processes_see_every_example_once(corpus):
     assert summary["train_batch_size_total"] == 8
     assert (out / "run" / "checkpoints" / "checkpoint-2" / "random_states_1.pkl").is_file()
     assert (out / "run" / "model" / "model.safetensors").is_file()
+    # stopped after the checkpoint of step 3 and resumed on 2 ranks with different data positions: same parameters
+    assert (out / "resume.json").is_file(), result.stderr[-3000:]
+    assert json.loads((out / "resume.json").read_text())["max_abs_difference"] <= 1e-6
+
+
+def test_streams_a_hub_dataset_by_name(corpus, fake_hub):
+    """`--dataset_name org/smiles` against a loopback Hub serving a dataset repo of parquet shards."""
+    repo, _ = fake_hub.create_repo("dataset", "org/smiles", private=False)
+    shards = sorted((corpus / "data" / "four_shards").glob("*.parquet"))
+    additions = {f"data/{path.name}": path.read_bytes() for path in shards}
+    additions["data/validation-00000-of-00001.parquet"] = (corpus / "data" / "validation.parquet").read_bytes()
+    fake_hub.apply_commit(repo, "add data", None, additions, [], [])
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("HF_", "HUGGINGFACE_"))}
+    env.update(HF_ENDPOINT=fake_hub.url, HF_TOKEN="dummy", HF_HOME=str(corpus / "hf_home"), OMP_NUM_THREADS="1")
+    out = corpus / "hub_run"
+    command = [
+        sys.executable, "-m", "sma_hf.pretraining_sma", "--config_name", str(corpus / "config.json"),
+        "--dataset_name", "org/smiles", "--output_dir", str(out), "--max_steps", "3",
+        "--per_device_train_batch_size", "8", "--eval_steps", "3", "--report_to", "none",
+    ]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((out / "pretraining_summary.json").read_text())
+    assert summary["steps"] == 3 and "eval_loss" in summary["final"]  # the repo's validation split was found
