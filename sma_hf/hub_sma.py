@@ -484,14 +484,16 @@ def pretraining_card_context(summary: dict | None, data_card: dict | None = None
             f"gradient clipping at {args.get('max_grad_norm')}",
             "Mask warm-up": f"a random share of each mask falling from 1 to 0 over the first "
             f"{args.get('mask_noise_warmup_ratio', 0):.0%} of the steps",
-            "Precision": args.get("mixed_precision"),
+            "Precision": "float32"
+            if args.get("mixed_precision") in (None, "no")
+            else f"{args['mixed_precision']} mixed precision",
             "Hardware": summary.get("hardware"),
             "Wall time": f"{summary['wall_time_s'] / 60:.1f} min",
             "Rows skipped as unusable (counted each epoch)": summary.get("skipped_rows") or 0,
             "Rows truncated to the maximum length (counted each epoch)": summary.get("truncated_rows"),
         }
         losses = {
-            "Reconstruction on seeded random masks (`eval_loss`)": final.get("eval_loss"),
+            "Reconstruction on seeded random masks (eval_loss)": final.get("eval_loss"),
             "Reconstruction on the model's own self-guided masks": final.get("eval_loss_self_guided"),
             "Training loss (last logging window)": final.get("train_loss"),
         }
@@ -509,7 +511,7 @@ def pretraining_card_context(summary: dict | None, data_card: dict | None = None
         pretrain = data_card.get("datasets", {}).get("pretrain", {})
         sources = data_card.get("sources", [])
         data = {
-            "Sources": "; ".join(f"{s['package']} {s['version']} `{s['file']}`" for s in sources) or None,
+            "Files read": "; ".join(f"{s['package']} {s['version']} `{s['file']}`" for s in sources) or None,
             "Rows read": pretrain.get("rows_read"),
             "Removed": ", ".join(
                 f"{name.replace('_', ' ')}: {count}" for name, count in pretrain.get("filters", {}).items()

@@ -612,9 +612,10 @@ def pretrain(args, command: str | None = None) -> dict:
                 "train_loss": window_loss / window_steps,
                 "learning_rate": scheduler.get_last_lr()[0],
                 "grad_norm": float(grad_norm),
-                "mask_noise_scale": cosine_noise_scale(step - 1, noise_warmup_steps),
                 "epoch": position.epoch,
             }
+            if config.masking_strategy == "self_guided":  # random masks have no warm-up noise
+                metrics["mask_noise_scale"] = cosine_noise_scale(step - 1, noise_warmup_steps)
             window_loss, window_steps = 0.0, 0
             progress.set_postfix(loss=f"{metrics['train_loss']:.4f}")
         if eval_batches and (step % args.eval_steps == 0 or step == args.max_steps):
