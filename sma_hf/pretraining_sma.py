@@ -176,8 +176,9 @@ def load_stream(args, split: str):
             split = args.validation_split_name
         try:
             return load_dataset(args.dataset_name, args.dataset_config_name, split=split, streaming=True)
-        except ValueError:
+        except ValueError as error:
             if split == args.validation_split_name:
+                logger.warning(f"{args.dataset_name} has no split {split!r} ({error}).")
                 return None
             raise
     pattern = args.train_file if split == "train" else args.validation_file
@@ -510,7 +511,9 @@ def pretrain(args, command: str | None = None) -> dict:
 
     eval_batches = []
     validation_stream = load_stream(args, "validation")
-    if validation_stream is not None:
+    if validation_stream is None:
+        logger.warning("No held-out data: neither held-out losses nor mask health will be measured.")
+    else:
         choose_input_column(first_example(validation_stream, "validation"), input_column)
         values, skipped = builder.usable_values(itertools.islice(iter(validation_stream), args.max_eval_samples))
         if skipped:

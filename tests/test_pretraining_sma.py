@@ -139,7 +139,11 @@ def test_streams_json_and_a_named_column(corpus):
     path.write_text("\n".join(json.dumps(r) for r in rows))
     args = pretrain_args(corpus, "json", "--train_file", str(path), "--input_column", "text")
     args[args.index("--validation_file") : args.index("--validation_file") + 2] = []
-    summary = main_summary(args)
+    from transformers.testing_utils import CaptureLogger
+
+    with CaptureLogger(pretraining.logger) as captured:
+        summary = main_summary(args)
+    assert "No held-out data" in captured.out  # said, not silently skipped
     assert summary["steps"] == 6
     # 21 rows (one empty) in batches of 8 over 12 batches: 5 epochs began, and the empty row is counted in each
     assert summary["skipped_rows"] == {"empty input": summary["final"]["epoch"] + 1}
