@@ -37,7 +37,7 @@ from transformers import (
 
 from .configuration_sma import SMAConfig
 from .feature_extraction_sma import SMAFeatureExtractor
-from .training_sma import FILE_BUILDERS, load_processor, load_sma_config, write_json_atomic
+from .training_sma import FILE_BUILDERS, load_processor, load_sma_config, max_input_length, write_json_atomic
 
 
 PROBLEM_TYPES = ("regression", "single_label_classification", "token_classification")
@@ -344,9 +344,7 @@ def finetune(args, command: str | None = None) -> dict:
     task = load_task(args.task)
     splits = load_splits(task, args.data_dir)
     config = load_config(args, task)
-    max_length = args.max_seq_length or config.max_position_embeddings
-    if not 1 <= max_length <= config.max_position_embeddings:
-        raise ValueError(f"--max_seq_length must be in [1, {config.max_position_embeddings}], got {max_length}.")
+    max_length = max_input_length(args.max_seq_length, config)
     processor = fitted_processor(args, config, splits["train"][task["input_column"]])
 
     encoder = Encoder(task, config, processor, max_length)

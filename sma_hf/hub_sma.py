@@ -472,7 +472,8 @@ def pretraining_card_context(summary: dict | None, data_card: dict | None = None
             + (f", {config.num_latents} latents" if config.encoder_type == "cross_attention" else ""),
             "Maximum length": config.max_position_embeddings,
             "Masking": f"{config.masking_strategy}, ratio {config.masking_ratio}, "
-            f"{config.num_per_query} inputs per query, heads {config.head_aggregation}" + (", mask_self" if config.mask_self else ""),
+            f"{config.num_per_query} inputs per query, heads {config.head_aggregation}"
+            + (", mask_self" if config.mask_self else ""),
         }
     if summary:
         args = summary.get("args", {})
@@ -525,6 +526,15 @@ def pretraining_card_context(summary: dict | None, data_card: dict | None = None
     return context
 
 
+def sma_card_data(config, license: str = "apache-2.0", tags=()) -> dict:
+    """The card metadata of an SMA checkpoint (`render_model_card` adds `library_name` and `custom_code`)."""
+    return {
+        "license": license,
+        "tags": ["sma", "self-supervised", *tags],
+        "pipeline_tag": "fill-mask" if config.input_type == "discrete" else None,
+    }
+
+
 def main(argv=None):
     """`sma-model-card`: (re)write the card of a hub-ready folder from its pretraining summary and fine-tuning
     results, and optionally push the folder."""
@@ -560,11 +570,7 @@ def main(argv=None):
         args.template,
         model_id=args.model_id,
         results=results,
-        card_data={
-            "license": args.license,
-            "tags": ["sma", "self-supervised", *args.tags],
-            "pipeline_tag": "fill-mask" if config.input_type == "discrete" else None,
-        },
+        card_data=sma_card_data(config, args.license, args.tags),
         context=pretraining_card_context(summary, data_card, config),
     )
     partial = model_dir / ".README.md.partial"

@@ -46,7 +46,7 @@ from .configuration_sma import SMAConfig
 from .feature_extraction_sma import SMAFeatureExtractor
 from .masking_sma import cosine_noise_scale, masked_counts, random_masked_positions
 from .modeling_sma import SMAForMaskedModeling
-from .training_sma import FILE_BUILDERS, load_processor, load_sma_config, write_json_atomic
+from .training_sma import FILE_BUILDERS, load_processor, load_sma_config, max_input_length, write_json_atomic
 
 
 logger = logging.get_logger(__name__)
@@ -357,12 +357,7 @@ def training_batches(stream, builder: BatchBuilder, batch_size: int, position: D
 
 def load_model_and_processor(args):
     config = load_sma_config(args.model_name_or_path, args.config_name)
-    max_seq_length = args.max_seq_length or config.max_position_embeddings
-    if not 1 <= max_seq_length <= config.max_position_embeddings:
-        raise ValueError(
-            f"--max_seq_length must be in [1, max_position_embeddings={config.max_position_embeddings}], "
-            f"got {max_seq_length}."
-        )
+    max_seq_length = max_input_length(args.max_seq_length, config)
     processor = load_processor(args.model_name_or_path, config)
     if config.input_type == "discrete" and len(processor) > config.vocab_size:
         raise ValueError(f"The tokenizer has {len(processor)} ids but the config's vocab_size is {config.vocab_size}.")
@@ -705,6 +700,7 @@ def export(model, processor, output_dir: Path, summary: dict, args) -> Path:
         push_to_hub,
         render_model_card,
         save_hub_folder,
+        sma_card_data,
     )
 
     write_json_atomic(output_dir / "pretraining_summary.json", summary)
@@ -714,11 +710,7 @@ def export(model, processor, output_dir: Path, summary: dict, args) -> Path:
         template,
         model_id=args.hub_model_id or output_dir.name,
         results=[],
-        card_data={
-            "license": "apache-2.0",
-            "tags": ["sma", "self-supervised"],
-            "pipeline_tag": "fill-mask" if model.config.input_type == "discrete" else None,
-        },
+        card_data=sma_card_data(model.config),
         context=pretraining_card_context(summary, config=model.config),
     )
     # the summary travels with the model: `sma-model-card` renders the final card from it

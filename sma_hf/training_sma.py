@@ -64,6 +64,16 @@ def load_sma_config(model_name_or_path: str | None, config_name: str | None) -> 
     return config
 
 
+def max_input_length(max_seq_length: int | None, config: SMAConfig) -> int:
+    """`--max_seq_length`, by default the model's limit; checked against that limit."""
+    length = max_seq_length or config.max_position_embeddings
+    if not 1 <= length <= config.max_position_embeddings:
+        raise ValueError(
+            f"--max_seq_length must be in [1, max_position_embeddings={config.max_position_embeddings}], got {length}."
+        )
+    return length
+
+
 def load_processor(model_name_or_path: str | None, config: SMAConfig):
     """The checkpoint's tokenizer or feature extractor; a new byte tokenizer (discrete inputs) or None (continuous
     inputs: the caller fits a `SMAFeatureExtractor` on its data) for a new model or a local folder without one."""
