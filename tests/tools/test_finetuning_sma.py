@@ -10,7 +10,8 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from sma_hf.finetuning_sma import average_ranks, main, roc_auc, spearman, task_metrics
+from sma_hf.tools.finetune import main
+from sma_hf.tools.metrics import average_ranks, roc_auc, spearman, task_metrics
 from test_pretraining_sma import TINY_CONFIG, smiles_rows
 
 
@@ -98,7 +99,7 @@ def test_token_classification_labels_follow_the_bytes(tmp_path, config_path):
     assert results["skipped_rows"] == {"train": {"number of labels differs from the number of input elements": 1}}
     assert (out / "seed-0" / "config.json").is_file()
 
-    from sma_hf.finetuning_sma import Encoder, load_task
+    from sma_hf.tools.finetune import Encoder, load_task
     from sma_hf import SMAConfig, create_byte_tokenizer
 
     encoder = Encoder(load_task(str(task)), SMAConfig(**TINY_CONFIG), create_byte_tokenizer(), max_length=10)
@@ -117,7 +118,7 @@ def test_continuous_inputs_and_skipped_rows(tmp_path):
     path = tmp_path / "continuous.json"
     path.write_text(json.dumps(config))
     _, results = run(tmp_path, path, task)
-    assert results["skipped_rows"] == {"train": {"input is not a finite list of 1-channel elements": 1}}
+    assert results["skipped_rows"] == {"train": {"non-finite input values": 1}}
     assert results["task"]["num_train"] == 26
     assert set(results["test"]) == {"accuracy"}
 

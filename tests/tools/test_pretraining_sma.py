@@ -13,8 +13,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-import sma_hf.pretraining_sma as pretraining
-from sma_hf.pretraining_sma import main, pairwise_mask_overlap
+import sma_hf.tools.pretrain as pretraining
+from sma_hf.tools.pretrain import main, pairwise_mask_overlap
 
 
 pytest_plugins = ["fake_hub"]  # the `fake_hub` fixture: a loopback Hub for `--dataset_name`
@@ -196,6 +196,7 @@ def main_summary(argv):
         (("--max_steps", "0"), "--max_steps must be >= 1"),
         (("--push_to_hub",), "--push_to_hub needs --hub_model_id"),
         (("--model_card_template", "/nonexistent.md"), "Model card template /nonexistent.md does not exist"),
+        (("--config_name", "sma-nonexistent"), "neither a file nor one of the shipped names.*sma-chemistry-small"),
     ],
 )
 def test_bad_arguments_fail_before_training(corpus, change, message):
@@ -231,7 +232,7 @@ def test_a_hub_token_is_never_published(corpus, fake_hub):
     env.update(HF_ENDPOINT=fake_hub.url, HF_HUB_DISABLE_XET="1", HF_HOME=str(corpus / "hf_home"), OMP_NUM_THREADS="1")
     args = pretrain_args(corpus, "secret", "--push_to_hub", "--hub_model_id", "org/pushed", "--hub_token", "hf_SECRET")
     args[args.index("--report_to") + 1] = "tensorboard"
-    command = [sys.executable, "-m", "sma_hf.pretraining_sma", *args]
+    command = [sys.executable, "-m", "sma_hf.tools.pretrain", *args]
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert (fake_hub.repo_dir("org/pushed") / "model.safetensors").is_file()
@@ -315,7 +316,7 @@ def test_streams_a_hub_dataset_by_name(corpus, fake_hub):
     env.update(HF_ENDPOINT=fake_hub.url, HF_TOKEN="dummy", HF_HOME=str(corpus / "hf_home"), OMP_NUM_THREADS="1")
     out = corpus / "hub_run"
     command = [
-        sys.executable, "-m", "sma_hf.pretraining_sma", "--config_name", str(corpus / "config.json"),
+        sys.executable, "-m", "sma_hf.tools.pretrain", "--config_name", str(corpus / "config.json"),
         "--dataset_name", "org/smiles", "--output_dir", str(out), "--max_steps", "3",
         "--per_device_train_batch_size", "8", "--eval_steps", "3", "--report_to", "none",
     ]  # fmt: skip

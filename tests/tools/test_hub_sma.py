@@ -15,19 +15,14 @@ import yaml
 from huggingface_hub import ModelCard, ModelCardData
 
 from conftest import tiny_config
-from sma_hf import (
-    SMAFeatureExtractor,
-    SMAForMaskedModeling,
-    SMAForSequenceClassification,
-    create_byte_tokenizer,
-    hub_sma,
-)
-from sma_hf.hub_sma import MODEL_CARDS_DIR, render_model_card, save_hub_folder
+from sma_hf import SMAFeatureExtractor, SMAForMaskedModeling, SMAForSequenceClassification, create_byte_tokenizer
+from sma_hf.tools import hub
+from sma_hf.tools.hub import CARD_TEMPLATE, render_model_card, save_hub_folder
 
 
 pytest_plugins = ["fake_hub"]  # the `fake_hub` fixture: a FakeHub on a free loopback port
 
-TEMPLATES = ("chemistry", "peptides", "images")
+DOMAINS = ("chemistry", "peptides", "images")  # those with their own text in the card template
 
 
 def _result(label, path, task, metrics, seeds=(0, 1, 2)):
@@ -45,7 +40,7 @@ def _result(label, path, task, metrics, seeds=(0, 1, 2)):
         "seeds": list(seeds),
         "validation": {name: block(values) for name, values in metrics.items()},
         "test": {name: block(values) for name, values in metrics.items()},
-        "command": f"sma-finetune --task configs/tasks/{task['name']}.json --model {path}",
+        "command": f"sma-finetune --task {task['name']} --model {path}",
     }
 
 
@@ -63,7 +58,7 @@ AMP = dict(FREESOLV, name="amp", description="antimicrobial peptides vs. UniProt
            problem_type="single_label_classification", metric="roc_auc", greater_is_better=True)  # fmt: skip
 MNIST = dict(FREESOLV, name="mnist", description="MNIST digits", problem_type="single_label_classification",
              metric="accuracy", greater_is_better=True)  # fmt: skip
-# template -> (task, this model's test values per metric, the baseline's, card_data)
+# domain -> (task, this model's test values per metric, the baseline's, card_data)
 CASES = {
     "chemistry": (
         FREESOLV,
@@ -90,7 +85,7 @@ CONTEXT = {
     "training": {"steps": 1000, "batch_size": 32, "learning_rate": 0.0003, "hardware": "2 CPU cores"},
     "final_losses": {"validation_loss": 1.2345},
     "mask_health": {"masked_position_entropy": 0.8765},
-    "commands": {"pretrain": "sma-pretrain --config configs/pretrain.json"},
+    "commands": {"pretrain": "sma-pretrain --config_name sma-chemistry-small"},
 }
 
 
@@ -99,26 +94,26 @@ def _front_matter(text: str) -> dict:
     return yaml.safe_load(text.split("\n---\n", 1)[0][4:])
 
 
-@pytest.mark.parametrize("template", TEMPLATES)
-def test_card_reports_own_results_in_model_index_and_baselines_in_the_body(tmp_path, template):
-    task, own_metrics, baseline_metrics, card_data = CASES[template]
+@pytest.mark.parametrize("domain", DOMAINS)
+def test_card_reports_own_results_in_model_index_and_baselines_in_the_body(tmp_path, domain):
+    task, own_metrics, baseline_metrics, card_data = CASES[domain]
     results = [
-        _result("SMA (self-guided pretraining)", f"outputs/sma-{template}", task, own_metrics),
+        _result("SMA (self-guided pretraining)", f"outputs/sma-{domain}", task, own_metrics),
         _result("From scratch", "none", task, baseline_metrics),
     ]
-    card = render_model_card(MODEL_CARDS_DIR / f"{template}.md", model_id=f"org/sma-{template}", results=results,
+    card = render_model_card(domain=domain, model_id=f"org/sma-{domain}", results=results,
                              card_data=card_data, context=CONTEXT)  # fmt: skip
     card.save(tmp_path / "README.md")
     text = (tmp_path / "README.md").read_text(encoding="utf-8")
     metadata = _front_matter(text)
     assert metadata["library_name"] == "transformers" and "custom_code" in metadata["tags"]
-    assert metadata["model-index"][0]["name"] == f"sma-{template}"
+    assert metadata["model-index"][0]["name"] == f"sma-{domain}"
 
     loaded = ModelCard.load(tmp_path / "README.md")
     assert loaded.data.library_name == "transformers"
     evals = {e.metric_type: e for e in loaded.data.eval_results}
     assert set(evals) == set(own_metrics)
-    expected_task_type = "image-classification" if template == "images" else "text-classification"
+    expected_task_type = "image-classification" if domain == "images" else "text-classification"
     for metric, values in own_metrics.items():
         assert evals[metric].metric_value == pytest.approx(sum(values) / len(values))  # the SMA mean, not the baseline
         assert evals[metric].dataset_split == "test"
@@ -131,14 +126,14 @@ def test_card_reports_own_results_in_model_index_and_baselines_in_the_body(tmp_p
     assert f"**SMA (self-guided pretraining)** (this model) | {own['mean']:.3f} ± {own['std']:.3f} |" in body
     assert results[1]["command"] in body and CONTEXT["commands"]["pretrain"] in body
     assert "| masked position entropy | 0.8765 |" in body and "- **num train:** 123,456" in body
-    assert f'AutoModel.from_pretrained("org/sma-{template}", classifier_pooling="mean")' in body  # package installed
-    assert f'AutoModel.from_pretrained("org/sma-{template}", trust_remote_code=True, classifier_pooling="mean")' in body
+    assert f'AutoModel.from_pretrained("org/sma-{domain}", classifier_pooling="mean")' in body  # package installed
+    assert f'AutoModel.from_pretrained("org/sma-{domain}", trust_remote_code=True, classifier_pooling="mean")' in body
     assert "arxiv.org/abs/2402.14789" in body and "No evaluation was run" not in body
 
 
-@pytest.mark.parametrize("template", TEMPLATES)
-def test_card_without_results_says_so_and_has_no_model_index(tmp_path, template):
-    card = render_model_card(MODEL_CARDS_DIR / f"{template}.md", model_id="org/sma", results=[],
+@pytest.mark.parametrize("domain", DOMAINS)
+def test_card_without_results_says_so_and_has_no_model_index(tmp_path, domain):
+    card = render_model_card(domain=domain, model_id="org/sma", results=[],
                              card_data={"license": "apache-2.0", "model_name": "sma"})  # fmt: skip
     assert "model-index" not in str(card) and "model_name" not in str(card)
     assert "No evaluation was run for this model" in card.text
@@ -147,26 +142,39 @@ def test_card_without_results_says_so_and_has_no_model_index(tmp_path, template)
     assert ModelCard.load(tmp_path / "README.md").data.eval_results is None
     # the template also renders through huggingface_hub alone, with none of render_model_card's variables
     plain = ModelCard.from_template(
-        ModelCardData(license="mit"), template_path=str(MODEL_CARDS_DIR / f"{template}.md")
+        ModelCardData(license="mit"), template_path=str(CARD_TEMPLATE)
     )
     assert plain.data.license == "mit" and "No evaluation was run" in plain.text
 
 
-@pytest.mark.parametrize("template", TEMPLATES)
-def test_card_usage_snippet_runs(tmp_path, template):
+@pytest.mark.parametrize("domain", DOMAINS)
+def test_card_usage_snippet_runs(tmp_path, domain):
     """The card's "How to use" code (package installed) runs, pointed at a local hub folder instead of a repo id."""
-    if template == "images":
+    if domain == "images":
         config = tiny_config(input_type="continuous", input_channels=1, max_position_embeddings=784)
         processor = SMAFeatureExtractor(input_channels=1)
     else:
         config, processor = tiny_config(), create_byte_tokenizer(model_max_length=64)
     folder = tmp_path / "hub"
-    card = render_model_card(MODEL_CARDS_DIR / f"{template}.md", model_id=str(folder), results=[], card_data={})
+    card = render_model_card(domain=domain, model_id=str(folder), results=[], card_data={})
     save_hub_folder(SMAForMaskedModeling(config), processor, folder, card)
     snippet = card.text.split("```python\n", 1)[1].split("```", 1)[0]
     namespace = {}
-    exec(compile(snippet, f"{template}.md", "exec"), namespace)
+    exec(compile(snippet, f"{domain}.md", "exec"), namespace)
     assert namespace["embeddings"].shape == (2, config.hidden_size)
+
+
+def test_one_template_holds_the_text_of_every_domain():
+    titles = {"generic": "SMA model", "chemistry": "SMA chemistry model", "peptides": "SMA peptide model",
+              "images": "SMA image model"}  # fmt: skip
+    assert set(titles) == set(hub.CARD_DOMAINS)
+    texts = {domain: render_model_card(domain=domain, model_id="", results=[], card_data={}).text for domain in titles}
+    for domain, title in titles.items():
+        assert texts[domain].startswith(f"\n# {title}\n") and "## Citation" in texts[domain]
+    assert "SMILES strings as UTF-8 bytes" in texts["chemistry"] and "SMILES" not in texts["peptides"]
+    assert len(set(texts.values())) == len(texts)
+    with pytest.raises(ValueError, match="`domain` must be one of"):
+        render_model_card(domain="astronomy", model_id="org/sma", results=[], card_data={})
 
 
 def test_card_result_edge_cases():
@@ -180,7 +188,7 @@ def test_card_result_edge_cases():
         _result("SMA", "outputs/sma", second_task, {"rmse": [0.9, 1.1]}),  # same model, other task: model-index
         {"task": {"name": "esol"}, "label": "unfinished", "seeds": [0]},  # no test block
     ]
-    card = render_model_card(MODEL_CARDS_DIR / "chemistry.md", model_id="org/sma", results=results,
+    card = render_model_card(domain="chemistry", model_id="org/sma", results=results,
                              card_data={"tags": ["x"], "task_type": "tabular-regression"})  # fmt: skip
     evals = {(e.dataset_type, e.metric_type): e for e in card.data.eval_results}
     assert set(evals) == {("freesolv", "rmse"), ("lipophilicity", "rmse")}
@@ -200,7 +208,7 @@ def _tiny_classifier(seed: int) -> SMAForSequenceClassification:
 
 
 def _card(model_id="org/sma-tiny") -> ModelCard:
-    return render_model_card(MODEL_CARDS_DIR / "chemistry.md", model_id=model_id, results=[],
+    return render_model_card(domain="chemistry", model_id=model_id, results=[],
                              card_data={"license": "apache-2.0"})  # fmt: skip
 
 
@@ -234,13 +242,13 @@ def test_save_hub_folder_replaces_and_survives_a_failed_write(tmp_path, monkeypa
     exchanges = []
     if atomic_exchange:
         (tmp_path / "probe_a").mkdir(), (tmp_path / "probe_b").mkdir()
-        if not hub_sma._exchange(tmp_path / "probe_a", tmp_path / "probe_b"):
+        if not hub._exchange(tmp_path / "probe_a", tmp_path / "probe_b"):
             pytest.skip("no renameat2(RENAME_EXCHANGE) here")
         (tmp_path / "probe_a").rmdir(), (tmp_path / "probe_b").rmdir()
-        real_exchange = hub_sma._exchange
-        monkeypatch.setattr(hub_sma, "_exchange", lambda s, t: exchanges.append(real_exchange(s, t)) or exchanges[-1])
+        real_exchange = hub._exchange
+        monkeypatch.setattr(hub, "_exchange", lambda s, t: exchanges.append(real_exchange(s, t)) or exchanges[-1])
     else:
-        monkeypatch.setattr(hub_sma, "_exchange", lambda source, target: False)
+        monkeypatch.setattr(hub, "_exchange", lambda source, target: False)
     tokenizer, folder = create_byte_tokenizer(model_max_length=64), tmp_path / "hub"
     save_hub_folder(_tiny_classifier(0), tokenizer, folder, _card())
     (folder / "stale.txt").write_text("from an older export")
@@ -356,7 +364,7 @@ def test_push_and_download_round_trip_through_the_fake_hub(tmp_path, fake_hub):
     stdout = _run(
         f"""
         import sma_hf
-        from sma_hf.hub_sma import push_to_hub
+        from sma_hf.tools.hub import push_to_hub
         url = push_to_hub({str(folder)!r}, "org/sma-tiny")
         print(url)
         print(push_to_hub({str(folder)!r}, "org/sma-tiny", commit_message="again"))  # nothing changed: no commit

@@ -1,7 +1,6 @@
-"""Reproducible data preparation for SMA: local parquet corpora built from files that Python packages ship.
+"""`sma-prepare-data`: reproducible local parquet corpora built from files that Python packages ship.
 
-Run ``python scripts/prepare_data.py --output_dir data`` (or the ``sma-prepare-data`` console script). Four corpora,
-one folder each under ``--output_dir``:
+Run ``sma-prepare-data --output_dir data``. Four corpora, one folder each under ``--output_dir``:
 
 * ``chemistry``: a SMILES pretraining pool (every molecule shipped by datamol and the NCI / WEHI sets of RDKit's
   data folder, as RDKit canonical SMILES, minus every FreeSolv and solubility molecule), FreeSolv (Bemis-Murcko
@@ -17,7 +16,8 @@ summary; for every dataset ``rows_read - sum(filters) == rows_written``. Same pa
 same rows; the card's ``sha256`` of a file is a hash of its rows (:func:`content_hash`), not of the file bytes.
 
 RDKit, datamol, modlAMP, mlxtend and scikit-learn are optional (``pip install "sma_hf[data]"``) and imported only
-inside the functions that need them; this module is not imported by the rest of ``sma_hf``.
+inside the functions that need them; no other module of ``sma_hf`` imports this one. The fine-tuning task specs
+over these files ship in ``sma_hf/tools/tasks/``.
 """
 
 from __future__ import annotations
@@ -55,65 +55,6 @@ TASK_FRACTIONS = (0.8, 0.1, 0.1)
 AMINO_ACIDS = frozenset("ACDEFGHIKLMNPQRSTVWY")
 PERMUTATION_CONVENTION = "permuted_pixels[i] = pixels[permutation[i]]"
 
-# The fine-tuning task specs under configs/tasks/ (paths relative to --output_dir); tests check the files match.
-_REGRESSION = {"problem_type": "regression", "num_labels": 1, "metric": "rmse", "greater_is_better": False}
-TASK_SPECS: dict[str, dict[str, Any]] = {
-    "freesolv": {
-        "name": "freesolv",
-        "description": "FreeSolv hydration free energy (kcal/mol), 80/10/10 Bemis-Murcko scaffold split",
-        "data_files": {s: f"chemistry/freesolv/{s}.parquet" for s in ("train", "validation", "test")},
-        "input_column": "smiles", "input_type": "discrete", "label_column": "label", **_REGRESSION,
-    },
-    "solubility": {
-        "name": "solubility",
-        "description": "Aqueous solubility logS (datamol solubility.train/test.sdf): shipped train/test split, "
-        "seeded 10% validation part of the train side",
-        "data_files": {s: f"chemistry/solubility/{s}.parquet" for s in ("train", "validation", "test")},
-        "input_column": "smiles", "input_type": "discrete", "label_column": "label", **_REGRESSION,
-    },
-    "amp": {
-        "name": "amp",
-        "description": "modlAMP AMP (1) vs UniProt (0) peptides, deduplicated, stratified seeded 80/10/10 split",
-        "data_files": {s: f"peptides/amp/{s}.parquet" for s in ("train", "validation", "test")},
-        "input_column": "sequence", "input_type": "discrete", "label_column": "label",
-        "problem_type": "single_label_classification", "num_labels": 2, "metric": "roc_auc",
-        "greater_is_better": True,
-    },
-    "mnist": {
-        "name": "mnist",
-        "description": "MNIST 5000 (mlxtend) as 784 pixels in [0, 1] (row-major), stratified seeded 80/10/10 split",
-        "data_files": {s: f"images/mnist/{s}.parquet" for s in ("train", "validation", "test")},
-        "input_column": "pixels", "input_type": "continuous", "label_column": "label",
-        "problem_type": "single_label_classification", "num_labels": 10, "metric": "accuracy",
-        "greater_is_better": True,
-    },
-    "mnist_permuted": {
-        "name": "mnist_permuted",
-        "description": "MNIST 5000 with one fixed seeded pixel permutation (images/mnist_permuted/permutation.json; "
-        "prepare with --permute_pixels), same split as mnist",
-        "data_files": {s: f"images/mnist_permuted/{s}.parquet" for s in ("train", "validation", "test")},
-        "input_column": "pixels", "input_type": "continuous", "label_column": "label",
-        "problem_type": "single_label_classification", "num_labels": 10, "metric": "accuracy",
-        "greater_is_better": True,
-    },
-    "digits": {
-        "name": "digits",
-        "description": "scikit-learn 8x8 digits as 64 pixels in [0, 1] (row-major), stratified seeded 80/10/10 split",
-        "data_files": {s: f"images/digits/{s}.parquet" for s in ("train", "validation", "test")},
-        "input_column": "pixels", "input_type": "continuous", "label_column": "label",
-        "problem_type": "single_label_classification", "num_labels": 10, "metric": "accuracy",
-        "greater_is_better": True,
-    },
-    "breast_cancer": {
-        "name": "breast_cancer",
-        "description": "scikit-learn breast cancer (0 malignant, 1 benign), 30 features standardised with training "
-        "statistics, stratified seeded 80/10/10 split",
-        "data_files": {s: f"tabular/breast_cancer/{s}.parquet" for s in ("train", "validation", "test")},
-        "input_column": "features", "input_type": "continuous", "label_column": "label",
-        "problem_type": "single_label_classification", "num_labels": 2, "metric": "roc_auc",
-        "greater_is_better": True,
-    },
-}
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -126,7 +67,7 @@ def _require(module: str):
         return importlib.import_module(module)
     except ImportError as error:
         raise ImportError(
-            f"sma_hf.data_preparation_sma needs `{module.split('.')[0]}` from the optional `data` extra "
+            f"sma-prepare-data needs `{module.split('.')[0]}` from the optional `data` extra "
             f"(datamol, rdkit, modlamp, mlxtend, scikit-learn, pandas): {DATA_EXTRA_HINT}"
         ) from error
 
@@ -136,7 +77,7 @@ def _package_dir(package: str) -> Path:
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
         raise ImportError(
-            f"sma_hf.data_preparation_sma reads the files bundled with `{package}`, which is not installed: "
+            f"sma-prepare-data reads the files bundled with `{package}`, which is not installed: "
             f"{DATA_EXTRA_HINT}"
         )
     return Path(list(spec.submodule_search_locations)[0])
@@ -337,7 +278,7 @@ def _write_card(folder: Path, card: dict[str, Any]) -> dict[str, Any]:
 def _new_card(corpus: str, seed: int) -> dict[str, Any]:
     return {
         "corpus": corpus,
-        "generator": f"sma_hf.data_preparation_sma (sma_hf {_version('sma_hf')})",
+        "generator": f"sma-prepare-data (sma_hf {_version('sma_hf')})",
         "seed": seed,
         "sources": [],
         "datasets": {},
@@ -620,6 +561,21 @@ def _chemistry_sources() -> list[dict[str, Any]]:
     return sources
 
 
+CHEMISTRY_NOTES = [
+    "Canonical SMILES: RDKit MolToSmiles (isomeric) of MolFromSmiles, repeated until it is stable; no salt "
+    "stripping or other standardisation, so multi-fragment entries (salts) are kept as they are.",
+    "The fine-tuning sets are removed from the pool by exact canonical SMILES (every FreeSolv and solubility "
+    "molecule, all splits); FreeSolv and solubility themselves are among the sources, so all of them appear in "
+    "the 'in a fine-tuning set' count.",
+    "Unparsable SMILES are rebuilt from their SDF record where one exists (solubility SDF records; the first "
+    "200 NCI rows have records in NCI/first_200.props.sdf), otherwise dropped and counted. "
+    "salts_solvents.smi part 1 lists SMARTS patterns (e.g. [Cl,Br,I]); those are not SMILES and are counted "
+    "as unparsable.",
+    "RDKit's NCI/first_5k.tpsa.csv and first_200.tpsa.csv repeat the SMILES of first_5K.smi and are not read.",
+]
+CHEMISTRY_FINE_TUNING_SOURCES = ("freesolv", "solubility_train", "solubility_test")
+
+
 def prepare_chemistry(output_dir: str | os.PathLike, seed: int = 0, num_shards: int = 4) -> dict[str, Any]:
     """Write the chemistry corpus (pretraining pool, FreeSolv, solubility) and its data card; return the card."""
     if num_shards < 1:
@@ -629,6 +585,17 @@ def prepare_chemistry(output_dir: str | os.PathLike, seed: int = 0, num_shards: 
     _chem()  # fail early with the install hint
     card = _new_card("chemistry", seed)
     sources = _chemistry_sources()
+    canonical, flat = _canonicalize_sources(sources, card)
+    card["datasets"]["freesolv"] = _write_freesolv(folder, root, sources, canonical)
+    card["datasets"]["solubility"] = _write_solubility(folder, root, sources, canonical, seed)
+    card["datasets"]["pretrain"] = _write_chemistry_pool(folder, root, sources, canonical, flat, seed, num_shards)
+    card["notes"] += CHEMISTRY_NOTES
+    return _write_card(folder, card)
+
+
+def _canonicalize_sources(sources: list[dict[str, Any]], card: dict[str, Any]):
+    """Canonical SMILES of every source's rows (None where dropped), by source name, and each canonical SMILES
+    without its stereochemistry; each source's counts go into its card entry."""
     canonical: dict[str, list[str | None]] = {}
     flat: dict[str, str] = {}  # canonical SMILES -> canonical SMILES without stereochemistry
     for source in sources:
@@ -637,91 +604,97 @@ def prepare_chemistry(output_dir: str | os.PathLike, seed: int = 0, num_shards: 
         flat.update((s, f) for s, f in zip(values, flat_values) if s is not None)
         source["entry"].update({"name": source["name"], **counts})
         card["sources"].append(source["entry"])
-    by_name = {source["name"]: source for source in sources}
+    return canonical, flat
 
-    # --- FreeSolv: scaffold split -------------------------------------------------------------------------------
-    def labelled(name):
-        pairs = [(s, y) for s, y in zip(canonical[name], by_name[name]["labels"]) if s is not None]
-        return [s for s, _ in pairs], [y for _, y in pairs]
 
-    fs_smiles, fs_labels = labelled("freesolv")
-    fs_dropped = len(by_name["freesolv"]["rows"]) - len(fs_smiles)
-    fs_smiles, fs_labels, fs_merged, fs_info = _merge_regression_duplicates(fs_smiles, fs_labels)
-    parts = scaffold_split(fs_smiles, TASK_FRACTIONS)
+def _labelled(sources, canonical, name):
+    """The parsed molecules of a labelled source and their labels."""
+    labels = next(source["labels"] for source in sources if source["name"] == name)
+    pairs = [(s, y) for s, y in zip(canonical[name], labels) if s is not None]
+    return [s for s, _ in pairs], [y for _, y in pairs]
+
+
+def _write_freesolv(folder: Path, root: Path, sources, canonical) -> dict[str, Any]:
+    """FreeSolv, duplicates merged, in a deterministic scaffold split."""
+    smiles, labels = _labelled(sources, canonical, "freesolv")
+    dropped = len(canonical["freesolv"]) - len(smiles)
+    smiles, labels, merged, info = _merge_regression_duplicates(smiles, labels)
+    parts = scaffold_split(smiles, TASK_FRACTIONS)
     files = []
     for split, indices in zip(("train", "validation", "test"), parts):
-        table = _smiles_table([fs_smiles[i] for i in indices], [fs_labels[i] for i in indices])
+        table = _smiles_table([smiles[i] for i in indices], [labels[i] for i in indices])
         files.append(write_parquet(table, folder / "freesolv" / f"{split}.parquet", root))
-    card["datasets"]["freesolv"] = _dataset_card(
-        len(by_name["freesolv"]["rows"]),
-        {"unparsable": fs_dropped, "duplicate_rows_merged": fs_merged},
+    return _dataset_card(
+        len(canonical["freesolv"]),
+        {"unparsable": dropped, "duplicate_rows_merged": merged},
         files,
         "deterministic Bemis-Murcko scaffold split 80/10/10 (largest scaffold groups to train, then validation, "
         "then test; acyclic molecules form one group)",
-        info={**fs_info, "label": "expt (experimental hydration free energy, kcal/mol)",
-              "scaffolds": {s: len({murcko_scaffold(fs_smiles[i]) for i in p})
+        info={**info, "label": "expt (experimental hydration free energy, kcal/mol)",
+              "scaffolds": {s: len({murcko_scaffold(smiles[i]) for i in p})
                             for s, p in zip(("train", "validation", "test"), parts)}},
-    )
+    )  # fmt: skip
 
-    # --- solubility: shipped train/test, seeded validation from the train side -----------------------------------
-    sol_train, sol_train_labels = labelled("solubility_train")
-    sol_test, sol_test_labels = labelled("solubility_test")
-    read = len(by_name["solubility_train"]["rows"]) + len(by_name["solubility_test"]["rows"])
-    unparsable = read - len(sol_train) - len(sol_test)
-    sol_train, sol_train_labels, merged_train, info_train = _merge_regression_duplicates(sol_train, sol_train_labels)
-    sol_test, sol_test_labels, merged_test, info_test = _merge_regression_duplicates(sol_test, sol_test_labels)
-    test_set = set(sol_test)
-    keep = [i for i, s in enumerate(sol_train) if s not in test_set]
-    in_test = len(sol_train) - len(keep)
-    sol_train = [sol_train[i] for i in keep]
-    sol_train_labels = [sol_train_labels[i] for i in keep]
-    valid_fraction = SOLUBILITY_VALIDATION_FRACTION
-    train_idx, valid_idx, _ = random_split(len(sol_train), (1 - valid_fraction, valid_fraction, 0.0), seed,
-                                           "chemistry/solubility/validation")
+
+def _write_solubility(folder: Path, root: Path, sources, canonical, seed: int) -> dict[str, Any]:
+    """Solubility: the shipped train/test split, train molecules also in test dropped, 10% of train as validation."""
+    train, train_labels = _labelled(sources, canonical, "solubility_train")
+    test, test_labels = _labelled(sources, canonical, "solubility_test")
+    read = len(canonical["solubility_train"]) + len(canonical["solubility_test"])
+    unparsable = read - len(train) - len(test)
+    train, train_labels, merged_train, info_train = _merge_regression_duplicates(train, train_labels)
+    test, test_labels, merged_test, info_test = _merge_regression_duplicates(test, test_labels)
+    test_set = set(test)
+    keep = [i for i, s in enumerate(train) if s not in test_set]
+    in_test = len(train) - len(keep)
+    train, train_labels = [train[i] for i in keep], [train_labels[i] for i in keep]
+    fraction = SOLUBILITY_VALIDATION_FRACTION
+    train_idx, valid_idx, _ = random_split(len(train), (1 - fraction, fraction, 0.0), seed,
+                                           "chemistry/solubility/validation")  # fmt: skip
     files = []
     for split, smiles, labels in (
-        ("train", [sol_train[i] for i in train_idx], [sol_train_labels[i] for i in train_idx]),
-        ("validation", [sol_train[i] for i in valid_idx], [sol_train_labels[i] for i in valid_idx]),
-        ("test", sol_test, sol_test_labels),
+        ("train", [train[i] for i in train_idx], [train_labels[i] for i in train_idx]),
+        ("validation", [train[i] for i in valid_idx], [train_labels[i] for i in valid_idx]),
+        ("test", test, test_labels),
     ):
         files.append(write_parquet(_smiles_table(smiles, labels), folder / "solubility" / f"{split}.parquet", root))
-    card["datasets"]["solubility"] = _dataset_card(
+    rebuilt = sum(s["entry"]["rebuilt_from_sdf"] for s in sources if s["name"].startswith("solubility_"))
+    return _dataset_card(
         read,
         {"unparsable": unparsable, "duplicate_rows_merged": merged_train + merged_test,
          "train_molecules_also_in_shipped_test": in_test},
         files,
         "shipped train/test (solubility.train.sdf / solubility.test.sdf); seeded random 10% of the train side "
         "as validation",
-        info={"label": "SOL (logS)",
-              "rebuilt_from_sdf": by_name["solubility_train"]["entry"]["rebuilt_from_sdf"]
-              + by_name["solubility_test"]["entry"]["rebuilt_from_sdf"],
+        info={"label": "SOL (logS)", "rebuilt_from_sdf": rebuilt,
               "train_duplicates": info_train, "test_duplicates": info_test,
               "duplicate_label_policy": "rows with the same canonical SMILES merged, label = mean"},
-    )
+    )  # fmt: skip
 
-    # --- pretraining pool -----------------------------------------------------------------------------------------
-    fine_tuning_names = ("freesolv", "solubility_train", "solubility_test")
-    fine_tuning = {s for name in fine_tuning_names for s in canonical[name] if s is not None}
+
+def _write_chemistry_pool(folder: Path, root: Path, sources, canonical, flat, seed: int, num_shards: int):
+    """The pretraining pool: every unique molecule of every source except the fine-tuning molecules."""
+    fine_tuning = {s for name in CHEMISTRY_FINE_TUNING_SOURCES for s in canonical[name] if s is not None}
     rows_read = sum(len(source["rows"]) for source in sources)
     parsed = [s for source in sources for s in canonical[source["name"]] if s is not None]
-    unparsable = rows_read - len(parsed)
     unique = set(parsed)
     pool = sorted(unique - fine_tuning)
     overlap_by_source = {
         source["name"]: len({s for s in canonical[source["name"]] if s is not None} & fine_tuning)
         for source in sources
-        if source["name"] not in fine_tuning_names
+        if source["name"] not in CHEMISTRY_FINE_TUNING_SOURCES
     }
     flat_fine_tuning = {flat[s] for s in fine_tuning}
-    stereo_only = sum(flat[s] in flat_fine_tuning for s in pool)
+    freesolv = {s for s in canonical["freesolv"] if s is not None}
+    solubility = {s for name in ("solubility_train", "solubility_test") for s in canonical[name] if s is not None}
     train, validation = _holdout(pool, CHEMISTRY_VALIDATION_FRACTION, CHEMISTRY_MIN_VALIDATION, seed,
-                                 "chemistry/pretrain/validation")
+                                 "chemistry/pretrain/validation")  # fmt: skip
     pretrain = folder / "pretrain"
     files = _write_shards(_smiles_table(train), pretrain, "train", num_shards, root)
     files.append(write_parquet(_smiles_table(validation), pretrain / "validation-00000-of-00001.parquet", root))
-    card["datasets"]["pretrain"] = _dataset_card(
+    return _dataset_card(
         rows_read,
-        {"unparsable": unparsable, "duplicates": len(parsed) - len(unique),
+        {"unparsable": rows_read - len(parsed), "duplicates": len(parsed) - len(unique),
          "in_a_fine_tuning_set": len(unique & fine_tuning)},
         files,
         f"unique RDKit canonical SMILES, sorted then shuffled (seeded); {CHEMISTRY_VALIDATION_FRACTION:.0%} "
@@ -730,23 +703,10 @@ def prepare_chemistry(output_dir: str | os.PathLike, seed: int = 0, num_shards: 
               "read_from_sdf_record": sum(s["entry"]["read_from_sdf_record"] for s in sources),
               "fine_tuning_molecules": len(fine_tuning),
               "fine_tuning_molecules_found_in_other_sources": overlap_by_source,
-              "kept_molecules_matching_a_fine_tuning_molecule_up_to_stereochemistry": stereo_only,
-              "freesolv_molecules_also_in_solubility": len(set(fs_smiles) & {
-                  s for name in ("solubility_train", "solubility_test") for s in canonical[name] if s is not None})},
-    )
-    card["notes"] += [
-        "Canonical SMILES: RDKit MolToSmiles (isomeric) of MolFromSmiles, repeated until it is stable; no salt "
-        "stripping or other standardisation, so multi-fragment entries (salts) are kept as they are.",
-        "The fine-tuning sets are removed from the pool by exact canonical SMILES (every FreeSolv and solubility "
-        "molecule, all splits); FreeSolv and solubility themselves are among the sources, so all of them appear in "
-        "the 'in a fine-tuning set' count.",
-        "Unparsable SMILES are rebuilt from their SDF record where one exists (solubility SDF records; the first "
-        "200 NCI rows have records in NCI/first_200.props.sdf), otherwise dropped and counted. "
-        "salts_solvents.smi part 1 lists SMARTS patterns (e.g. [Cl,Br,I]); those are not SMILES and are counted "
-        "as unparsable.",
-        "RDKit's NCI/first_5k.tpsa.csv and first_200.tpsa.csv repeat the SMILES of first_5K.smi and are not read.",
-    ]
-    return _write_card(folder, card)
+              "kept_molecules_matching_a_fine_tuning_molecule_up_to_stereochemistry":
+                  sum(flat[s] in flat_fine_tuning for s in pool),
+              "freesolv_molecules_also_in_solubility": len(freesolv & solubility)},
+    )  # fmt: skip
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """Model cards, hub-ready folders and pushes to the Hugging Face Hub for SMA models.
 
-* `render_model_card` fills one of the Jinja templates under `model_cards/` (`MODEL_CARDS_DIR`) with the card's YAML
-  metadata, the fine-tuning results (the JSON files written by `sma-finetune`) and free-form facts about pretraining.
+* `render_model_card` fills the Jinja template shipped in `sma_hf/tools/templates/model_card.md` (`CARD_TEMPLATE`;
+  its per-domain text is chosen by `domain`, one of `CARD_DOMAINS`) with the card's YAML metadata, the fine-tuning
+  results (the JSON files written by `sma-finetune`) and free-form facts about pretraining.
 * `save_hub_folder` writes everything a Hub repo needs (weights, config with the full `auto_map`, the code files, the
   tokenizer or feature extractor, README.md) and swaps the folder into place only once it is complete.
 * `push_to_hub` creates the repo if needed and uploads such a folder in one commit.
@@ -23,6 +24,7 @@ Context: the template variables a caller may pass in `context` (all optional; ot
     commands       dict[str, str] | list[str] | str   the commands that reproduce pretraining
     repository_url str    where the `sma_hf` code lives (linked from the card)
     install_command str   how to install `sma_hf` (default: `pip install git+<repository_url>` or `pip install sma_hf`)
+    input_type     str    "discrete" or "continuous": which processor the loading snippet uses
 
 The dicts become lists of `(name, value)` rows named `data_rows`, `training_rows`, `model_config_rows`,
 `final_loss_rows`, `mask_health_rows`; `commands` becomes `command_rows`. Derived from `results`: `has_results`,
@@ -30,6 +32,7 @@ The dicts become lists of `(name, value)` rows named `data_rows`, `training_rows
 `evaluation_summary` (one sentence). These derived names take precedence over `context` keys of the same name.
 """
 
+import argparse
 import ctypes
 import json
 import math
@@ -40,26 +43,14 @@ import uuid
 from pathlib import Path
 
 from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
+from transformers import AutoConfig
+
+from .common import TEMPLATES_DIR
+from .metrics import display_name, greater_is_better
 
 
-MODEL_CARDS_DIR = Path(__file__).resolve().parent.parent / "model_cards"  # the templates (a source checkout)
-DEFAULT_CARD_TEMPLATE = "generic.md"  # for models of a domain without its own template
-
-# metrics where a smaller value is better; every other metric is taken as higher-is-better
-LOWER_IS_BETTER = {"rmse", "mse", "mae", "loss", "log_loss", "cross_entropy", "error", "error_rate", "perplexity"}
-METRIC_DISPLAY_NAMES = {
-    "rmse": "RMSE",
-    "mse": "MSE",
-    "mae": "MAE",
-    "spearman": "Spearman",
-    "pearson": "Pearson",
-    "r2": "R²",
-    "roc_auc": "ROC-AUC",
-    "pr_auc": "PR-AUC",
-    "accuracy": "Accuracy",
-    "f1": "F1",
-    "mcc": "MCC",
-}
+CARD_TEMPLATE = TEMPLATES_DIR / "model_card.md"
+CARD_DOMAINS = ("generic", "chemistry", "peptides", "images")  # the domains whose text the template holds
 CUSTOM_CODE_TAG = "custom_code"
 
 
@@ -118,15 +109,8 @@ def _test_metrics(result: dict) -> dict[str, dict]:
     return summaries
 
 
-def _lower_is_better(metric: str, task: dict) -> bool:
-    if metric == task.get("metric") and isinstance(task.get("greater_is_better"), bool):
-        return not task["greater_is_better"]
-    return metric.lower() in LOWER_IS_BETTER
-
-
-def _metric_title(metric: str, task: dict) -> str:
-    arrow = "↓" if _lower_is_better(metric, task) else "↑"
-    return f"{METRIC_DISPLAY_NAMES.get(metric.lower(), metric)} {arrow}"
+def _metric_title(metric: str) -> str:
+    return f"{display_name(metric)} {'↑' if greater_is_better(metric) else '↓'}"
 
 
 def _format_number(value: float) -> str:
@@ -183,7 +167,7 @@ def _eval_results(results: list[dict], own: list[int], task_type: str | None, pi
                     dataset_name=task.get("dataset_name") or task["name"],
                     dataset_split="test",
                     metric_type=metric,
-                    metric_name=f"Test {METRIC_DISPLAY_NAMES.get(metric.lower(), metric)}"
+                    metric_name=f"Test {display_name(metric)}"
                     + (f" (mean of {seeds} seeds)" if seeds and seeds > 1 else ""),
                     metric_value=summary["mean"],
                 )
@@ -216,7 +200,7 @@ def _results_table(results: list[dict], own: list[int]) -> str:
         facts.append("test split, mean ± sample standard deviation over seeds")
         summary_line = "; ".join(facts) + "."
         lines += [summary_line[0].upper() + summary_line[1:], ""]
-        rows = [["Model", *(_metric_title(m, task) for m in metrics), "Seeds"], ["---"] * (len(metrics) + 2)]
+        rows = [["Model", *(_metric_title(m) for m in metrics), "Seeds"], ["---"] * (len(metrics) + 2)]
         for index in indices:
             result = results[index]
             label = _escape_cell(result.get("label") or result.get("model_name_or_path") or f"result {index + 1}")
@@ -243,7 +227,7 @@ def _evaluation_summary(results: list[dict], own: list[int]) -> str:
         metric, summary = next(iter(summaries.items()))
         seeds = _seed_count(result, summary)
         parts.append(
-            f"{task['name']} {METRIC_DISPLAY_NAMES.get(metric.lower(), metric)} {_format_summary(summary)}"
+            f"{task['name']} {display_name(metric)} {_format_summary(summary)}"
             + (f" ({seeds} seeds)" if seeds else "")
         )
     return ("Test results after fine-tuning (mean ± std over seeds): " + "; ".join(parts) + ".") if parts else ""
@@ -292,17 +276,17 @@ def _command_rows(commands) -> list[tuple[str, str]]:
 
 
 def render_model_card(
-    template_path: str | os.PathLike,
     *,
     model_id: str,
     results: list[dict],
     card_data: dict,
     context: dict | None = None,
+    domain: str = "generic",
+    template_path: str | os.PathLike | None = None,
 ) -> ModelCard:
-    """Render a model card template (see `MODEL_CARDS_DIR`) with `huggingface_hub.ModelCard.from_template`.
+    """Render the model card template with `huggingface_hub.ModelCard.from_template`.
 
     Args:
-        template_path: a Jinja markdown template whose front matter is `{{ card_data }}`.
         model_id: the repo id (`"org/name"`) the card is written for; used in the title and the loading snippets.
         results: fine-tuning results (see the module docstring); `results[0]` is this model's own. May be empty: the
             card then says that no evaluation was run and has no `model-index`.
@@ -311,7 +295,12 @@ def render_model_card(
             key (not forwarded) sets the model-index task type of results whose task does not name one; the default
             is `"image-classification"` for an `image-*` pipeline tag and `"text-classification"` otherwise.
         context: free-form template variables (see the module docstring).
+        domain: whose text the shipped template uses, one of `CARD_DOMAINS`.
+        template_path: your own Jinja markdown template (front matter `{{ card_data }}`) instead of the shipped one;
+            it gets the same variables, `domain` included.
     """
+    if domain not in CARD_DOMAINS:
+        raise ValueError(f"`domain` must be one of {CARD_DOMAINS}, got {domain!r}.")
     card_data = dict(card_data or {})
     task_type = card_data.pop("task_type", None)
     tags = card_data.pop("tags", None) or []
@@ -334,6 +323,7 @@ def render_model_card(
     variables = {
         **context,
         "model_id": model_id,
+        "domain": domain,
         "has_results": bool(results),
         "has_model_index": bool(eval_results),
         "results_table": _results_table(results, own) if results else "",
@@ -350,7 +340,7 @@ def render_model_card(
         "mask_health_rows": _rows(context.get("mask_health")),
         "command_rows": _command_rows(context.get("commands")),
     }
-    return ModelCard.from_template(data, template_path=str(template_path), **variables)
+    return ModelCard.from_template(data, template_path=str(template_path or CARD_TEMPLATE), **variables)
 
 
 # -- hub-ready folder -------------------------------------------------------------------------------------------------
@@ -464,6 +454,7 @@ def pretraining_card_context(summary: dict | None, data_card: dict | None = None
     (written by `sma-prepare-data`) and the model's config. Anything missing is left out of the card."""
     context = {}
     if config is not None:
+        context["input_type"] = config.input_type
         context["model_config"] = {
             "Inputs": f"{config.input_type}"
             + (f", {config.input_channels} channels" if config.input_type == "continuous" else ""),
@@ -538,15 +529,12 @@ def sma_card_data(config, license: str = "apache-2.0", tags=()) -> dict:
 def main(argv=None):
     """`sma-model-card`: (re)write the card of a hub-ready folder from its pretraining summary and fine-tuning
     results, and optionally push the folder."""
-    import argparse
-
-    from transformers import AutoConfig
-
-    parser = argparse.ArgumentParser(description=main.__doc__.split("\n\n")[0].replace("\n", " "))
+    parser = argparse.ArgumentParser(prog="sma-model-card", description=main.__doc__.split("\n\n")[0].replace("\n", " "))
     parser.add_argument(
         "--model_dir", required=True, help="A hub-ready folder (from sma-pretrain or save_hub_folder)."
     )
-    parser.add_argument("--template", required=True, help="Jinja template, e.g. model_cards/chemistry.md.")
+    parser.add_argument("--domain", choices=CARD_DOMAINS, default="generic", help="Whose text the card uses.")
+    parser.add_argument("--template", help="Your own Jinja card template instead of the shipped one.")
     parser.add_argument(
         "--model_id", required=True, help="The repo id the card is written for, e.g. org/sma-chemistry."
     )
@@ -567,11 +555,12 @@ def main(argv=None):
     data_card = json.loads(Path(args.data_card).read_text()) if args.data_card else None
     results = [json.loads(Path(path).read_text()) for path in args.results]
     card = render_model_card(
-        args.template,
         model_id=args.model_id,
         results=results,
         card_data=sma_card_data(config, args.license, args.tags),
         context=pretraining_card_context(summary, data_card, config),
+        domain=args.domain,
+        template_path=args.template,
     )
     partial = model_dir / ".README.md.partial"
     card.save(partial)

@@ -16,9 +16,9 @@ from accelerate import Accelerator
 from accelerate.utils import gather_object
 from safetensors.torch import load_file
 
-import sma_hf.pretraining_sma as pretraining
+import sma_hf.tools.pretrain as pretraining
 from sma_hf import SMAConfig, create_byte_tokenizer
-from sma_hf.pretraining_sma import BatchBuilder, DataPosition, load_stream, parse_args, rank_stream, training_batches
+from sma_hf.tools.pretrain import BatchBuilder, DataPosition, load_stream, parse_args, rank_stream, training_batches
 
 
 def run(argv: list[str]):

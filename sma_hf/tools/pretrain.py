@@ -1,11 +1,11 @@
 """`sma-pretrain`: SMA pretraining with accelerate on streamed corpora, from one CPU to many GPUs and nodes.
 
-    sma-pretrain --config_name configs/sma-chemistry-small.json \
+    sma-pretrain --config_name sma-chemistry-small \
         --train_file "data/chemistry/pretrain/train-*.parquet" \
         --validation_file "data/chemistry/pretrain/validation-*.parquet" \
         --output_dir outputs/sma-chemistry --max_steps 2000
 
-    ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2 -m sma_hf.pretraining_sma ...  # 2 CPU ranks
+    ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2 -m sma_hf.tools.pretrain ...  # 2 CPU ranks
 
 Data is read with `datasets.load_dataset(..., streaming=True)` and tokenized (discrete inputs) or feature-extracted
 (continuous inputs) batch by batch. Each rank reads its own part of the stream (`split_dataset_by_node`: whole shards
@@ -37,16 +37,34 @@ import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.utils import ProjectConfiguration, gather_object, set_seed
+from huggingface_hub import create_repo
 from tqdm.auto import tqdm
 from transformers import AutoModelForMaskedLM
 from transformers import get_cosine_schedule_with_warmup
 from transformers.utils import logging
 
-from .configuration_sma import SMAConfig
-from .feature_extraction_sma import SMAFeatureExtractor
-from .masking_sma import cosine_noise_scale, masked_counts, random_masked_positions
-from .modeling_sma import SMAForMaskedModeling
-from .training_sma import FILE_BUILDERS, load_processor, load_sma_config, max_input_length, write_json_atomic
+from ..configuration_sma import SMAConfig
+from ..feature_extraction_sma import SMAFeatureExtractor
+from ..masking_sma import cosine_noise_scale, masked_counts, random_masked_positions
+from ..modeling_sma import SMAForMaskedModeling
+from .common import (
+    FILE_BUILDERS,
+    PRESETS_DIR,
+    load_processor,
+    load_sma_config,
+    max_input_length,
+    shipped_names,
+    usable_input,
+    write_json_atomic,
+)
+from .hub import (
+    CARD_DOMAINS,
+    pretraining_card_context,
+    push_to_hub,
+    render_model_card,
+    save_hub_folder,
+    sma_card_data,
+)
 
 
 logger = logging.get_logger(__name__)
@@ -61,9 +79,13 @@ LENGTH_GROUP_BATCHES = 50
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="sma-pretrain", description=__doc__.split("\n\n")[0])
     model = parser.add_argument_group("model")
-    model.add_argument("--config_name", help="SMAConfig JSON to pretrain from scratch (presets in configs/).")
+    model.add_argument(
+        "--config_name",
+        help=f"SMAConfig to pretrain from scratch: a shipped preset ({', '.join(shipped_names(PRESETS_DIR))}) or a "
+        "JSON path.",
+    )
     model.add_argument("--model_name_or_path", help="Folder or Hub id of an SMA checkpoint to continue pretraining.")
     data = parser.add_argument_group("data")
     data.add_argument("--dataset_name", help="Hub dataset id (streamed).")
@@ -109,7 +131,10 @@ def parse_args(argv=None):
     hub.add_argument("--push_to_hub", action="store_true")
     hub.add_argument("--hub_model_id", help="Repository to push to, e.g. org/sma-chemistry.")
     hub.add_argument("--hub_token")
-    hub.add_argument("--model_card_template", help="Jinja template of the model card (see model_cards/).")
+    hub.add_argument(
+        "--model_card_domain", choices=CARD_DOMAINS, default="generic", help="Whose text the model card uses."
+    )
+    hub.add_argument("--model_card_template", help="Your own Jinja model card template instead of the shipped one.")
     args = parser.parse_args(argv)
     check_args(args)
     return args
@@ -141,18 +166,8 @@ def check_args(args):
         raise ValueError(f"--mask_noise_warmup_ratio must be in [0, 1], got {args.mask_noise_warmup_ratio}.")
     if args.push_to_hub and not args.hub_model_id:
         raise ValueError("--push_to_hub needs --hub_model_id (e.g. org/sma-chemistry).")
-    from .hub_sma import DEFAULT_CARD_TEMPLATE, MODEL_CARDS_DIR
-
-    template = Path(args.model_card_template or MODEL_CARDS_DIR / DEFAULT_CARD_TEMPLATE)
-    if not template.is_file():  # checked now: the card is written after training
-        raise FileNotFoundError(
-            f"Model card template {template} does not exist; pass --model_card_template (see model_cards/ in the "
-            "sma_hf source tree)."
-        )
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# data
+    if args.model_card_template and not Path(args.model_card_template).is_file():  # the card is written at the end
+        raise FileNotFoundError(f"Model card template {args.model_card_template} does not exist.")
 
 
 def resolve_files(pattern: str, flag: str) -> list[str]:
@@ -213,8 +228,8 @@ def choose_input_column(example: dict, input_column: str | None) -> str:
 class BatchBuilder:
     """Turns raw rows into model batches.
 
-    Discrete inputs are strings encoded by the byte tokenizer; continuous inputs are lists of numbers (one element
-    per value when `input_channels == 1`) or lists of `input_channels`-vectors, standardised by the feature extractor.
+    Discrete inputs are strings encoded by the byte tokenizer; continuous inputs are lists of elements, standardised
+    by the feature extractor. Which rows are usable is `common.usable_input`'s rule, shared with `sma-finetune`.
     """
 
     def __init__(self, processor, config: SMAConfig, input_column: str, max_seq_length: int):
@@ -222,29 +237,6 @@ class BatchBuilder:
         self.config = config
         self.input_column = input_column
         self.max_seq_length = max_seq_length
-
-    def usable(self, row: dict):
-        """(value, None) with the row's input in a form the processor takes, or (None, why it cannot be used)."""
-        value = row.get(self.input_column)
-        if value is None:
-            return None, "missing input"
-        if self.config.input_type == "discrete":
-            if not isinstance(value, str):
-                return None, "input is not a string"
-            if not value.strip():
-                return None, "empty input"
-            return value, None
-        try:
-            array = np.asarray(value, dtype=np.float32)
-        except (TypeError, ValueError):
-            return None, "input is not numeric"
-        if array.ndim == 1:
-            array = array[:, None]
-        if array.ndim != 2 or array.shape[1] != self.config.input_channels or len(array) == 0:
-            return None, f"input is not a non-empty list of {self.config.input_channels}-channel elements"
-        if not np.isfinite(array).all():
-            return None, "non-finite input values"
-        return array, None
 
     def length(self, value) -> int:
         """Elements the model sees (before truncation): bytes plus the appended [SEP], or elements."""
@@ -259,7 +251,7 @@ class BatchBuilder:
     def usable_values(self, rows) -> tuple[list, dict[str, int]]:
         values, skipped = [], {}
         for row in rows:
-            value, reason = self.usable(row)
+            value, reason = usable_input(row.get(self.input_column), self.config)
             if reason is None:
                 values.append(value)
             else:
@@ -351,10 +343,6 @@ def training_batches(stream, builder: BatchBuilder, batch_size: int, position: D
         position.window_start = 0
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# model and processor
-
-
 def load_model_and_processor(args):
     config = load_sma_config(args.model_name_or_path, args.config_name)
     max_seq_length = max_input_length(args.max_seq_length, config)
@@ -368,10 +356,6 @@ def load_model_and_processor(args):
     else:
         model = SMAForMaskedModeling(config)
     return model, processor, max_seq_length
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# held-out evaluation and mask health
 
 
 def pairwise_mask_overlap(mask: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
@@ -434,10 +418,6 @@ def evaluate(model: SMAForMaskedModeling, batches: list[dict], seed: int) -> dic
     }
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# checkpoints
-
-
 def checkpoint_step(path: Path) -> int:
     suffix = path.name[len(CHECKPOINT_PREFIX) :]
     if not path.name.startswith(CHECKPOINT_PREFIX) or not suffix.isdigit():
@@ -478,24 +458,50 @@ def save_checkpoint(accelerator: Accelerator, output_dir: Path, step: int, posit
     return final
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# the loop
-
-
 def pretrain(args, command: str | None = None) -> dict:
     """Run the pretraining described by `args` (see `parse_args`); `command` is recorded in the summary and card."""
     output_dir = Path(args.output_dir)
-    report_to = None if args.report_to == "none" else args.report_to.split(",")
-    accelerator = Accelerator(
-        mixed_precision=args.mixed_precision,
-        log_with=report_to,
-        project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / "logs")),
-    )
+    accelerator = make_accelerator(args, output_dir)
     set_seed(args.seed)  # the same initial weights on every rank
     model, processor, max_seq_length = load_model_and_processor(args)
-    config = model.config
-
     train_stream = load_stream(args, "train")
+    builder = batch_builder(args, train_stream, processor, model.config, max_seq_length)
+    eval_batches = held_out_batches(args, builder)
+    if args.push_to_hub and accelerator.is_main_process:  # a bad token or repo id fails now, not after training
+        create_repo(args.hub_model_id, token=args.hub_token, exist_ok=True)
+    optimizer = torch.optim.AdamW(param_groups(model, args.weight_decay), lr=args.learning_rate, betas=(0.9, 0.999))
+    # stepped here once per optimizer step (a prepared scheduler would step once per process)
+    scheduler = get_cosine_schedule_with_warmup(optimizer, args.warmup_steps, args.max_steps)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    accelerator.register_for_checkpointing(scheduler)
+    position = DataPosition(data_setup(args, accelerator))
+    step = resume_or_seed_ranks(args, accelerator, position, output_dir)
+    stream = rank_stream(
+        train_stream, args.seed, args.shuffle_buffer_size, accelerator.process_index, accelerator.num_processes
+    )
+    group_size = LENGTH_GROUP_BATCHES if args.group_by_length else 1
+    batches = training_batches(stream, builder, args.per_device_train_batch_size, position, group_size, args.seed)
+    train(args, accelerator, model, optimizer, scheduler, batches, eval_batches, position, step, output_dir)
+    summary = run_summary(args, accelerator, position, max_seq_length, command)
+    if accelerator.is_main_process:
+        export(accelerator.unwrap_model(model), processor, output_dir, summary, args)
+    accelerator.wait_for_everyone()
+    for tracker in accelerator.trackers:  # `end_training` would also end the process group, which `main` owns
+        tracker.finish()
+    return summary
+
+
+def make_accelerator(args, output_dir: Path) -> Accelerator:
+    accelerator = Accelerator(
+        mixed_precision=args.mixed_precision,
+        log_with=None if args.report_to == "none" else args.report_to.split(","),
+        project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / "logs")),
+    )
+    return accelerator
+
+
+def batch_builder(args, train_stream, processor, config: SMAConfig, max_seq_length: int) -> BatchBuilder:
+    """The builder of batches from the stream's input column; a new feature extractor is fitted on the first rows."""
     input_column = choose_input_column(first_example(train_stream, "training"), args.input_column)
     builder = BatchBuilder(processor, config, input_column, max_seq_length)
     if config.input_type == "continuous" and not processor.do_normalize:
@@ -503,76 +509,68 @@ def pretrain(args, command: str | None = None) -> dict:
         if not sample:
             raise ValueError("No usable training example to fit the feature extractor's standardisation on.")
         processor.fit(sample)
+    return builder
 
-    eval_batches = []
+
+def held_out_batches(args, builder: BatchBuilder) -> list[dict]:
+    """The held-out rows as batches (at most `--max_eval_samples` rows), or none without held-out data."""
     validation_stream = load_stream(args, "validation")
     if validation_stream is None:
         logger.warning("No held-out data: neither held-out losses nor mask health will be measured.")
-    else:
-        choose_input_column(first_example(validation_stream, "validation"), input_column)
-        values, skipped = builder.usable_values(itertools.islice(iter(validation_stream), args.max_eval_samples))
-        if skipped:
-            logger.warning(f"Skipped held-out rows (never used): {skipped}")
-        size = args.per_device_eval_batch_size
-        eval_batches = [builder.collate(values[i : i + size]) for i in range(0, len(values), size)]
-        valid = [batch["attention_mask"].bool() for batch in eval_batches]
-        if not any(masked_counts(v, config.masking_ratio).sum() > 0 for v in valid):
-            raise ValueError(
-                f"No held-out row is usable and long enough to be masked at masking_ratio={config.masking_ratio}; "
-                f"rows skipped by reason: {skipped}."
-            )
-    if args.push_to_hub and accelerator.is_main_process:  # a bad token or repo id fails now, not after training
-        from huggingface_hub import create_repo
-
-        create_repo(args.hub_model_id, token=args.hub_token, exist_ok=True)
-
-    optimizer = torch.optim.AdamW(
-        param_groups(model, args.weight_decay), lr=args.learning_rate, betas=(0.9, 0.999), eps=1e-8
-    )
-    # stepped here once per optimizer step (a prepared scheduler would step once per process)
-    scheduler = get_cosine_schedule_with_warmup(optimizer, args.warmup_steps, args.max_steps)
-    model, optimizer = accelerator.prepare(model, optimizer)
-    position = DataPosition(
-        {
-            "num_processes": accelerator.num_processes,
-            "per_device_train_batch_size": args.per_device_train_batch_size,
-            "group_by_length": args.group_by_length,
-            "shuffle_buffer_size": args.shuffle_buffer_size,
-            "seed": args.seed,
-        }
-    )
-    accelerator.register_for_checkpointing(scheduler)
-
-    step = 0
-    if args.resume_from_checkpoint:
-        checkpoint = (
-            latest_checkpoint(output_dir)
-            if args.resume_from_checkpoint == "latest"
-            else Path(args.resume_from_checkpoint)
+        return []
+    choose_input_column(first_example(validation_stream, "validation"), builder.input_column)
+    values, skipped = builder.usable_values(itertools.islice(iter(validation_stream), args.max_eval_samples))
+    if skipped:
+        logger.warning(f"Skipped held-out rows (never used): {skipped}")
+    size = args.per_device_eval_batch_size
+    batches = [builder.collate(values[i : i + size]) for i in range(0, len(values), size)]
+    ratio = builder.config.masking_ratio
+    if not any(masked_counts(batch["attention_mask"].bool(), ratio).sum() > 0 for batch in batches):
+        raise ValueError(
+            f"No held-out row is usable and long enough to be masked at masking_ratio={ratio}; "
+            f"rows skipped by reason: {skipped}."
         )
-        if checkpoint is None or not checkpoint.is_dir():
-            raise FileNotFoundError(f"No checkpoint to resume from at {args.resume_from_checkpoint!r}.")
-        step = checkpoint_step(checkpoint)
-        accelerator.load_state(str(checkpoint))  # weights, optimizer, schedule, random states of every rank
-        position_file = data_position_file(checkpoint, accelerator.process_index)
-        if not position_file.is_file():
-            raise FileNotFoundError(f"{position_file} is missing: was the checkpoint written by fewer processes?")
-        position.load_state_dict(json.loads(position_file.read_text()))
-        accelerator.print(
-            f"Resumed from {checkpoint} at step {step} (epoch {position.epoch}, row {position.window_start})."
-        )
-    else:
-        set_seed(args.seed, device_specific=True)  # different masks and dropout on each rank
+    return batches
 
-    stream = rank_stream(
-        train_stream, args.seed, args.shuffle_buffer_size, accelerator.process_index, accelerator.num_processes
-    )
-    group_size = LENGTH_GROUP_BATCHES if args.group_by_length else 1
-    batches = training_batches(stream, builder, args.per_device_train_batch_size, position, group_size, args.seed)
+
+def data_setup(args, accelerator: Accelerator) -> dict:
+    """What must match on resume for a saved data position to mean the same rows."""
+    return {
+        "num_processes": accelerator.num_processes,
+        "per_device_train_batch_size": args.per_device_train_batch_size,
+        "group_by_length": args.group_by_length,
+        "shuffle_buffer_size": args.shuffle_buffer_size,
+        "seed": args.seed,
+    }
+
+
+def resume_or_seed_ranks(args, accelerator: Accelerator, position: DataPosition, output_dir: Path) -> int:
+    """Restore the state of `--resume_from_checkpoint` and return its step; or give each rank its own random state
+    (different masks and dropout per rank) and return 0."""
+    if not args.resume_from_checkpoint:
+        set_seed(args.seed, device_specific=True)
+        return 0
+    if args.resume_from_checkpoint == "latest":
+        checkpoint = latest_checkpoint(output_dir)
+    else:
+        checkpoint = Path(args.resume_from_checkpoint)
+    if checkpoint is None or not checkpoint.is_dir():
+        raise FileNotFoundError(f"No checkpoint to resume from at {args.resume_from_checkpoint!r}.")
+    step = checkpoint_step(checkpoint)
+    accelerator.load_state(str(checkpoint))  # weights, optimizer, schedule, random states of every rank
+    position_file = data_position_file(checkpoint, accelerator.process_index)
+    if not position_file.is_file():
+        raise FileNotFoundError(f"{position_file} is missing: was the checkpoint written by fewer processes?")
+    position.load_state_dict(json.loads(position_file.read_text()))
+    accelerator.print(f"Resumed from {checkpoint} at step {step} (epoch {position.epoch}, row {position.window_start}).")
+    return step
+
+
+def train(args, accelerator, model, optimizer, scheduler, batches, eval_batches, position, step, output_dir):
+    """The optimizer steps from `step` to `--max_steps`: logging, held-out evaluation and checkpoints on the way."""
     unwrapped = accelerator.unwrap_model(model)
     noise_warmup_steps = round(args.mask_noise_warmup_ratio * args.max_steps)
-
-    if report_to:
+    if args.report_to != "none":
         accelerator.init_trackers(
             "sma_pretrain",
             config={k: v for k, v in public_args(args).items() if isinstance(v, (int, float, str, bool))},
@@ -581,30 +579,12 @@ def pretrain(args, command: str | None = None) -> dict:
     metrics, start = {}, time.time() - position.elapsed_s
     window_loss, window_steps = 0.0, 0
     while step < args.max_steps:
-        model.train()
         unwrapped.set_mask_noise_scale(cosine_noise_scale(step, noise_warmup_steps))
-        step_loss = torch.zeros((), device=accelerator.device)
-        for micro_step in range(args.gradient_accumulation_steps):
-            batch = next(batches)
-            last = micro_step == args.gradient_accumulation_steps - 1
-            with nullcontext() if last else accelerator.no_sync(model):
-                loss = model(**{k: v.to(accelerator.device) for k, v in batch.items()}).loss
-                accelerator.backward(loss / args.gradient_accumulation_steps)
-            step_loss += loss.detach() / args.gradient_accumulation_steps
-        # reduced first, so that every rank sees a non-finite loss of any rank and stops together
-        mean_loss = float(accelerator.reduce(step_loss, reduction="mean"))
-        if not math.isfinite(mean_loss):
-            raise FloatingPointError(f"Non-finite training loss ({mean_loss}) at step {step + 1}.")
-        grad_norm = accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
-        optimizer.step()
-        if not accelerator.optimizer_step_was_skipped:  # fp16 skips steps whose gradients overflowed
-            scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
+        loss, grad_norm = optimizer_step(args, accelerator, model, optimizer, scheduler, batches, step)
         step += 1
         progress.update(1)
-        window_loss += mean_loss
+        window_loss += loss
         window_steps += 1
-
         if step % args.logging_steps == 0 or step == args.max_steps:
             metrics = {
                 "train_loss": window_loss / window_steps,
@@ -612,7 +592,7 @@ def pretrain(args, command: str | None = None) -> dict:
                 "grad_norm": float(grad_norm),
                 "epoch": position.epoch,
             }
-            if config.masking_strategy == "self_guided":  # random masks have no warm-up noise
+            if unwrapped.config.masking_strategy == "self_guided":  # random masks have no warm-up noise
                 metrics["mask_noise_scale"] = cosine_noise_scale(step - 1, noise_warmup_steps)
             window_loss, window_steps = 0.0, 0
             progress.set_postfix(loss=f"{metrics['train_loss']:.4f}")
@@ -629,16 +609,47 @@ def pretrain(args, command: str | None = None) -> dict:
             position.elapsed_s = time.time() - start
             save_checkpoint(accelerator, output_dir, step, position)
     progress.close()
+    position.elapsed_s = time.time() - start
 
+
+def optimizer_step(args, accelerator, model, optimizer, scheduler, batches, step) -> tuple[float, torch.Tensor]:
+    """Optimizer step `step + 1` over `--gradient_accumulation_steps` batches: its loss (the mean over every rank)
+    and gradient norm."""
+    model.train()
+    step_loss = torch.zeros((), device=accelerator.device)
+    for micro_step in range(args.gradient_accumulation_steps):
+        batch = next(batches)
+        last = micro_step == args.gradient_accumulation_steps - 1
+        with nullcontext() if last else accelerator.no_sync(model):
+            loss = model(**{k: v.to(accelerator.device) for k, v in batch.items()}).loss
+            accelerator.backward(loss / args.gradient_accumulation_steps)
+        step_loss += loss.detach() / args.gradient_accumulation_steps
+    # reduced before the step, so that every rank sees a non-finite loss of any rank and stops together
+    mean_loss = float(accelerator.reduce(step_loss, reduction="mean"))
+    if not math.isfinite(mean_loss):
+        raise FloatingPointError(f"Non-finite training loss ({mean_loss}) at step {step + 1}.")
+    grad_norm = accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+    optimizer.step()
+    if not accelerator.optimizer_step_was_skipped:  # fp16 skips steps whose gradients overflowed
+        scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return mean_loss, grad_norm
+
+
+def run_summary(args, accelerator: Accelerator, position: DataPosition, max_seq_length: int, command) -> dict:
+    """What the run did, over every rank: steps, time, hardware, rows skipped or truncated, the logged history."""
     skipped, truncated = {}, 0
     for rank_skipped, rank_truncated in gather_object([(position.skipped, position.truncated)]):
         for reason, count in rank_skipped.items():
             skipped[reason] = skipped.get(reason, 0) + count
         truncated += rank_truncated
+    if skipped:
+        accelerator.print(f"Skipped training rows (never used; counted each epoch they were read): {skipped}")
+    accelerator.print(f"Rows truncated to {max_seq_length} elements: {truncated}")
     history = position.history
-    summary = {
-        "steps": step,
-        "wall_time_s": round(time.time() - start, 1),
+    return {
+        "steps": args.max_steps,
+        "wall_time_s": round(position.elapsed_s, 1),
         "num_processes": accelerator.num_processes,
         "hardware": hardware_description(accelerator),
         "command": command,
@@ -651,16 +662,6 @@ def pretrain(args, command: str | None = None) -> dict:
         "history": history,
         "args": public_args(args),
     }
-    if skipped:
-        accelerator.print(f"Skipped training rows (never used; counted each epoch they were read): {skipped}")
-    accelerator.print(f"Rows truncated to {max_seq_length} elements: {truncated}")
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        export(unwrapped, processor, output_dir, summary, args)
-    accelerator.wait_for_everyone()
-    for tracker in accelerator.trackers:  # `end_training` would also end the process group, which `main` owns
-        tracker.finish()
-    return summary
 
 
 def param_groups(model, weight_decay: float):
@@ -693,27 +694,17 @@ def redacted_command(argv: list[str]) -> str:
 
 def export(model, processor, output_dir: Path, summary: dict, args) -> Path:
     """Write the hub-ready model to `output_dir/model` (and push it if asked); return that folder."""
-    from .hub_sma import (
-        DEFAULT_CARD_TEMPLATE,
-        MODEL_CARDS_DIR,
-        pretraining_card_context,
-        push_to_hub,
-        render_model_card,
-        save_hub_folder,
-        sma_card_data,
-    )
-
     write_json_atomic(output_dir / "pretraining_summary.json", summary)
-    model_dir = output_dir / MODEL_DIR
-    template = args.model_card_template or MODEL_CARDS_DIR / DEFAULT_CARD_TEMPLATE
     card = render_model_card(
-        template,
         model_id=args.hub_model_id or output_dir.name,
         results=[],
         card_data=sma_card_data(model.config),
         context=pretraining_card_context(summary, config=model.config),
+        domain=args.model_card_domain,
+        template_path=args.model_card_template,
     )
     # the summary travels with the model: `sma-model-card` renders the final card from it
+    model_dir = output_dir / MODEL_DIR
     save_hub_folder(model, processor, model_dir, card, extra_files={"pretraining_summary.json": summary})
     if args.push_to_hub:
         print(f"Pushed to {push_to_hub(model_dir, args.hub_model_id, token=args.hub_token)}")

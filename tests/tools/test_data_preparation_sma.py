@@ -1,11 +1,10 @@
-"""Tests of sma_hf.data_preparation_sma (scripts/prepare_data.py): splits, filters and their counts, data cards,
-determinism, streaming, the task specs under configs/tasks/. The whole corpus of each kind is prepared once per
+"""Tests of sma-prepare-data (sma_hf.tools.data): splits, filters and their counts, data cards, determinism,
+streaming, the task specs shipped in sma_hf/tools/tasks/. The whole corpus of each kind is prepared once per
 module into one temporary data root."""
 
 import ast
 import collections
 import json
-import runpy
 import sys
 from pathlib import Path
 
@@ -17,7 +16,10 @@ import pytest
 for _module in ("rdkit", "datamol", "modlamp", "mlxtend", "sklearn"):
     pytest.importorskip(_module)
 
-from sma_hf import data_preparation_sma as dp  # noqa: E402
+from sma_hf.tools import cli  # noqa: E402
+from sma_hf.tools import data as dp  # noqa: E402
+from sma_hf.tools.common import TASKS_DIR  # noqa: E402
+from sma_hf.tools.finetune import load_task  # noqa: E402
 
 
 REPO = Path(__file__).resolve().parents[1]
@@ -432,12 +434,13 @@ def test_tabular(data_root, tabular):
     assert max(ratios) - min(ratios) < 0.03
 
 
-def test_task_configs_match_the_prepared_data(data_root, chemistry, peptides, images, tabular):
-    files = sorted((REPO / "configs" / "tasks").glob("*.json"))
-    assert {path.stem for path in files} == set(dp.TASK_SPECS)
+def test_shipped_task_specs_match_the_prepared_data(data_root, chemistry, peptides, images, tabular):
+    files = sorted(TASKS_DIR.glob("*.json"))
+    assert {path.stem for path in files} == {"amp", "breast_cancer", "digits", "freesolv", "mnist", "solubility",
+                                             "mnist_permuted"}  # fmt: skip
     for path in files:
-        spec = json.loads(path.read_text())
-        assert spec == dp.TASK_SPECS[path.stem]
+        spec = load_task(path.stem)  # found by name
+        assert spec["name"] == path.stem and spec == load_task(str(path))
         assert set(spec["data_files"]) == set(SPLITS)
         for split, relative in spec["data_files"].items():
             table = pq.read_table(data_root / relative)
@@ -451,16 +454,16 @@ def test_task_configs_match_the_prepared_data(data_root, chemistry, peptides, im
             assert (spec["input_type"] == "discrete") == (input_type == pa.string())
 
 
-def test_cli_and_script(tmp_path, tabular, capsys, monkeypatch):
+def test_cli_and_console_script(tmp_path, tabular, capsys, monkeypatch):
     dp.main(["--output_dir", str(tmp_path / "cli"), "--corpora", "tabular", "--seed", "0"])
     out = capsys.readouterr().out
     assert "[tabular]" in out and "breast_cancer" in out
     card = json.loads((tmp_path / "cli/tabular/data_card.json").read_text())
     assert card == tabular  # same seed, same rows and hashes
-    # the script wrapper, run as __main__ in this process (a subprocess would spend seconds importing torch)
-    monkeypatch.setattr(sys, "argv", ["prepare_data.py", "--output_dir", str(tmp_path / "script"),
-                                      "--corpora", "tabular", "--seed", "3"])
-    runpy.run_path(str(REPO / "scripts" / "prepare_data.py"), run_name="__main__")
+    # the console script's entry point, in this process (a subprocess would spend seconds importing torch)
+    monkeypatch.setattr(sys, "argv", ["sma-prepare-data", "--output_dir", str(tmp_path / "script"),
+                                      "--corpora", "tabular", "--seed", "3"])  # fmt: skip
+    cli.prepare_data()
     assert "breast_cancer" in capsys.readouterr().out
     seeded = json.loads((tmp_path / "script/tabular/data_card.json").read_text())
     assert seeded["seed"] == 3
@@ -482,9 +485,10 @@ def test_optional_dependencies_are_lazy(monkeypatch):
 
     roots = {name.split(".")[0] for name in imported(dp.__file__, top_level_only=True)}
     assert not roots & {"rdkit", "datamol", "modlamp", "mlxtend", "sklearn", "pandas"}
-    for path in (REPO / "sma_hf").glob("*.py"):  # the rest of the package never imports this module
-        if path.name != "data_preparation_sma.py":
-            assert not any("data_preparation_sma" in name for name in imported(path, False)), path.name
+    for path in (REPO / "sma_hf").rglob("*.py"):  # the rest of the package never imports this module
+        if path != Path(dp.__file__):
+            names = imported(path, False)
+            assert not any(name.split(".")[0] == "data" or "tools.data" in name for name in names), path.name
     monkeypatch.setitem(sys.modules, "rdkit.Chem", None)
     with pytest.raises(ImportError, match=r"sma_hf\[data\]"):
         dp.canonical_smiles("CCO")

@@ -22,6 +22,7 @@ from transformers import (
 
 from conftest import random_inputs, tiny_config
 from sma_hf import (
+    modeling_sma,
     SMAConfig,
     SMAFeatureExtractor,
     SMAForMaskedModeling,
@@ -31,12 +32,11 @@ from sma_hf import (
     create_byte_tokenizer,
 )
 
+# the heads each Auto class loads, as the package's one table says
 HEADS = {
-    "AutoModel": SMAModel,
-    "AutoModelForPreTraining": SMAForMaskedModeling,
-    "AutoModelForMaskedLM": SMAForMaskedModeling,
-    "AutoModelForSequenceClassification": SMAForSequenceClassification,
-    "AutoModelForTokenClassification": SMAForTokenClassification,
+    auto_name: getattr(modeling_sma, reference.rsplit(".", 1)[1])
+    for auto_name, reference in modeling_sma.AUTO_MAP.items()
+    if auto_name != "AutoConfig"
 }
 FIRST_OUTPUT = {"AutoModel": "last_hidden_state"}  # every other head: logits
 

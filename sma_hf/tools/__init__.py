@@ -1,0 +1,14 @@
+"""The tools around the SMA model: everything a checkpoint does not need to load and run.
+
+One module per job, each behind a console script (`cli.py`):
+
+- `data.py` (`sma-prepare-data`): parquet corpora and data cards from files that pip packages ship;
+- `pretrain.py` (`sma-pretrain`): pretraining with accelerate on streamed corpora;
+- `finetune.py` (`sma-finetune`): fine-tuning with `Trainer` on a task spec, several seeds, validation-only selection;
+- `hub.py` (`sma-model-card`): model cards, hub-ready folders and pushes to the Hub;
+- `common.py` and `metrics.py`: what they share.
+
+Package data: `presets/` (SMAConfig presets, `--config_name sma-chemistry-small`), `tasks/` (task specs,
+`--task freesolv`) and `templates/` (the model card template). These modules need the `train` extra
+(`pip install "sma_hf[train]"`); `data.py` also needs the `data` extra for its corpora.
+"""

@@ -1,0 +1,129 @@
+"""What the tools share: the presets, task specs and card template shipped with the package, reading a model's
+config and processor, the check of input rows, atomic JSON files."""
+
+import inspect
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+from transformers import AutoConfig, AutoFeatureExtractor, AutoTokenizer, PreTrainedConfig
+from transformers.utils import logging
+
+from ..configuration_sma import SMAConfig
+from ..tokenization_sma import create_byte_tokenizer
+
+
+logger = logging.get_logger(__name__)
+
+# package data: `presets/<name>.json` (SMAConfig presets), `tasks/<name>.json` (fine-tuning task specs),
+# `templates/` (the model card template and its per-domain text)
+RESOURCES_DIR = Path(__file__).resolve().parent
+PRESETS_DIR = RESOURCES_DIR / "presets"
+TASKS_DIR = RESOURCES_DIR / "tasks"
+TEMPLATES_DIR = RESOURCES_DIR / "templates"
+
+# builders of `datasets` for local files, by extension
+FILE_BUILDERS = {".parquet": "parquet", ".json": "json", ".jsonl": "json", ".csv": "csv", ".txt": "text"}
+
+
+def shipped_names(folder: Path) -> list[str]:
+    return sorted(path.stem for path in folder.glob("*.json"))
+
+
+def shipped_or_path(name_or_path: str, folder: Path, flag: str) -> Path:
+    """A JSON file given by path, or by the name of one shipped in `folder` (`sma-chemistry-small`, `freesolv`)."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    shipped = folder / f"{name_or_path}.json"
+    if shipped.is_file():
+        return shipped
+    raise FileNotFoundError(
+        f"{flag} {name_or_path!r} is neither a file nor one of the shipped names {shipped_names(folder)}."
+    )
+
+
+def load_sma_config(model_name_or_path: str | None, config_name: str | None) -> SMAConfig:
+    """The config of a checkpoint (folder or Hub id), or of a preset (shipped name or JSON path) for a new model."""
+    if model_name_or_path is not None:
+        config = AutoConfig.from_pretrained(model_name_or_path)
+    else:
+        path = shipped_or_path(config_name, PRESETS_DIR, "--config_name")
+        values = {k: v for k, v in json.loads(path.read_text()).items() if k != "model_type"}
+        # a config stores any keyword it is given, so a misspelt field would otherwise be ignored silently
+        known = set(inspect.signature(SMAConfig.__init__).parameters) | set(PreTrainedConfig().to_dict())
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"{path} has fields that SMAConfig does not know: {unknown}.")
+        config = SMAConfig(**values)
+    if not isinstance(config, SMAConfig):
+        raise ValueError(f"The model config must be an SMAConfig, got {type(config).__name__}.")
+    return config
+
+
+def max_input_length(max_seq_length: int | None, config: SMAConfig) -> int:
+    """`--max_seq_length`, by default the model's limit; checked against that limit."""
+    length = max_seq_length or config.max_position_embeddings
+    if not 1 <= length <= config.max_position_embeddings:
+        raise ValueError(
+            f"--max_seq_length must be in [1, max_position_embeddings={config.max_position_embeddings}], got {length}."
+        )
+    return length
+
+
+def load_processor(model_name_or_path: str | None, config: SMAConfig):
+    """The checkpoint's tokenizer or feature extractor; a new byte tokenizer (discrete inputs) or None (continuous
+    inputs: the caller fits a `SMAFeatureExtractor` on its data) for a new model or a local folder without one."""
+    if config.input_type == "discrete":
+        auto_class, files = AutoTokenizer, ("tokenizer.json", "tokenizer_config.json")
+    else:
+        auto_class, files = AutoFeatureExtractor, ("preprocessor_config.json",)
+    if model_name_or_path is not None:
+        folder = Path(model_name_or_path)
+        if not folder.is_dir() or any((folder / name).is_file() for name in files):
+            return auto_class.from_pretrained(model_name_or_path)  # a broken processor is an error, not a fallback
+        logger.warning(f"{model_name_or_path} holds no {' or '.join(files)}; using a new processor.")
+    if config.input_type == "discrete":
+        return create_byte_tokenizer(model_max_length=config.max_position_embeddings)
+    return None
+
+
+def usable_input(value, config: SMAConfig):
+    """`(input, None)` with a row's input in the form the processor takes, or `(None, why it cannot be used)`.
+
+    The one row check of `sma-pretrain` and `sma-finetune`. Discrete inputs are non-blank strings. Continuous inputs
+    are a list of elements, each a list of `input_channels` numbers, or, with `input_channels == 1` only, a flat list
+    of numbers (one element each). A flat list is never reshaped into several channels: whether it is stored
+    element-major or channel-major cannot be told from the row, so it is refused rather than guessed.
+    """
+    if value is None:
+        return None, "missing input"
+    if config.input_type == "discrete":
+        if not isinstance(value, str):
+            return None, "input is not a string"
+        if not value.strip():
+            return None, "empty input"
+        return value, None
+    try:
+        array = np.asarray(value, dtype=np.float32)
+    except (TypeError, ValueError):
+        return None, "input is not numeric"
+    if array.ndim == 1 and config.input_channels == 1:
+        array = array[:, None]
+    if array.ndim != 2 or array.shape[1] != config.input_channels:
+        return None, f"input is not a list of {config.input_channels}-channel elements"
+    if len(array) == 0:
+        return None, "empty input"
+    if not np.isfinite(array).all():
+        return None, "non-finite input values"
+    return array, None
+
+
+def write_json_atomic(path: str | os.PathLike, data):
+    """Write JSON under a temporary name and rename it, so that a reader never sees a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(json.dumps(data, indent=2, default=str))
+    os.replace(partial, path)

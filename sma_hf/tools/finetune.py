@@ -1,0 +1,417 @@
+"""`sma-finetune`: fine-tune an SMA checkpoint on a labeled task with the transformers `Trainer`.
+
+    sma-finetune --model_name_or_path outputs/sma-chemistry/model --task freesolv \
+        --output_dir outputs/freesolv-sma --seeds 0 1 2
+
+A task is a small JSON spec, given by path or by the name of one shipped with the package (`--task freesolv`; see
+`sma_hf/tools/tasks/`): data files per split (relative to `--data_dir`), the input and label columns,
+`problem_type` ("regression", "single_label_classification" or "token_classification"), the number of labels and
+the metric used to select the model. The model is selected on the validation split only (the best epoch by the
+task's metric); the test split is read once, at the end, by the selected model. Each seed trains a fresh head; the
+results JSON holds every metric on validation and test as mean, sample standard deviation and the per-seed values.
+
+Regression labels are standardised with the training split's mean and std while training (the head then learns
+values of order 1) and the transform is folded into the output layer before saving, so the saved model predicts
+in the task's own units.
+"""
+
+import argparse
+import json
+import math
+import shlex
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from transformers import (
+    AutoModelForSequenceClassification,
+    AutoModelForTokenClassification,
+    DataCollatorForTokenClassification,
+    DataCollatorWithPadding,
+    Trainer,
+    TrainingArguments,
+    set_seed,
+)
+
+from ..configuration_sma import SMAConfig
+from ..feature_extraction_sma import SMAFeatureExtractor
+from .common import (
+    FILE_BUILDERS,
+    TASKS_DIR,
+    load_processor,
+    load_sma_config,
+    max_input_length,
+    shipped_or_path,
+    usable_input,
+    write_json_atomic,
+)
+from .metrics import METRICS, greater_is_better, task_metrics
+
+
+PROBLEM_TYPES = ("regression", "single_label_classification", "token_classification")
+SPLITS = ("train", "validation", "test")
+
+
+def load_task(name_or_path: str) -> dict:
+    """A task spec, by path or by the name of a shipped one; checked, with `greater_is_better` from its metric."""
+    path = shipped_or_path(name_or_path, TASKS_DIR, "--task")
+    task = json.loads(path.read_text())
+    required = ("name", "data_files", "input_column", "label_column", "problem_type", "num_labels", "metric")
+    missing = [key for key in required if key not in task]
+    if missing:
+        raise ValueError(f"Task spec {path} lacks {missing}.")
+    if task["problem_type"] not in PROBLEM_TYPES:
+        raise ValueError(
+            f"Task spec {path}: problem_type must be one of {PROBLEM_TYPES}, got {task['problem_type']!r}."
+        )
+    if task["metric"] not in METRICS:
+        raise ValueError(f"Task spec {path}: metric must be one of {METRICS}, got {task['metric']!r}.")
+    if sorted(task["data_files"]) != sorted(SPLITS):
+        raise ValueError(f"Task spec {path}: data_files must name exactly the splits {SPLITS}.")
+    task["greater_is_better"] = greater_is_better(task["metric"])
+    task.setdefault("description", task["name"])
+    return task
+
+
+def load_splits(task: dict, data_dir: str):
+    from datasets import load_dataset
+
+    splits = {}
+    for split, relative in task["data_files"].items():
+        path = Path(data_dir) / relative
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"Task {task['name']!r}: {split} file {path} does not exist (run sma-prepare-data, or pass --data_dir)."
+            )
+        builder = FILE_BUILDERS.get(path.suffix)
+        if builder is None or builder == "text":
+            raise ValueError(f"Task {task['name']!r}: {path} must be parquet, json/jsonl or csv.")
+        dataset = load_dataset(builder, data_files=str(path), split="train")
+        for column in (task["input_column"], task["label_column"]):
+            if column not in dataset.column_names:
+                raise ValueError(
+                    f"Task {task['name']!r}: column {column!r} is not in {path} (columns: {dataset.column_names})."
+                )
+        if len(dataset) == 0:
+            raise ValueError(f"Task {task['name']!r}: {split} file {path} has no rows.")
+        splits[split] = dataset
+    return splits
+
+
+class Encoder:
+    """Turns task rows into model features; rows it cannot use are skipped and counted per split and reason."""
+
+    def __init__(self, task: dict, config: SMAConfig, processor, max_length: int):
+        self.task, self.config, self.processor, self.max_length = task, config, processor, max_length
+        self.label_transform = None  # (mean, std) of the usable training labels, for regression
+        self.skipped = {}  # split -> reason -> rows
+
+    def unusable(self, value, label) -> str | None:
+        """Why a row cannot be used, or None."""
+        value, reason = usable_input(value, self.config)
+        if reason is not None:
+            return reason
+        if label is None:
+            return "missing label"
+        if self.task["problem_type"] == "token_classification":
+            num_elements = len(value.encode()) if isinstance(value, str) else len(value)  # UTF-8 bytes or elements
+            if len(label) != num_elements:
+                return "number of labels differs from the number of input elements"
+            return None
+        if not math.isfinite(float(label)):
+            return "non-finite label"
+        return None
+
+    def encode_split(self, dataset, split: str):
+        task = self.task
+        reasons = [self.unusable(v, y) for v, y in zip(dataset[task["input_column"]], dataset[task["label_column"]])]
+        for reason in filter(None, reasons):
+            self.skipped.setdefault(split, {})
+            self.skipped[split][reason] = self.skipped[split].get(reason, 0) + 1
+        if any(reasons):
+            dataset = dataset.select([i for i, reason in enumerate(reasons) if reason is None])
+        if len(dataset) == 0:
+            raise ValueError(f"Task {task['name']!r}: no usable row in the {split} split ({self.skipped[split]}).")
+        labels = dataset[task["label_column"]]
+        if task["problem_type"] == "regression" and split == "train":
+            values = np.asarray(labels, dtype=np.float64)
+            self.label_transform = (float(values.mean()), float(values.std()) or 1.0)
+        elif task["problem_type"] != "regression":
+            ids = np.concatenate([np.ravel(y) for y in labels]).astype(np.float64)
+            if (ids != np.round(ids)).any() or ids.min() < 0 or ids.max() >= task["num_labels"]:
+                raise ValueError(
+                    f"Task {task['name']!r}: {split} labels must be class ids in [0, {task['num_labels']}), "
+                    f"found values from {ids.min()} to {ids.max()}."
+                )
+        return dataset.map(self._encode, batched=True, remove_columns=dataset.column_names)
+
+    def _encode(self, batch):
+        task, config = self.task, self.config
+        values, labels = batch[task["input_column"]], batch[task["label_column"]]
+        if config.input_type == "discrete":
+            features = dict(self.processor(values, truncation=True, max_length=self.max_length))
+            # the tokenizer appends [SEP]: the elements that remain are all ids but the last
+            kept = [len(ids) - 1 for ids in features["input_ids"]]
+        else:
+            arrays = [usable_input(v, config)[0] for v in values]
+            features = dict(self.processor(arrays, padding=False, truncation=True, max_length=self.max_length))
+            features["inputs"] = [x.tolist() for x in features["inputs"]]
+            features["attention_mask"] = [m.tolist() for m in features["attention_mask"]]
+            kept = [len(x) for x in features["inputs"]]
+        if task["problem_type"] == "regression":
+            mean, std = self.label_transform
+            features["labels"] = [(float(y) - mean) / std for y in labels]
+        elif task["problem_type"] == "single_label_classification":
+            features["labels"] = [int(y) for y in labels]
+        else:  # one label per element; [SEP] gets -100 (truncated elements are gone with their labels)
+            length_key = "input_ids" if config.input_type == "discrete" else "inputs"
+            features["labels"] = [
+                [int(y) for y in element_labels[:n]] + [-100] * (len(ids) - n)
+                for element_labels, ids, n in zip(labels, features[length_key], kept)
+            ]
+        return features
+
+
+class ContinuousCollator:
+    """Pads continuous `inputs` [N, C] with zeros (masked out by `attention_mask`)."""
+
+    def __init__(self, token_labels: bool):
+        self.token_labels = token_labels
+
+    def __call__(self, features):
+        length = max(len(f["inputs"]) for f in features)
+        channels = len(features[0]["inputs"][0])
+        inputs = torch.zeros(len(features), length, channels)
+        attention_mask = torch.zeros(len(features), length, dtype=torch.long)
+        for i, f in enumerate(features):
+            inputs[i, : len(f["inputs"])] = torch.tensor(f["inputs"])
+            attention_mask[i, : len(f["inputs"])] = 1
+        batch = {"inputs": inputs, "attention_mask": attention_mask}
+        labels = [f["labels"] for f in features]
+        if self.token_labels:
+            padded = torch.full((len(features), length), -100, dtype=torch.long)
+            for i, row in enumerate(labels):
+                padded[i, : len(row)] = torch.tensor(row)
+            batch["labels"] = padded
+        else:
+            batch["labels"] = torch.tensor(labels)
+        return batch
+
+
+def load_config(args, task: dict) -> SMAConfig:
+    config = load_sma_config(args.model_name_or_path, args.config_name)
+    if task.get("input_type", config.input_type) != config.input_type:
+        raise ValueError(
+            f"Task {task['name']!r} has {task['input_type']} inputs but the model takes {config.input_type} inputs."
+        )
+    config.num_labels = task["num_labels"]
+    config.problem_type = None if task["problem_type"] == "token_classification" else task["problem_type"]
+    config.classifier_pooling = args.classifier_pooling or config.classifier_pooling
+    return config
+
+
+def fitted_processor(args, config: SMAConfig, train_values):
+    """The checkpoint's processor, or a new one (a feature extractor is fitted on the usable training values)."""
+    processor = load_processor(args.model_name_or_path, config)
+    if processor is not None:
+        return processor
+    checked = (usable_input(value, config) for value in train_values)
+    arrays = [array for array, reason in checked if reason is None]  # the others are skipped (and counted) later
+    return SMAFeatureExtractor(input_channels=config.input_channels).fit(arrays)
+
+
+def make_collator(config: SMAConfig, task: dict, processor):
+    token_labels = task["problem_type"] == "token_classification"
+    if config.input_type == "continuous":
+        return ContinuousCollator(token_labels)
+    if token_labels:
+        return DataCollatorForTokenClassification(processor)
+    return DataCollatorWithPadding(processor)
+
+
+def metrics_in_task_units(task: dict, label_transform):
+    """`compute_metrics` for `Trainer`: standardised regression outputs and labels are mapped back first."""
+
+    def compute_metrics(prediction):
+        logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
+        labels = prediction.label_ids
+        if label_transform is not None:
+            mean, std = label_transform
+            logits, labels = logits * std + mean, labels * std + mean
+        return task_metrics(task["problem_type"], logits, labels)
+
+    return compute_metrics
+
+
+def new_model(args, config: SMAConfig, task: dict):
+    auto_class = (
+        AutoModelForTokenClassification
+        if task["problem_type"] == "token_classification"
+        else AutoModelForSequenceClassification
+    )
+    if args.model_name_or_path is not None:
+        return auto_class.from_pretrained(args.model_name_or_path, config=config)
+    return auto_class.from_config(config)
+
+
+@torch.no_grad()
+def fold_label_transform(model, mean: float, std: float):
+    """Make the output layer predict `std * output + mean`, i.e. labels in the task's own units."""
+    model.classifier.weight.mul_(std)
+    model.classifier.bias.mul_(std).add_(mean)
+
+
+def training_arguments(args, task: dict, config: SMAConfig, seed: int, output_dir: Path) -> TrainingArguments:
+    return TrainingArguments(
+        output_dir=str(output_dir),
+        num_train_epochs=args.num_train_epochs,
+        per_device_train_batch_size=args.per_device_train_batch_size,
+        per_device_eval_batch_size=args.per_device_eval_batch_size,
+        learning_rate=args.learning_rate,
+        weight_decay=args.weight_decay,
+        warmup_steps=args.warmup_ratio,  # transformers reads a float below 1 as a share of the steps
+        lr_scheduler_type="linear",
+        # byte sequences vary in length: batching similar lengths saves most of the padding
+        train_sampling_strategy="group_by_length" if config.input_type == "discrete" else "random",
+        eval_strategy="epoch",
+        save_strategy="epoch",
+        save_total_limit=1,
+        load_best_model_at_end=True,  # selected on the validation split
+        metric_for_best_model=task["metric"],
+        greater_is_better=task["greater_is_better"],
+        logging_strategy="epoch",
+        # pinned memory only helps copies to an accelerator; without one, torch warns at every evaluation
+        dataloader_pin_memory=torch.cuda.is_available(),
+        seed=seed,
+        report_to="none",
+    )
+
+
+def train_one_seed(args, task, config, encoded, collator, processor, compute_metrics, label_transform, seed) -> dict:
+    """Fine-tune a fresh model, select its best epoch on validation, read the test split once, save it."""
+    set_seed(seed)
+    seed_dir = Path(args.output_dir) / f"seed-{seed}"
+    trainer = Trainer(
+        model=new_model(args, config, task),
+        args=training_arguments(args, task, config, seed, seed_dir / "checkpoints"),
+        data_collator=collator,
+        train_dataset=encoded["train"],
+        eval_dataset=encoded["validation"],
+        processing_class=processor,
+        compute_metrics=compute_metrics,
+    )
+    trainer.train()
+    validation = trainer.evaluate(encoded["validation"], metric_key_prefix="validation")
+    test = trainer.predict(encoded["test"], metric_key_prefix="test").metrics
+    if label_transform is not None:
+        fold_label_transform(trainer.model, *label_transform)
+    trainer.save_model(str(seed_dir))
+    trainer.state.save_to_json(str(seed_dir / "trainer_state.json"))  # the per-epoch validation history
+    shutil.rmtree(seed_dir / "checkpoints", ignore_errors=True)
+    run = {
+        "seed": seed,
+        "validation": {k.removeprefix("validation_"): v for k, v in validation.items()},
+        "test": {k.removeprefix("test_"): v for k, v in test.items()},
+        "best_checkpoint": trainer.state.best_model_checkpoint,
+    }
+    metric = task["metric"]
+    print(f"seed {seed}: validation {metric} {run['validation'][metric]:.4f}, test {metric} {run['test'][metric]:.4f}")
+    return run
+
+
+def summarize(values: list[float]) -> dict:
+    array = np.asarray(values, dtype=np.float64)
+    return {
+        "mean": float(array.mean()),
+        "std": float(array.std(ddof=1)) if len(array) > 1 else 0.0,
+        "values": [float(v) for v in array],
+    }
+
+
+def collect_results(args, task: dict, encoded: dict, skipped: dict, runs: list[dict], command: str | None) -> dict:
+    metric_names = [m for m in METRICS if m in runs[0]["test"]]
+    return {
+        "task": {
+            "name": task["name"],
+            "description": task["description"],
+            "problem_type": task["problem_type"],
+            "metric": task["metric"],
+            "greater_is_better": task["greater_is_better"],
+            **{f"num_{split}": len(encoded[split]) for split in SPLITS},
+        },
+        "model_name_or_path": args.model_name_or_path or args.config_name,
+        "label": args.label or (args.model_name_or_path or f"{args.config_name} (from scratch)"),
+        "seeds": list(args.seeds),
+        "skipped_rows": skipped,
+        **{
+            split: {name: summarize([run[split][name] for run in runs]) for name in metric_names}
+            for split in ("validation", "test")
+        },
+        "runs": runs,
+        "command": command,
+    }
+
+
+def finetune(args, command: str | None = None) -> dict:
+    """Fine-tune on every seed and write `results.json` (`command`, the reproducing command line, goes into it)."""
+    task = load_task(args.task)
+    splits = load_splits(task, args.data_dir)
+    config = load_config(args, task)
+    processor = fitted_processor(args, config, splits["train"][task["input_column"]])
+    encoder = Encoder(task, config, processor, max_input_length(args.max_seq_length, config))
+    encoded = {split: encoder.encode_split(splits[split], split) for split in SPLITS}  # train first: label statistics
+    if encoder.skipped:
+        print(f"Skipped unusable rows per split: {encoder.skipped}")
+    collator = make_collator(config, task, processor)
+    compute_metrics = metrics_in_task_units(task, encoder.label_transform)
+    runs = [
+        train_one_seed(args, task, config, encoded, collator, processor, compute_metrics, encoder.label_transform, seed)
+        for seed in args.seeds
+    ]
+    results = collect_results(args, task, encoded, encoder.skipped, runs, command)
+    write_json_atomic(Path(args.output_dir) / "results.json", results)
+    test = results["test"][task["metric"]]
+    print(f"{task['name']} test {task['metric']}: {test['mean']:.4f} ± {test['std']:.4f} over {len(args.seeds)} seeds")
+    return results
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(prog="sma-finetune", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model_name_or_path", help="Pretrained SMA folder or Hub id.")
+    parser.add_argument(
+        "--config_name", help="SMAConfig preset (shipped name or JSON path): the same architecture from scratch."
+    )
+    parser.add_argument("--task", required=True, help="Task spec: a shipped name (e.g. freesolv) or a JSON path.")
+    parser.add_argument("--data_dir", default="data", help="Root the task's data_files are relative to.")
+    parser.add_argument("--output_dir", required=True)
+    parser.add_argument("--label", help="Name of this model in the results and model cards.")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--num_train_epochs", type=float, default=30)
+    parser.add_argument("--per_device_train_batch_size", type=int, default=32)
+    parser.add_argument("--per_device_eval_batch_size", type=int, default=128)
+    parser.add_argument("--learning_rate", type=float, default=1e-4)
+    parser.add_argument("--weight_decay", type=float, default=0.01)
+    parser.add_argument("--warmup_ratio", type=float, default=0.1)
+    parser.add_argument("--max_seq_length", type=int, help="Longer inputs are truncated (default: the model's limit).")
+    parser.add_argument(
+        "--classifier_pooling", choices=["attention", "mean"], help="Override the config's pooling of the encoder."
+    )
+    args = parser.parse_args(argv)
+    if (args.model_name_or_path is None) == (args.config_name is None):
+        parser.error("pass exactly one of --model_name_or_path (fine-tune) or --config_name (from scratch)")
+    if not 0 <= args.warmup_ratio < 1:
+        parser.error(f"--warmup_ratio must be in [0, 1), got {args.warmup_ratio}")
+    if len(set(args.seeds)) != len(args.seeds):
+        parser.error(f"--seeds must be distinct, got {args.seeds}")
+    return args
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    finetune(parse_args(argv), command=shlex.join(["sma-finetune", *argv]))
+
+
+if __name__ == "__main__":
+    main()
