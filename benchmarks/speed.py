@@ -177,7 +177,7 @@ def sma_forward_flops(
     self-guided masking (2B*heads*Q*L under no_grad: heads/2H of the first layer's attention products, 0.2% with
     SMA's one cross-attention head at width 256).
     """
-    B, L, E, H, I = batch_size, length, config.embedding_size, config.hidden_size, config.intermediate_size
+    B, L, E, H, I = batch_size, length, config.embedding_size, config.hidden_size, config.intermediate_size  # noqa: E741
     D, J = config.decoder_hidden_size, config.decoder_intermediate_size
     P = length if num_decoded is None else num_decoded
     V = config.vocab_size if config.input_type == "discrete" else config.input_channels

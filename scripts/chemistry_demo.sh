@@ -17,25 +17,25 @@ sma-prepare-data --output_dir "$DATA_DIR" --corpora chemistry
 
 PRETRAIN=(--train_file "$DATA_DIR/chemistry/pretrain/train-*.parquet"
           --validation_file "$DATA_DIR/chemistry/pretrain/validation-*.parquet"
-          --model_card_template model_cards/chemistry.md
+          --model_card_domain chemistry
           --max_steps 2000 --per_device_train_batch_size 64 --group_by_length
           --learning_rate 5e-4 --warmup_steps 200 --mask_noise_warmup_ratio 0.25
           --eval_steps 250 --save_steps 500 --logging_steps 50 --seed 0)
-sma-pretrain --config_name configs/sma-chemistry-small.json "${PRETRAIN[@]}" \
+sma-pretrain --config_name sma-chemistry-small "${PRETRAIN[@]}" \
   --output_dir "$OUTPUT_DIR/sma-chemistry-small" --hub_model_id "$MODEL_ID"
-sma-pretrain --config_name configs/sma-chemistry-small-random-masks.json "${PRETRAIN[@]}" \
+sma-pretrain --config_name sma-chemistry-small-random-masks "${PRETRAIN[@]}" \
   --output_dir "$OUTPUT_DIR/sma-chemistry-small-random-masks"
 
-FINETUNE=(--task configs/tasks/freesolv.json --data_dir "$DATA_DIR" --seeds $SEEDS
+FINETUNE=(--task freesolv --data_dir "$DATA_DIR" --seeds $SEEDS
           --num_train_epochs 30 --per_device_train_batch_size 32 --learning_rate 3e-4)
 sma-finetune --model_name_or_path "$OUTPUT_DIR/sma-chemistry-small/model" "${FINETUNE[@]}" \
   --output_dir "$OUTPUT_DIR/freesolv-sma" --label "SMA (self-guided pretraining)"
 sma-finetune --model_name_or_path "$OUTPUT_DIR/sma-chemistry-small-random-masks/model" "${FINETUNE[@]}" \
   --output_dir "$OUTPUT_DIR/freesolv-random-masks" --label "Same model, pretrained with random masks"
-sma-finetune --config_name configs/sma-chemistry-small.json "${FINETUNE[@]}" \
+sma-finetune --config_name sma-chemistry-small "${FINETUNE[@]}" \
   --output_dir "$OUTPUT_DIR/freesolv-scratch" --label "Same architecture, no pretraining"
 
-sma-model-card --model_dir "$OUTPUT_DIR/sma-chemistry-small/model" --template model_cards/chemistry.md \
+sma-model-card --model_dir "$OUTPUT_DIR/sma-chemistry-small/model" --domain chemistry \
   --model_id "$MODEL_ID" --tags chemistry smiles --data_card "$DATA_DIR/chemistry/data_card.json" \
   --results "$OUTPUT_DIR/freesolv-sma/results.json" "$OUTPUT_DIR/freesolv-random-masks/results.json" \
             "$OUTPUT_DIR/freesolv-scratch/results.json"

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
-
 from transformers import PerceiverForMaskedLM
 
 from sma_hf import SMAConfig, SMAForMaskedModeling
@@ -98,7 +97,8 @@ def test_smoke_run_writes_every_section(tmp_path):
 
 def test_flop_formula_matches_a_hand_count(speed):
     config = flop_config()  # discrete ids, cross_attention
-    B, L, N, E, H, I, D, J, V = 2, 20, 4, 16, 16, 32, 8, 24, 262  # batch, length, latents, widths, vocabulary
+    # batch, length, latents, widths, vocabulary: the letters of the formula's docstring
+    B, L, N, E, H, I, D, J, V = 2, 20, 4, 16, 16, 32, 8, 24, 262  # noqa: E741
     first_layer = (
         2 * B * N * H * H  # latent queries
         + 2 * (2 * B * L * E * H)  # keys and values of the inputs

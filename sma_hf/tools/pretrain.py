@@ -39,8 +39,7 @@ from accelerate import Accelerator
 from accelerate.utils import ProjectConfiguration, gather_object, set_seed
 from huggingface_hub import create_repo
 from tqdm.auto import tqdm
-from transformers import AutoModelForMaskedLM
-from transformers import get_cosine_schedule_with_warmup
+from transformers import AutoModelForMaskedLM, get_cosine_schedule_with_warmup
 from transformers.utils import logging
 
 from ..configuration_sma import SMAConfig
@@ -562,7 +561,9 @@ def resume_or_seed_ranks(args, accelerator: Accelerator, position: DataPosition,
     if not position_file.is_file():
         raise FileNotFoundError(f"{position_file} is missing: was the checkpoint written by fewer processes?")
     position.load_state_dict(json.loads(position_file.read_text()))
-    accelerator.print(f"Resumed from {checkpoint} at step {step} (epoch {position.epoch}, row {position.window_start}).")
+    accelerator.print(
+        f"Resumed from {checkpoint} at step {step} (epoch {position.epoch}, row {position.window_start})."
+    )
     return step
 
 

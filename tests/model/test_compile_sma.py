@@ -1,8 +1,8 @@
 """torch.compile runs the training step and gives the eager step's loss and gradients."""
 
 import torch
-
 from conftest import random_inputs, tiny_config
+
 from sma_hf import SMAForMaskedModeling
 
 

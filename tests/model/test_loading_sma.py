@@ -9,14 +9,10 @@ import textwrap
 
 import pytest
 import torch
+import transformers
 from transformers import (
     AutoConfig,
     AutoFeatureExtractor,
-    AutoModel,
-    AutoModelForMaskedLM,
-    AutoModelForPreTraining,
-    AutoModelForSequenceClassification,
-    AutoModelForTokenClassification,
     pipeline,
 )
 
@@ -58,7 +54,7 @@ def test_auto_classes_resolve():
     config = tiny_config(num_labels=2)
     assert type(AutoConfig.for_model("sma", hidden_size=64)) is SMAConfig
     for auto_name, model_class in HEADS.items():
-        auto_class = globals()[auto_name]
+        auto_class = getattr(transformers, auto_name)
         assert type(auto_class.from_config(config)) is model_class
 
 
@@ -73,7 +69,7 @@ def test_save_load_identity_and_complete_auto_map(tmp_path, input_type):
         saved = json.loads((folder / "config.json").read_text())
         assert set(saved["auto_map"]) == {"AutoConfig", *HEADS}
         assert {"configuration_sma.py", "modeling_sma.py", "masking_sma.py"} <= set(os.listdir(folder))
-        reloaded = globals()[auto_name].from_pretrained(folder).eval()
+        reloaded = getattr(transformers, auto_name).from_pretrained(folder).eval()
         assert type(reloaded) is model_class
         assert reloaded.state_dict().keys() == model.state_dict().keys()
         for name, tensor in model.state_dict().items():
@@ -126,7 +122,7 @@ def test_every_head_loads_with_remote_code_without_the_package(tmp_path, input_t
     expected = {}
     for auto_name in HEADS:
         torch.manual_seed(0)  # heads missing from the checkpoint are initialised from this seed on both sides
-        model = globals()[auto_name].from_pretrained(folder).eval()
+        model = getattr(transformers, auto_name).from_pretrained(folder).eval()
         expected[auto_name] = model(**inputs)[FIRST_OUTPUT.get(auto_name, "logits")]
     torch.save(expected, tmp_path / "expected.pt")
     preprocessor = (

@@ -120,7 +120,9 @@ def test_mask_self_masks_the_sampled_queries():
     valid = torch.ones(4, 20, dtype=torch.bool)
     scores = attention_scores(4, 2, 20, 20)
     generator = torch.Generator().manual_seed(2)
-    mask = self_guided_masked_positions(scores, valid, 0.3, 3, queries_are_inputs=True, mask_self=True, generator=generator)
+    mask = self_guided_masked_positions(
+        scores, valid, 0.3, 3, queries_are_inputs=True, mask_self=True, generator=generator
+    )
     # the queries are drawn first from the same generator: round(20 * 0.3 / 3) = 2 per row
     sampled = top_k_per_row(torch.rand(4, 20, generator=torch.Generator().manual_seed(2)), valid, torch.full((4,), 2))
     assert (mask | ~sampled).all()
@@ -138,7 +140,13 @@ def test_seeded_masks_reproduce_and_seeds_differ():
 
     def draw(seed):
         return self_guided_masked_positions(
-            scores, valid, 0.3, 3, head_aggregation="random_mix", noise=0.5, generator=torch.Generator().manual_seed(seed)
+            scores,
+            valid,
+            0.3,
+            3,
+            head_aggregation="random_mix",
+            noise=0.5,
+            generator=torch.Generator().manual_seed(seed),
         )
 
     assert torch.equal(draw(0), draw(0))

@@ -1,8 +1,8 @@
 import torch
+from conftest import tiny_config
 from datasets import Dataset
 from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
 
-from conftest import tiny_config
 from sma_hf import (
     SMAFeatureExtractor,
     SMAForMaskedModeling,
@@ -19,7 +19,9 @@ SMILES = ["CCO", "c1ccccc1", "CC(=O)O", "CCN(CC)CC", "O=C=O", "CC(C)Cc1ccc(cc1)C
 def byte_dataset():
     tokenizer = create_byte_tokenizer(model_max_length=64)
     rows = {"text": SMILES, "label": [i % 2 for i in range(len(SMILES))]}
-    return tokenizer, Dataset.from_dict(rows).map(lambda batch: tokenizer(batch["text"]), batched=True, remove_columns=["text"])
+    return tokenizer, Dataset.from_dict(rows).map(
+        lambda batch: tokenizer(batch["text"]), batched=True, remove_columns=["text"]
+    )
 
 
 def train_one_step(output_dir, batch_size, accumulation):
@@ -90,8 +92,13 @@ def test_pretraining_with_trainer_decays_the_mask_noise(tmp_path):
         output_dir=str(tmp_path), per_device_train_batch_size=4, max_steps=8, learning_rate=1e-3, use_cpu=True,
         report_to="none", save_strategy="no", remove_unused_columns=False,
     )  # fmt: skip
-    trainer = Trainer(model=model, args=args, train_dataset=dataset.remove_columns(["label"]),
-                      data_collator=DataCollatorWithPadding(tokenizer), callbacks=[SMAMaskNoiseCallback(0.5)])  # fmt: skip
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=dataset.remove_columns(["label"]),
+        data_collator=DataCollatorWithPadding(tokenizer),
+        callbacks=[SMAMaskNoiseCallback(0.5)],
+    )
     trainer.train()
     # set before step 1, then after each of the 8 steps; noise over the first 4 steps
     assert seen == [cosine_noise_scale(step, 4) for step in range(9)]

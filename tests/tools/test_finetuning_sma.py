@@ -8,11 +8,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
+from test_pretraining_sma import TINY_CONFIG, smiles_rows
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from sma_hf.tools.finetune import main
 from sma_hf.tools.metrics import average_ranks, roc_auc, spearman, task_metrics
-from test_pretraining_sma import TINY_CONFIG, smiles_rows
 
 
 def write_task(tmp_path, name, rows, problem_type, num_labels, metric, input_column="smiles", input_type="discrete"):
@@ -99,8 +99,8 @@ def test_token_classification_labels_follow_the_bytes(tmp_path, config_path):
     assert results["skipped_rows"] == {"train": {"number of labels differs from the number of input elements": 1}}
     assert (out / "seed-0" / "config.json").is_file()
 
-    from sma_hf.tools.finetune import Encoder, load_task
     from sma_hf import SMAConfig, create_byte_tokenizer
+    from sma_hf.tools.finetune import Encoder, load_task
 
     encoder = Encoder(load_task(str(task)), SMAConfig(**TINY_CONFIG), create_byte_tokenizer(), max_length=10)
     features = encoder._encode({"smiles": [rows[0]["smiles"], "CcO"], "label": [rows[0]["label"], [0, 1, 0]]})

@@ -12,9 +12,9 @@ import urllib.request
 import pytest
 import torch
 import yaml
+from conftest import tiny_config
 from huggingface_hub import ModelCard, ModelCardData
 
-from conftest import tiny_config
 from sma_hf import SMAFeatureExtractor, SMAForMaskedModeling, SMAForSequenceClassification, create_byte_tokenizer
 from sma_hf.tools import hub
 from sma_hf.tools.hub import CARD_TEMPLATE, render_model_card, save_hub_folder
@@ -141,9 +141,7 @@ def test_card_without_results_says_so_and_has_no_model_index(tmp_path, domain):
     card.save(tmp_path / "README.md")
     assert ModelCard.load(tmp_path / "README.md").data.eval_results is None
     # the template also renders through huggingface_hub alone, with none of render_model_card's variables
-    plain = ModelCard.from_template(
-        ModelCardData(license="mit"), template_path=str(CARD_TEMPLATE)
-    )
+    plain = ModelCard.from_template(ModelCardData(license="mit"), template_path=str(CARD_TEMPLATE))
     assert plain.data.license == "mit" and "No evaluation was run" in plain.text
 
 

@@ -223,7 +223,9 @@ def test_empty_training_data_is_an_error(corpus):
 def test_resume_with_other_data_settings_is_an_error(corpus):
     main(pretrain_args(corpus, "first"))
     with pytest.raises(ValueError, match="other data settings.*per_device_train_batch_size"):
-        main(pretrain_args(corpus, "first", "--resume_from_checkpoint", "latest", "--per_device_train_batch_size", "4"))
+        main(
+            pretrain_args(corpus, "first", "--resume_from_checkpoint", "latest", "--per_device_train_batch_size", "4")
+        )
 
 
 def test_a_hub_token_is_never_published(corpus, fake_hub):
@@ -241,7 +243,7 @@ def test_a_hub_token_is_never_published(corpus, fake_hub):
     assert not [p for p in published if b"hf_SECRET" in p.read_bytes()]
     assert "--hub_token '***'" in json.loads((corpus / "secret" / "pretraining_summary.json").read_text())["command"]
     # the pushed model loads back by its repo id
-    load = "import sma_hf; from transformers import AutoModelForMaskedLM; AutoModelForMaskedLM.from_pretrained('org/pushed')"
+    load = "import sma_hf, transformers; transformers.AutoModelForMaskedLM.from_pretrained('org/pushed')"
     result = subprocess.run([sys.executable, "-c", load], capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
 

@@ -1,0 +1,101 @@
+"""Fine-tune a pretrained SMA checkpoint on your own labelled table with a plain `Trainer`: an example to adapt.
+
+    python scripts/finetune_with_trainer.py --model outputs/sma-chemistry-small/model \
+        --data data/chemistry/freesolv/train.parquet --input_column smiles --label_column label --num_labels 1
+
+It uses only public APIs (transformers, datasets, and `import sma_hf` to register the model; without the package,
+pass `trust_remote_code=True` to the `from_pretrained` calls instead). It reads one parquet, csv or json table of
+strings and labels, holds out a seeded validation split, fine-tunes `AutoModelForSequenceClassification` and
+evaluates it on that split after every epoch. `sma-finetune` does the same with a task spec, several seeds and a test
+split read once. For continuous inputs, load the checkpoint's feature extractor (`AutoFeatureExtractor`) instead.
+"""
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import torch
+from datasets import load_dataset
+from transformers import (
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    DataCollatorWithPadding,
+    Trainer,
+    TrainingArguments,
+)
+
+import sma_hf  # noqa: F401  (registers SMA with the Auto classes)
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", required=True, help="A pretrained SMA folder or Hub id.")
+    parser.add_argument("--data", required=True, help="A parquet, csv or json file with inputs and labels.")
+    parser.add_argument("--input_column", default="text")
+    parser.add_argument("--label_column", default="label")
+    parser.add_argument("--num_labels", type=int, default=2, help="1 for regression, else the number of classes.")
+    parser.add_argument("--validation_share", type=float, default=0.2)
+    parser.add_argument("--output_dir", default="outputs/finetuned")
+    parser.add_argument("--epochs", type=float, default=10)
+    parser.add_argument("--learning_rate", type=float, default=3e-4)
+    parser.add_argument("--batch_size", type=int, default=32)
+    return parser.parse_args()
+
+
+def main():
+    args = parse_args()
+    regression = args.num_labels == 1
+    builder = {".csv": "csv", ".json": "json", ".jsonl": "json"}.get(Path(args.data).suffix, "parquet")
+    splits = load_dataset(builder, data_files=args.data, split="train").train_test_split(
+        test_size=args.validation_share, seed=0
+    )
+
+    tokenizer = AutoTokenizer.from_pretrained(args.model)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        args.model,
+        num_labels=args.num_labels,
+        problem_type="regression" if regression else "single_label_classification",
+    )
+
+    def preprocess(batch):
+        features = tokenizer(
+            batch[args.input_column], truncation=True, max_length=model.config.max_position_embeddings
+        )
+        features["labels"] = [float(y) if regression else int(y) for y in batch[args.label_column]]
+        return features
+
+    encoded = splits.map(preprocess, batched=True, remove_columns=splits["train"].column_names)
+
+    def compute_metrics(prediction):
+        logits, labels = prediction.predictions, prediction.label_ids
+        if regression:
+            return {"rmse": float(np.sqrt(np.mean((logits.reshape(-1) - labels) ** 2)))}
+        return {"accuracy": float(np.mean(logits.argmax(-1) == labels))}
+
+    training_args = TrainingArguments(
+        output_dir=args.output_dir,
+        num_train_epochs=args.epochs,
+        learning_rate=args.learning_rate,
+        per_device_train_batch_size=args.batch_size,
+        eval_strategy="epoch",
+        save_strategy="no",
+        logging_strategy="epoch",
+        dataloader_pin_memory=torch.cuda.is_available(),  # pinning only helps copies to a GPU
+        report_to="none",
+    )
+    trainer = Trainer(
+        model=model,
+        args=training_args,
+        train_dataset=encoded["train"],
+        eval_dataset=encoded["test"],  # the held-out validation part
+        data_collator=DataCollatorWithPadding(tokenizer),
+        processing_class=tokenizer,
+        compute_metrics=compute_metrics,
+    )
+    trainer.train()
+    print({key: round(value, 4) for key, value in trainer.evaluate().items()})
+    trainer.save_model(args.output_dir)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,122 @@
+"""The package as a pip user gets it: a built wheel, installed into a fresh virtual environment, run outside the
+source tree. First with the model's dependencies only, then with the `train` extra.
+
+This is the slowest test of the suite (about a minute for the installs, most of it pip's dependency resolution;
+pip's cache serves the downloads after the first run). torch is installed first at the version the suite runs on, so
+that pip takes the build already on this machine instead of pulling a CUDA build.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+from conftest import random_inputs, tiny_config
+from transformers import AutoModel, AutoModelForSequenceClassification
+
+from sma_hf import SMAForMaskedModeling, create_byte_tokenizer
+
+
+ROOT = Path(__file__).resolve().parents[1]
+CONSOLE_SCRIPTS = ("sma-prepare-data", "sma-pretrain", "sma-finetune", "sma-model-card")
+# what the train extra adds (jinja2 and tqdm come with torch and transformers)
+TOOL_DEPENDENCIES = ("accelerate", "datasets", "pyarrow", "tensorboard")
+
+
+def run(command: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    env.update(
+        HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", HF_HOME=str(cwd / "hf_home"), PIP_DISABLE_PIP_VERSION_CHECK="1"
+    )
+    result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    if check:
+        assert result.returncode == 0, f"{command}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return result
+
+
+@pytest.fixture(scope="module")
+def venv(tmp_path_factory):
+    """A fresh virtual environment with the wheel of this source tree installed (model dependencies only)."""
+    root = tmp_path_factory.mktemp("wheel")
+    run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(root / "dist"), str(ROOT)], root)
+    (wheel,) = (root / "dist").glob("sma_hf-*.whl")
+    run([sys.executable, "-m", "venv", str(root / "venv")], root)
+    bin_dir = root / "venv" / "bin"
+    torch_version = torch.__version__.split("+")[0]
+    run([str(bin_dir / "pip"), "install", "--quiet", f"torch=={torch_version}"], root)
+    run([str(bin_dir / "pip"), "install", "--quiet", str(wheel)], root)
+    work = root / "outside_the_source_tree"
+    work.mkdir()
+    return {"bin": bin_dir, "wheel": wheel, "work": work}
+
+
+def test_the_plain_install_is_the_model_alone(venv, tmp_path):
+    config = tiny_config(num_labels=2)
+    SMAForMaskedModeling(config).save_pretrained(tmp_path / "checkpoint")
+    create_byte_tokenizer(model_max_length=64).save_pretrained(tmp_path / "checkpoint")
+    batch = random_inputs(config, batch_size=2, length=10)
+    torch.save(batch, tmp_path / "batch.pt")
+    expected = AutoModel.from_pretrained(tmp_path / "checkpoint").eval()(**batch).last_hidden_state
+    code = f"""
+import importlib.util, torch
+assert [m for m in {TOOL_DEPENDENCIES!r} if importlib.util.find_spec(m)] == []
+import sma_hf
+assert "sma_hf.tools" not in __import__("sys").modules
+from transformers import AutoModel, AutoModelForSequenceClassification
+batch = torch.load({str(tmp_path / "batch.pt")!r})
+model = AutoModel.from_pretrained({str(tmp_path / "checkpoint")!r}).eval()
+torch.save(model(**batch).last_hidden_state, {str(tmp_path / "out.pt")!r})
+AutoModelForSequenceClassification.from_pretrained({str(tmp_path / "checkpoint")!r})
+print(sma_hf.__file__)
+"""
+    result = run([str(venv["bin"] / "python"), "-c", code], venv["work"])
+    assert "site-packages" in result.stdout
+    assert torch.allclose(torch.load(tmp_path / "out.pt"), expected.detach(), atol=1e-6)
+    for script in CONSOLE_SCRIPTS:
+        result = run([str(venv["bin"] / script), "--help"], venv["work"], check=False)
+        assert result.returncode == 1 and result.stdout == ""
+        assert result.stderr.strip().splitlines() == [
+            f"{script} needs the train extra (missing: {', '.join(TOOL_DEPENDENCIES)}): pip install 'sma_hf[train]'"
+        ]
+
+
+def test_the_train_extra_runs_every_tool_outside_the_source_tree(venv):
+    """Runs after the plain-install test, on the same environment."""
+    bin_dir, work = venv["bin"], venv["work"]
+    run([str(bin_dir / "pip"), "install", "--quiet", f"{venv['wheel']}[train]"], work)
+    for script in CONSOLE_SCRIPTS:
+        assert "usage:" in run([str(bin_dir / script), "--help"], work).stdout
+
+    molecules = ["C" * (1 + i % 7) + "(=O)" * (i % 3) + "N" * (i % 5) for i in range(60)]
+    pq.write_table(pa.table({"smiles": molecules}), work / "pool.parquet")
+    run([str(bin_dir / "sma-pretrain"), "--config_name", "sma-chemistry-small", "--train_file", "pool.parquet",
+         "--output_dir", "pretrained", "--max_steps", "3", "--per_device_train_batch_size", "8",
+         "--report_to", "none", "--model_card_domain", "chemistry"], work)  # fmt: skip
+    model_dir = work / "pretrained" / "model"
+    assert {"model.safetensors", "modeling_sma.py", "tokenizer.json", "README.md"} <= {
+        p.name for p in model_dir.iterdir()
+    }
+
+    freesolv = work / "data" / "chemistry" / "freesolv"  # where the shipped `freesolv` task spec looks
+    freesolv.mkdir(parents=True)
+    for split, part in (("train", molecules[:40]), ("validation", molecules[40:50]), ("test", molecules[50:])):
+        pq.write_table(
+            pa.table({"smiles": part, "label": [float(len(m)) for m in part]}), freesolv / f"{split}.parquet"
+        )
+    run([str(bin_dir / "sma-finetune"), "--model_name_or_path", str(model_dir), "--task", "freesolv",
+         "--output_dir", "finetuned", "--num_train_epochs", "1",
+         "--per_device_train_batch_size", "16"], work)  # fmt: skip
+    results = json.loads((work / "finetuned" / "results.json").read_text())
+    assert results["task"]["name"] == "freesolv" and results["task"]["greater_is_better"] is False
+
+    run([str(bin_dir / "sma-model-card"), "--model_dir", str(model_dir), "--domain", "chemistry",
+         "--model_id", "org/sma-wheel", "--results", "finetuned/results.json"], work)  # fmt: skip
+    card = (model_dir / "README.md").read_text()
+    assert "model-index" in card and "SMILES strings as UTF-8 bytes" in card
+    loaded = AutoModelForSequenceClassification.from_pretrained(work / "finetuned" / "seed-0")
+    assert loaded.config.problem_type == "regression"
