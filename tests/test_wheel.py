@@ -25,7 +25,7 @@ from sma_hf import SMAForMaskedModeling, create_byte_tokenizer
 ROOT = Path(__file__).resolve().parents[1]
 CONSOLE_SCRIPTS = ("sma-prepare-data", "sma-pretrain", "sma-finetune", "sma-model-card")
 # what the train extra adds (jinja2 and tqdm come with torch and transformers)
-TOOL_DEPENDENCIES = ("accelerate", "datasets", "pyarrow", "tensorboard")
+TOOL_DEPENDENCIES = ("accelerate", "datasets", "pyarrow", "tensorboard", "matplotlib")
 
 
 def run(command: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:

@@ -21,6 +21,7 @@ Context: the template variables a caller may pass in `context` (all optional; ot
     model_config   dict   architecture hyper-parameters
     final_losses   dict   final held-out losses
     mask_health    dict   mask-health numbers (how spread out the self-guided masks were at the end)
+    mask_figure    str    file name of a figure of the masks of a few held-out examples, in the model folder
     commands       dict[str, str] | list[str] | str   the commands that reproduce pretraining
     repository_url str    where the `sma_hf` code lives (linked from the card)
     install_command str   how to install `sma_hf` (default: `pip install git+<repository_url>` or `pip install sma_hf`)
@@ -46,6 +47,7 @@ from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
 from transformers import AutoConfig
 
 from .common import TEMPLATES_DIR
+from .mask_health import COLLAPSE_SCORE_THRESHOLD, EASY_MASK_LOSS_RATIO_THRESHOLD, MASK_FIGURE_FILE
 from .metrics import display_name, greater_is_better
 
 
@@ -397,8 +399,10 @@ def save_hub_folder(
         if processor is not None:
             processor.save_pretrained(staging)
         (card if isinstance(card, ModelCard) else ModelCard(str(card))).save(staging / "README.md")
-        for name, data in (extra_files or {}).items():  # JSON metadata published with the model
-            (staging / name).write_text(json.dumps(data, indent=2, default=str))
+        for name, data in (extra_files or {}).items():  # files published with the model: bytes, or JSON data
+            (staging / name).write_bytes(
+                data if isinstance(data, bytes) else json.dumps(data, indent=2, default=str).encode()
+            )
         _check_hub_folder(staging)
         if not output_dir.exists():
             os.rename(staging, output_dir)
@@ -449,10 +453,13 @@ def push_to_hub(
 # -- card context from the pretraining summary and the data card -----------------------------------------------------
 
 
-def pretraining_card_context(summary: dict | None, data_card: dict | None = None, config=None) -> dict:
+def pretraining_card_context(
+    summary: dict | None, data_card: dict | None = None, config=None, mask_figure: bool = False
+) -> dict:
     """Template variables (see the module docstring) from `pretraining_summary.json`, a corpus's `data_card.json`
-    (written by `sma-prepare-data`) and the model's config. Anything missing is left out of the card."""
-    context = {}
+    (written by `sma-prepare-data`) and the model's config; `mask_figure`: the folder holds `masks.png`. Anything
+    missing is left out of the card."""
+    context = {"mask_figure": MASK_FIGURE_FILE} if mask_figure else {}
     if config is not None:
         context["input_type"] = config.input_type
         context["model_config"] = {
@@ -495,6 +502,11 @@ def pretraining_card_context(summary: dict | None, data_card: dict | None = None
                 "mask_overlap_self_guided"
             ),
             "The same for random masks of the same size": final.get("mask_overlap_random"),
+            f"Collapse score (0: as diverse as random masks, 1: one mask for all; collapse at >= "
+            f"{COLLAPSE_SCORE_THRESHOLD})": final.get("mask_collapse_score"),
+            f"Loss on own masks / loss on random masks (easy masks below {EASY_MASK_LOSS_RATIO_THRESHOLD})": final.get(
+                "mask_loss_ratio"
+            ),
         }
         context["mask_health"] = {k: _format_value(v) for k, v in health.items() if v is not None}
         if summary.get("command"):
@@ -560,7 +572,7 @@ def main(argv=None):
         model_id=args.model_id,
         results=results,
         card_data=sma_card_data(config, args.license, args.tags),
-        context=pretraining_card_context(summary, data_card, config),
+        context=pretraining_card_context(summary, data_card, config, (model_dir / MASK_FIGURE_FILE).is_file()),
         domain=args.domain,
         template_path=args.template,
     )

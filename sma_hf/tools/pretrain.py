@@ -64,6 +64,14 @@ from .hub import (
     save_hub_folder,
     sma_card_data,
 )
+from .mask_health import (
+    MASK_FIGURE_FILE,
+    draw_masks,
+    figure_png,
+    mask_health,
+    pairwise_mask_overlap,
+    self_guided_masks,
+)
 
 
 logger = logging.get_logger(__name__)
@@ -75,6 +83,8 @@ CHECKPOINT_PREFIX = "checkpoint-"
 NORMALIZATION_EXAMPLES = 1000
 # --group_by_length sorts windows of this many batches by length
 LENGTH_GROUP_BATCHES = 50
+# held-out examples whose masks are drawn at each evaluation (TensorBoard) and for the model card
+MASK_FIGURE_EXAMPLES = 4
 
 
 def parse_args(argv=None):
@@ -101,6 +111,13 @@ def parse_args(argv=None):
         help=f"Batch inputs of similar lengths (sorted windows of {LENGTH_GROUP_BATCHES} batches): less padding.",
     )
     data.add_argument("--max_eval_samples", type=int, default=1000)
+    data.add_argument(
+        "--mask_grid_shape",
+        type=int,
+        nargs=2,
+        metavar=("HEIGHT", "WIDTH"),
+        help="Draw the masks of grid-shaped inputs (images, row-major) as this grid; sequences are drawn as text.",
+    )
     train = parser.add_argument_group("training")
     train.add_argument("--output_dir", required=True)
     train.add_argument("--max_steps", type=int, required=True, help="Optimizer steps (streams have no length).")
@@ -357,22 +374,6 @@ def load_model_and_processor(args):
     return model, processor, max_seq_length
 
 
-def pairwise_mask_overlap(mask: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-    """Mean Jaccard overlap of the masks of every pair of examples, over the positions valid in both.
-
-    Self-guided masks that stop depending on the example (a collapse seen at small scale) overlap far more than
-    random masks of the same size.
-    """
-    masked = (mask & valid).float()
-    valid = valid.float()
-    intersection = masked @ masked.T
-    union = masked @ valid.T + valid @ masked.T - intersection
-    pairs = ~torch.eye(len(mask), dtype=torch.bool, device=mask.device) & (union > 0)
-    if not pairs.any():
-        return torch.tensor(float("nan"))
-    return (intersection[pairs] / union[pairs]).mean()
-
-
 @torch.no_grad()
 def evaluate(model: SMAForMaskedModeling, batches: list[dict], seed: int) -> dict[str, float]:
     """Held-out reconstruction loss and mask health, on the same masks at every evaluation.
@@ -457,6 +458,31 @@ def save_checkpoint(accelerator: Accelerator, output_dir: Path, step: int, posit
     return final
 
 
+class MaskFigures:
+    """Draws the masks the model chooses for a few fixed held-out rows: at each evaluation into TensorBoard, and at the
+    end into the hub folder, for the model card."""
+
+    def __init__(self, builder: BatchBuilder, rows: list, grid_shape, seed: int):
+        self.rows, self.grid_shape, self.seed = rows, grid_shape, seed
+        self.batch = builder.collate(rows) if rows else None
+
+    def draw(self, model):
+        masks = self_guided_masks(model, self.batch, self.seed)
+        counts = zip(masks.sum(dim=1).tolist(), self.batch["attention_mask"].sum(dim=1).tolist())
+        titles = [
+            f"held-out example {i}: {masked} of {valid} elements masked" for i, (masked, valid) in enumerate(counts)
+        ]
+        return draw_masks(self.rows, masks, grid_shape=self.grid_shape, titles=titles)
+
+    def log(self, accelerator: Accelerator, model, step: int):
+        tracker = next((t for t in accelerator.trackers if t.name == "tensorboard"), None)
+        if self.batch is not None and tracker is not None:
+            tracker.writer.add_figure("mask_health/masks", self.draw(model), global_step=step)  # and closes it
+
+    def png(self, model) -> bytes | None:
+        return None if self.batch is None else figure_png(self.draw(model))
+
+
 def pretrain(args, command: str | None = None) -> dict:
     """Run the pretraining described by `args` (see `parse_args`); `command` is recorded in the summary and card."""
     output_dir = Path(args.output_dir)
@@ -465,7 +491,7 @@ def pretrain(args, command: str | None = None) -> dict:
     model, processor, max_seq_length = load_model_and_processor(args)
     train_stream = load_stream(args, "train")
     builder = batch_builder(args, train_stream, processor, model.config, max_seq_length)
-    eval_batches = held_out_batches(args, builder)
+    eval_batches, figure_rows = held_out_batches(args, builder)
     if args.push_to_hub and accelerator.is_main_process:  # a bad token or repo id fails now, not after training
         create_repo(args.hub_model_id, token=args.hub_token, exist_ok=True)
     optimizer = torch.optim.AdamW(param_groups(model, args.weight_decay), lr=args.learning_rate, betas=(0.9, 0.999))
@@ -480,10 +506,11 @@ def pretrain(args, command: str | None = None) -> dict:
     )
     group_size = LENGTH_GROUP_BATCHES if args.group_by_length else 1
     batches = training_batches(stream, builder, args.per_device_train_batch_size, position, group_size, args.seed)
-    train(args, accelerator, model, optimizer, scheduler, batches, eval_batches, position, step, output_dir)
+    figures = MaskFigures(builder, figure_rows, args.mask_grid_shape, args.seed)
+    train(args, accelerator, model, optimizer, scheduler, batches, eval_batches, figures, position, step, output_dir)
     summary = run_summary(args, accelerator, position, max_seq_length, command)
     if accelerator.is_main_process:
-        export(accelerator.unwrap_model(model), processor, output_dir, summary, args)
+        export(accelerator.unwrap_model(model), processor, output_dir, summary, args, figures)
     accelerator.wait_for_everyone()
     for tracker in accelerator.trackers:  # `end_training` would also end the process group, which `main` owns
         tracker.finish()
@@ -511,12 +538,13 @@ def batch_builder(args, train_stream, processor, config: SMAConfig, max_seq_leng
     return builder
 
 
-def held_out_batches(args, builder: BatchBuilder) -> list[dict]:
-    """The held-out rows as batches (at most `--max_eval_samples` rows), or none without held-out data."""
+def held_out_batches(args, builder: BatchBuilder) -> tuple[list[dict], list]:
+    """The held-out rows as batches (at most `--max_eval_samples` rows), and the first few rows, whose masks are
+    drawn; both empty without held-out data."""
     validation_stream = load_stream(args, "validation")
     if validation_stream is None:
         logger.warning("No held-out data: neither held-out losses nor mask health will be measured.")
-        return []
+        return [], []
     choose_input_column(first_example(validation_stream, "validation"), builder.input_column)
     values, skipped = builder.usable_values(itertools.islice(iter(validation_stream), args.max_eval_samples))
     if skipped:
@@ -529,7 +557,7 @@ def held_out_batches(args, builder: BatchBuilder) -> list[dict]:
             f"No held-out row is usable and long enough to be masked at masking_ratio={ratio}; "
             f"rows skipped by reason: {skipped}."
         )
-    return batches
+    return batches, values[:MASK_FIGURE_EXAMPLES]
 
 
 def data_setup(args, accelerator: Accelerator) -> dict:
@@ -567,7 +595,7 @@ def resume_or_seed_ranks(args, accelerator: Accelerator, position: DataPosition,
     return step
 
 
-def train(args, accelerator, model, optimizer, scheduler, batches, eval_batches, position, step, output_dir):
+def train(args, accelerator, model, optimizer, scheduler, batches, eval_batches, figures, position, step, output_dir):
     """The optimizer steps from `step` to `--max_steps`: logging, held-out evaluation and checkpoints on the way."""
     unwrapped = accelerator.unwrap_model(model)
     noise_warmup_steps = round(args.mask_noise_warmup_ratio * args.max_steps)
@@ -600,7 +628,12 @@ def train(args, accelerator, model, optimizer, scheduler, batches, eval_batches,
         if eval_batches and (step % args.eval_steps == 0 or step == args.max_steps):
             if accelerator.is_main_process:
                 metrics.update(evaluate(unwrapped, eval_batches, seed=args.seed))
+                health, warnings = mask_health(metrics)
+                metrics.update(health)
                 progress.write(f"step {step}: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
+                for warning in warnings:
+                    logger.warning(f"Step {step}: {warning}")
+                figures.log(accelerator, unwrapped, step)
             accelerator.wait_for_everyone()
         if metrics:
             accelerator.log(metrics, step=step)
@@ -693,20 +726,24 @@ def redacted_command(argv: list[str]) -> str:
     return shlex.join(["sma-pretrain", *argv])
 
 
-def export(model, processor, output_dir: Path, summary: dict, args) -> Path:
+def export(model, processor, output_dir: Path, summary: dict, args, figures: "MaskFigures") -> Path:
     """Write the hub-ready model to `output_dir/model` (and push it if asked); return that folder."""
     write_json_atomic(output_dir / "pretraining_summary.json", summary)
+    # the summary travels with the model: `sma-model-card` renders the final card from it
+    extra_files = {"pretraining_summary.json": summary}
+    figure = figures.png(model)
+    if figure is not None:
+        extra_files[MASK_FIGURE_FILE] = figure
     card = render_model_card(
         model_id=args.hub_model_id or output_dir.name,
         results=[],
         card_data=sma_card_data(model.config),
-        context=pretraining_card_context(summary, config=model.config),
+        context=pretraining_card_context(summary, config=model.config, mask_figure=figure is not None),
         domain=args.model_card_domain,
         template_path=args.model_card_template,
     )
-    # the summary travels with the model: `sma-model-card` renders the final card from it
     model_dir = output_dir / MODEL_DIR
-    save_hub_folder(model, processor, model_dir, card, extra_files={"pretraining_summary.json": summary})
+    save_hub_folder(model, processor, model_dir, card, extra_files=extra_files)
     if args.push_to_hub:
         print(f"Pushed to {push_to_hub(model_dir, args.hub_model_id, token=args.hub_token)}")
     return model_dir

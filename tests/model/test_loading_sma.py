@@ -10,15 +10,14 @@ import textwrap
 import pytest
 import torch
 import transformers
+from conftest import random_inputs, tiny_config
 from transformers import (
     AutoConfig,
     AutoFeatureExtractor,
     pipeline,
 )
 
-from conftest import random_inputs, tiny_config
 from sma_hf import (
-    modeling_sma,
     SMAConfig,
     SMAFeatureExtractor,
     SMAForMaskedModeling,
@@ -26,7 +25,9 @@ from sma_hf import (
     SMAForTokenClassification,
     SMAModel,
     create_byte_tokenizer,
+    modeling_sma,
 )
+
 
 # the heads each Auto class loads, as the package's one table says
 HEADS = {

@@ -14,7 +14,8 @@ import torch
 from safetensors.torch import load_file
 
 import sma_hf.tools.pretrain as pretraining
-from sma_hf.tools.pretrain import main, pairwise_mask_overlap
+from sma_hf.tools.mask_health import pairwise_mask_overlap
+from sma_hf.tools.pretrain import main
 
 
 pytest_plugins = ["fake_hub"]  # the `fake_hub` fixture: a loopback Hub for `--dataset_name`
@@ -99,6 +100,15 @@ def test_pretraining_exports_a_loadable_model(corpus):
     model = AutoModelForMaskedLM.from_pretrained(out / "model")
     assert model.config.auto_map["AutoModelForSequenceClassification"].endswith("SMAForSequenceClassification")
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["checkpoint-3"]
+    # mask health: scalars and a figure of the masks at each evaluation (steps 3 and 6), the figure in the card
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(next((out / "logs").rglob("events.out.tfevents.*")).parent)).Reload()
+    assert [event.step for event in events.Images("mask_health/masks")] == [3, 6]
+    assert [event.step for event in events.Scalars("mask_collapse_score")] == [3, 6]
+    assert summary["final"]["mask_collapsed"] in (0.0, 1.0) and "mask_loss_ratio" in summary["final"]
+    assert (out / "model" / "masks.png").read_bytes().startswith(b"\x89PNG")
+    assert "![The self-guided masks of held-out examples](masks.png)" in card and "Collapse score" in card
 
 
 def test_resume_reaches_the_same_parameters(corpus, monkeypatch):
