@@ -269,11 +269,12 @@ class SMAEmbeddings(nn.Module):
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
     def forward(self, input_ids, inputs, position_ids) -> torch.Tensor:
+        positions = self.position_embeddings(position_ids)
         if input_ids is not None:
             elements = self.token_embeddings(input_ids)
-        else:  # float32 features into a bf16/fp16 model
-            elements = self.input_projection(inputs.to(self.input_projection.weight.dtype))
-        return self.dropout(self.layer_norm(elements + self.position_embeddings(position_ids)))
+        else:  # float32 features into a bf16/fp16 model (the projection may be replaced: take the positions' dtype)
+            elements = self.input_projection(inputs.to(positions.dtype))
+        return self.dropout(self.layer_norm(elements + positions))
 
 
 class SMAInputLayer(nn.Module):
@@ -338,7 +339,10 @@ class SMAEncoder(nn.Module):
         super().__init__()
         self.config = config
         self.input_layer = SMAInputLayer(config)
-        drop_path_rates = torch.linspace(0, config.drop_path_rate, config.num_hidden_layers).tolist()
+        # rising linearly from 0 to drop_path_rate; plain floats, as a tensor here would live on the meta device when
+        # the model is built there (big-model loading) and could not be read
+        last = max(config.num_hidden_layers - 1, 1)
+        drop_path_rates = [config.drop_path_rate * i / last for i in range(config.num_hidden_layers)]
         self.layers = nn.ModuleList(SMALayer(config, rate) for rate in drop_path_rates)
         self.layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
 
@@ -476,10 +480,17 @@ class SMAModel(SMAPreTrainedModel):
         self.pooler = SMAPooler(config) if add_pooling_layer else None
         self.post_init()
 
-    def get_input_embeddings(self):
+    def get_input_embeddings(self) -> nn.Module:
+        """The token embedding (discrete inputs) or the input projection (continuous inputs)."""
         if self.config.input_type == "discrete":
             return self.embeddings.token_embeddings
         return self.embeddings.input_projection
+
+    def set_input_embeddings(self, value: nn.Module):
+        if self.config.input_type == "discrete":
+            self.embeddings.token_embeddings = value
+        else:
+            self.embeddings.input_projection = value
 
     @merge_with_config_defaults
     @capture_outputs
@@ -519,7 +530,9 @@ class SMAModel(SMAPreTrainedModel):
             embeddings, valid, masked_positions, sample_mask, generator, **kwargs
         )
         pooled = self.pooler(hidden_states, hidden_mask) if self.pooler is not None else None
-        return SMAModelOutput(last_hidden_state=hidden_states, pooler_output=pooled, mask=mask, hidden_mask=hidden_mask)
+        return SMAModelOutput(
+            last_hidden_state=hidden_states, pooler_output=pooled, mask=mask, hidden_mask=hidden_mask
+        )
 
     def _check_inputs(self, input_ids, inputs, attention_mask, position_ids, masked_positions):
         """Check the inputs and derive (input_ids, inputs, valid, position_ids, masked_positions) from them.
@@ -581,7 +594,11 @@ class SMAModel(SMAPreTrainedModel):
 
     def _check_values(self, input_ids, inputs, attention_mask, valid, position_ids, masked_positions):
         config = self.config
-        if input_ids is not None and input_ids.numel() and (input_ids.min() < 0 or input_ids.max() >= config.vocab_size):
+        if (
+            input_ids is not None
+            and input_ids.numel()
+            and (input_ids.min() < 0 or input_ids.max() >= config.vocab_size)
+        ):
             raise ValueError(
                 f"`input_ids` holds ids outside [0, vocab_size={config.vocab_size}): "
                 f"min {int(input_ids.min())}, max {int(input_ids.max())}."
@@ -594,7 +611,9 @@ class SMAModel(SMAPreTrainedModel):
         if empty_rows:
             raise ValueError(f"`attention_mask` rows {empty_rows} have no valid element.")
         if position_ids.min() < 0 or position_ids.max() >= config.max_position_embeddings:
-            raise ValueError(f"`position_ids` must lie in [0, max_position_embeddings={config.max_position_embeddings}).")
+            raise ValueError(
+                f"`position_ids` must lie in [0, max_position_embeddings={config.max_position_embeddings})."
+            )
         fully_masked = (~(valid & ~masked_positions).any(dim=1)).nonzero().flatten().tolist()
         if fully_masked:
             raise ValueError(f"The mask hides every valid element of rows {fully_masked}; keep at least one visible.")
