@@ -1,15 +1,85 @@
 """Configuration of Self-guided Masked Autoencoders (SMA)."""
 
+from dataclasses import Field
+from typing import Literal, get_args, get_origin
+
+from huggingface_hub.dataclasses import strict, validated_field
+from huggingface_hub.errors import (
+    StrictDataclassClassValidationError,
+    StrictDataclassError,
+    StrictDataclassFieldValidationError,
+)
 from transformers import PreTrainedConfig
 
 
-INPUT_TYPES = ("discrete", "continuous")
-ENCODER_TYPES = ("cross_attention", "self_attention")
-MASKING_STRATEGIES = ("self_guided", "random")
-HEAD_AGGREGATIONS = ("mean", "random_mix")
-CLASSIFIER_POOLINGS = ("attention", "mean")
+class SMAConfigError(StrictDataclassError, ValueError):
+    """An `SMAConfig` value the model cannot use.
+
+    `@strict` reports a bad field as huggingface_hub's `StrictDataclassError`, which is no `ValueError`; SMA configs
+    have always raised `ValueError` naming the field and what it needs. This error is both.
+    """
 
 
+def _checked_field(default, requirement: str, check):
+    """A config field whose value must pass `check` beyond its type; `requirement` says what it must be."""
+
+    def validator(value):
+        if not check(value):
+            raise ValueError(requirement)
+
+    return validated_field(validator, default=default, metadata={"requirement": requirement})
+
+
+def _positive_int(default: int):
+    return _checked_field(default, "a positive integer", lambda value: value >= 1)
+
+
+def _number_in(default: float, low: float, high: float, *, low_open: bool, high_open: bool):
+    interval = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
+
+    def check(value):
+        above = low < value if low_open else low <= value
+        below = value < high if high_open else value <= high
+        return above and below
+
+    return _checked_field(default, f"a number in {interval}", check)
+
+
+def _requirement(config_field: Field) -> str:
+    """What a field's value must be, in the words of its error message."""
+    if "requirement" in config_field.metadata:
+        return config_field.metadata["requirement"]
+    if get_origin(config_field.type) is Literal:
+        return f"one of {get_args(config_field.type)}"
+    return f"of type {getattr(config_field.type, '__name__', config_field.type)}"
+
+
+def _raise_config_errors(config_class):
+    """Re-raise `@strict`'s errors as `SMAConfigError`s that say what the field needs (applied above `@strict`)."""
+    strict_setattr, strict_validate = config_class.__setattr__, config_class.validate
+
+    def __setattr__(self, name, value):
+        try:
+            strict_setattr(self, name, value)
+        except StrictDataclassFieldValidationError as error:
+            requirement = _requirement(config_class.__dataclass_fields__[name])
+            raise SMAConfigError(f"`{name}` must be {requirement}, got {value!r}.") from error
+
+    def validate(self):
+        try:
+            strict_validate(self)
+        except StrictDataclassClassValidationError as error:
+            raise SMAConfigError(str(error.__cause__)) from error
+
+    # `@strict` on a subclass replaces a `validate` only if it is marked as its own
+    validate.__is_defined_by_strict_decorator__ = True
+    config_class.__setattr__ = __setattr__
+    config_class.validate = validate
+    return config_class
+
+
+@_raise_config_errors
+@strict
 class SMAConfig(PreTrainedConfig):
     r"""
     Configuration of an SMA model: an encoder whose first attention layer reads the raw input elements (and chooses
@@ -89,143 +159,74 @@ class SMAConfig(PreTrainedConfig):
         classifier_pooling (`str`, defaults to `"attention"`):
             How [`SMAModel`] pools its output into one vector: a learned query attending to the final hidden states
             (`"attention"`) or their mean (`"mean"`).
+
+    A field value the model cannot use raises [`SMAConfigError`] (a `ValueError`) at construction and on assignment;
+    the rules between fields (`validate_architecture`) run at construction and in `save_pretrained`. Keys that are no
+    field are stored as they are, as on every `PreTrainedConfig`.
     """
 
     model_type = "sma"
 
-    def __init__(
-        self,
-        input_type="discrete",
-        vocab_size=262,
-        pad_token_id=0,
-        mask_token_id=3,
-        input_channels=1,
-        embedding_size=256,
-        max_position_embeddings=512,
-        encoder_type="cross_attention",
-        num_latents=128,
-        hidden_size=256,
-        num_hidden_layers=4,
-        num_attention_heads=8,
-        num_cross_attention_heads=1,
-        intermediate_size=1024,
-        hidden_act="gelu",
-        hidden_dropout_prob=0.0,
-        attention_probs_dropout_prob=0.0,
-        drop_path_rate=0.0,
-        initializer_range=0.02,
-        layer_norm_eps=1e-5,
-        masking_strategy="self_guided",
-        masking_ratio=0.15,
-        num_per_query=3,
-        head_aggregation="mean",
-        mask_self=False,
-        mask_noise_ratio=1.0,
-        normalize_continuous_targets=True,
-        decoder_hidden_size=256,
-        decoder_num_attention_heads=8,
-        decoder_intermediate_size=1024,
-        classifier_pooling="attention",
-        **kwargs,
-    ):
-        self.input_type = input_type
-        self.vocab_size = vocab_size
-        self.pad_token_id = pad_token_id
-        self.mask_token_id = mask_token_id
-        self.input_channels = input_channels
-        self.embedding_size = embedding_size
-        self.max_position_embeddings = max_position_embeddings
-        self.encoder_type = encoder_type
-        self.num_latents = num_latents
-        self.hidden_size = hidden_size
-        self.num_hidden_layers = num_hidden_layers
-        self.num_attention_heads = num_attention_heads
-        self.num_cross_attention_heads = num_cross_attention_heads
-        self.intermediate_size = intermediate_size
-        self.hidden_act = hidden_act
-        self.hidden_dropout_prob = hidden_dropout_prob
-        self.attention_probs_dropout_prob = attention_probs_dropout_prob
-        self.drop_path_rate = drop_path_rate
-        self.initializer_range = initializer_range
-        self.layer_norm_eps = layer_norm_eps
-        self.masking_strategy = masking_strategy
-        self.masking_ratio = masking_ratio
-        self.num_per_query = num_per_query
-        self.head_aggregation = head_aggregation
-        self.mask_self = mask_self
-        self.mask_noise_ratio = mask_noise_ratio
-        self.normalize_continuous_targets = normalize_continuous_targets
-        self.decoder_hidden_size = decoder_hidden_size
-        self.decoder_num_attention_heads = decoder_num_attention_heads
-        self.decoder_intermediate_size = decoder_intermediate_size
-        self.classifier_pooling = classifier_pooling
-        super().__init__(**kwargs)
-        self._check_values()
+    input_type: Literal["discrete", "continuous"] = "discrete"
+    vocab_size: int = _positive_int(262)
+    pad_token_id: int | None = 0
+    mask_token_id: int | None = 3
+    input_channels: int = _positive_int(1)
+    embedding_size: int = _positive_int(256)
+    max_position_embeddings: int = _positive_int(512)
+    encoder_type: Literal["cross_attention", "self_attention"] = "cross_attention"
+    num_latents: int = _positive_int(128)
+    hidden_size: int = _positive_int(256)
+    num_hidden_layers: int = _positive_int(4)
+    num_attention_heads: int = _positive_int(8)
+    num_cross_attention_heads: int = _positive_int(1)
+    intermediate_size: int = _positive_int(1024)
+    hidden_act: str = "gelu"
+    hidden_dropout_prob: float | int = _number_in(0.0, 0, 1, low_open=False, high_open=True)
+    attention_probs_dropout_prob: float | int = _number_in(0.0, 0, 1, low_open=False, high_open=True)
+    drop_path_rate: float | int = _number_in(0.0, 0, 1, low_open=False, high_open=True)
+    initializer_range: float | int = _number_in(0.02, 0, float("inf"), low_open=True, high_open=True)
+    layer_norm_eps: float | int = _number_in(1e-5, 0, float("inf"), low_open=True, high_open=True)
+    masking_strategy: Literal["self_guided", "random"] = "self_guided"
+    masking_ratio: float | int = _number_in(0.15, 0, 1, low_open=True, high_open=True)
+    num_per_query: float | int = _number_in(3, 1, float("inf"), low_open=False, high_open=True)
+    head_aggregation: Literal["mean", "random_mix"] = "mean"
+    mask_self: bool = False
+    mask_noise_ratio: float | int = _number_in(1.0, 0, 1, low_open=False, high_open=False)
+    normalize_continuous_targets: bool = True
+    decoder_hidden_size: int = _positive_int(256)
+    decoder_num_attention_heads: int = _positive_int(8)
+    decoder_intermediate_size: int = _positive_int(1024)
+    classifier_pooling: Literal["attention", "mean"] = "attention"
 
-    def _check_values(self):
-        def choice(name, allowed):
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"`{name}` must be one of {allowed}, got {getattr(self, name)!r}.")
-
-        def positive_int(name):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
-
-        def in_range(name, low, high, low_open, high_open):
-            value = getattr(self, name)
-            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-            ok = ok and (low < value if low_open else low <= value) and (value < high if high_open else value <= high)
-            if not ok:
-                interval = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
-                raise ValueError(f"`{name}` must be a number in {interval}, got {value!r}.")
-
-        def divides(width_name, heads_name):
-            if getattr(self, width_name) % getattr(self, heads_name):
-                raise ValueError(
-                    f"`{heads_name}`={getattr(self, heads_name)} must divide `{width_name}`={getattr(self, width_name)}."
-                )
-
-        choice("input_type", INPUT_TYPES)
-        choice("encoder_type", ENCODER_TYPES)
-        choice("masking_strategy", MASKING_STRATEGIES)
-        choice("head_aggregation", HEAD_AGGREGATIONS)
-        choice("classifier_pooling", CLASSIFIER_POOLINGS)
-        for name in (
-            "vocab_size", "input_channels", "embedding_size", "max_position_embeddings", "num_latents", "hidden_size",
-            "num_hidden_layers", "num_attention_heads", "num_cross_attention_heads", "intermediate_size",
-            "decoder_hidden_size", "decoder_num_attention_heads", "decoder_intermediate_size",
-        ):  # fmt: skip
-            positive_int(name)
-        in_range("masking_ratio", 0, 1, True, True)
-        in_range("num_per_query", 1, float("inf"), False, True)
-        in_range("mask_noise_ratio", 0, 1, False, False)
-        in_range("hidden_dropout_prob", 0, 1, False, True)
-        in_range("attention_probs_dropout_prob", 0, 1, False, True)
-        in_range("drop_path_rate", 0, 1, False, True)
-        in_range("initializer_range", 0, float("inf"), True, True)
-        in_range("layer_norm_eps", 0, float("inf"), True, True)
-        divides("hidden_size", "num_attention_heads")
-        divides("hidden_size", "num_cross_attention_heads")
-        divides("decoder_hidden_size", "decoder_num_attention_heads")
+    def validate_architecture(self):
+        """The rules between fields (run by `@strict` after `__init__` and by `save_pretrained`)."""
+        for width, heads in (
+            ("hidden_size", "num_attention_heads"),
+            ("hidden_size", "num_cross_attention_heads"),
+            ("decoder_hidden_size", "decoder_num_attention_heads"),
+        ):
+            if getattr(self, width) % getattr(self, heads):
+                raise ValueError(f"`{heads}`={getattr(self, heads)} must divide `{width}`={getattr(self, width)}.")
         if self.input_type == "discrete":
             for name in ("pad_token_id", "mask_token_id"):
                 value = getattr(self, name)
-                if not isinstance(value, int) or not 0 <= value < self.vocab_size:
+                if value is None or not 0 <= value < self.vocab_size:
                     raise ValueError(f"`{name}` must be an id in [0, vocab_size={self.vocab_size}), got {value!r}.")
-        if self.encoder_type == "self_attention":
-            if self.embedding_size != self.hidden_size:
-                raise ValueError(
-                    "`encoder_type='self_attention'` keeps one token per input element, so `embedding_size` "
-                    f"({self.embedding_size}) must equal `hidden_size` ({self.hidden_size})."
-                )
-        elif self.mask_self:
+        if self.encoder_type == "self_attention" and self.embedding_size != self.hidden_size:
+            raise ValueError(
+                "`encoder_type='self_attention'` keeps one token per input element, so `embedding_size` "
+                f"({self.embedding_size}) must equal `hidden_size` ({self.hidden_size})."
+            )
+        if self.mask_self and self.encoder_type != "self_attention":
             raise ValueError(
                 "`mask_self=True` needs `encoder_type='self_attention'` (in cross-attention the queries are latents, "
                 "not input positions)."
             )
         if self.mask_self and self.masking_strategy != "self_guided":
-            raise ValueError("`mask_self=True` needs `masking_strategy='self_guided'` (random masking samples no queries).")
+            raise ValueError(
+                "`mask_self=True` needs `masking_strategy='self_guided'` (random masking samples no queries)."
+            )
 
 
-__all__ = ["SMAConfig"]
+__all__ = ["SMAConfig", "SMAConfigError"]

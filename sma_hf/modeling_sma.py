@@ -9,11 +9,11 @@ deleting them from the input.
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
 from torch.nn import functional as F
-
 from transformers import GradientCheckpointingLayer, PreTrainedModel
 from transformers import initialization as init
 from transformers.activations import ACT2FN
@@ -27,7 +27,6 @@ from transformers.utils.output_capturing import OutputRecorder, capture_outputs
 
 from .configuration_sma import SMAConfig
 from .masking_sma import random_masked_positions, self_guided_masked_positions
-
 
 logger = logging.get_logger(__name__)
 
@@ -91,12 +90,31 @@ class SMAMaskedModelingOutput(ModelOutput):
     attentions: tuple[torch.FloatTensor, ...] | None = None
 
 
-def default_position_ids(input_ids, inputs, attention_mask) -> torch.Tensor:
-    """Positions counted over the valid elements only, so that left and right padding give the same positions."""
-    if attention_mask is not None:
-        return (attention_mask.long().cumsum(dim=1) - 1).clamp(min=0)
-    reference = input_ids if input_ids is not None else inputs
-    return torch.arange(reference.shape[1], device=reference.device).expand(reference.shape[:2])
+@dataclass
+class SMAElements:
+    r"""
+    The input elements as the encoder and the heads read them, derived once per forward from the forward arguments by
+    [`SMAModel.derive_elements`] (a head derives them, uses them, and passes them on to [`SMAModel`]).
+
+    input_ids (`torch.LongTensor` of shape `(batch_size, sequence_length)`, *optional*):
+        Token ids (discrete inputs).
+    inputs (`torch.FloatTensor` of shape `(batch_size, sequence_length, input_channels)`, *optional*):
+        Element values (continuous inputs).
+    valid (`torch.BoolTensor` of shape `(batch_size, sequence_length)`):
+        True for a real element, False for padding.
+    position_ids (`torch.LongTensor` of shape `(batch_size, sequence_length)`):
+        The given positions, or by default the positions counted over the valid elements from 0, so that left and
+        right padding give the same positions.
+    masked_positions (`torch.BoolTensor` of shape `(batch_size, sequence_length)`):
+        Valid elements hidden from the encoder whatever mask is drawn: the given `masked_positions` and the positions
+        holding `config.mask_token_id`.
+    """
+
+    input_ids: torch.LongTensor | None
+    inputs: torch.FloatTensor | None
+    valid: torch.BoolTensor
+    position_ids: torch.LongTensor
+    masked_positions: torch.BoolTensor
 
 
 def eager_attention_forward(
@@ -269,11 +287,12 @@ class SMAEmbeddings(nn.Module):
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
     def forward(self, input_ids, inputs, position_ids) -> torch.Tensor:
+        positions = self.position_embeddings(position_ids)
         if input_ids is not None:
             elements = self.token_embeddings(input_ids)
-        else:  # float32 features into a bf16/fp16 model
-            elements = self.input_projection(inputs.to(self.input_projection.weight.dtype))
-        return self.dropout(self.layer_norm(elements + self.position_embeddings(position_ids)))
+        else:  # float32 features into a bf16/fp16 model (the projection may be replaced: take the positions' dtype)
+            elements = self.input_projection(inputs.to(positions.dtype))
+        return self.dropout(self.layer_norm(elements + positions))
 
 
 class SMAInputLayer(nn.Module):
@@ -338,7 +357,10 @@ class SMAEncoder(nn.Module):
         super().__init__()
         self.config = config
         self.input_layer = SMAInputLayer(config)
-        drop_path_rates = torch.linspace(0, config.drop_path_rate, config.num_hidden_layers).tolist()
+        # rising linearly from 0 to drop_path_rate; plain floats, as a tensor here would live on the meta device when
+        # the model is built there (big-model loading) and could not be read
+        last = max(config.num_hidden_layers - 1, 1)
+        drop_path_rates = [config.drop_path_rate * i / last for i in range(config.num_hidden_layers)]
         self.layers = nn.ModuleList(SMALayer(config, rate) for rate in drop_path_rates)
         self.layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
 
@@ -357,17 +379,27 @@ class SMAEncoder(nn.Module):
         return self.layer_norm(hidden_states), masked_positions, hidden_mask
 
 
-def kept_indices(keep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Indices of each row's kept positions, in order and moved to the front, cut to the longest row's count (at
-    least one slot, so that later layers never get an empty sequence); and which slots hold a kept position."""
-    order = torch.argsort((~keep).to(torch.int8), dim=1, stable=True)
-    order = order[:, : max(1, int(keep.sum(dim=1).max()))]
+def rows(flags: torch.Tensor) -> list[int]:
+    """The indices of the True entries of a [batch] bool tensor (for error messages: a host sync)."""
+    return flags.nonzero().flatten().tolist()
+
+
+def most_kept(keep: torch.Tensor) -> int:
+    """The longest row's count of kept positions: a host sync, which the packed shapes need."""
+    return int(keep.sum(dim=1).max())
+
+
+def kept_indices(keep: torch.Tensor, num_slots: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices of each row's kept positions, in order and moved to the front, in `num_slots` slots (at least the
+    longest row's count); and which slots hold a kept position."""
+    order = torch.argsort((~keep).to(torch.int8), dim=1, stable=True)[:, :num_slots]
     return order, keep.gather(1, order)
 
 
 def pack_visible(hidden_states: torch.Tensor, keep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Move the kept elements of each row to the front (in order) and cut the rows to the longest kept count."""
-    order, slot_used = kept_indices(keep)
+    """Move the kept elements of each row to the front (in order) and cut the rows to the longest kept count (at
+    least one slot, so that later layers never get an empty sequence)."""
+    order, slot_used = kept_indices(keep, max(1, most_kept(keep)))
     packed = hidden_states.gather(1, order[:, :, None].expand(-1, -1, hidden_states.shape[-1]))
     return packed, slot_used
 
@@ -429,11 +461,11 @@ class SMAPreTrainedModel(PreTrainedModel):
     main_input_name = "input_ids"
     supports_gradient_checkpointing = True
     accepts_loss_kwargs = False  # losses are means over their own elements; Trainer scales for accumulation
-    _no_split_modules = ["SMAInputLayer", "SMALayer", "SMADecoder"]
+    _no_split_modules: ClassVar[list[str]] = ["SMAInputLayer", "SMALayer", "SMADecoder"]
     _supports_sdpa = True
     _supports_flash_attn = False  # not measured on a GPU yet; layer 1 always needs explicit probabilities
     _supports_flex_attn = False
-    _can_record_outputs = {
+    _can_record_outputs: ClassVar[dict] = {
         "hidden_states": SMALayer,
         "attentions": [
             OutputRecorder(SMAInputAttention, index=1, layer_name="input_layer"),
@@ -476,10 +508,17 @@ class SMAModel(SMAPreTrainedModel):
         self.pooler = SMAPooler(config) if add_pooling_layer else None
         self.post_init()
 
-    def get_input_embeddings(self):
+    def get_input_embeddings(self) -> nn.Module:
+        """The token embedding (discrete inputs) or the input projection (continuous inputs)."""
         if self.config.input_type == "discrete":
             return self.embeddings.token_embeddings
         return self.embeddings.input_projection
+
+    def set_input_embeddings(self, value: nn.Module):
+        if self.config.input_type == "discrete":
+            self.embeddings.token_embeddings = value
+        else:
+            self.embeddings.input_projection = value
 
     @merge_with_config_defaults
     @capture_outputs
@@ -492,6 +531,7 @@ class SMAModel(SMAPreTrainedModel):
         masked_positions: torch.BoolTensor | None = None,
         sample_mask: bool = False,
         generator: torch.Generator | None = None,
+        elements: SMAElements | None = None,
         **kwargs: Unpack[TransformersKwargs],
     ) -> SMAModelOutput:
         r"""
@@ -509,95 +549,145 @@ class SMAModel(SMAPreTrainedModel):
             Draw a mask with `config.masking_strategy` (pretraining). [`SMAForMaskedModeling`] sets it in training.
         generator (`torch.Generator`, *optional*):
             Drives the random choices of the mask, for reproducible masks.
+        elements (`SMAElements`, *optional*):
+            What [`SMAModel.derive_elements`] made of the five input arguments above, instead of them. The heads pass
+            this, so that the inputs are checked and derived once per forward.
         """
-        sample_mask = sample_mask and masked_positions is None  # an explicit mask overrides the strategy
-        input_ids, inputs, valid, position_ids, masked_positions = self._check_inputs(
-            input_ids, inputs, attention_mask, position_ids, masked_positions
-        )
-        embeddings = self.embeddings(input_ids, inputs, position_ids)
+        if elements is None:
+            sample_mask = sample_mask and masked_positions is None  # an explicit mask overrides the strategy
+            elements = self.derive_elements(input_ids, inputs, attention_mask, position_ids, masked_positions)
+        elif any(value is not None for value in (input_ids, inputs, attention_mask, position_ids, masked_positions)):
+            raise ValueError("Pass `elements` or the input arguments it is derived from, not both (one is ignored).")
+        embeddings = self.embeddings(elements.input_ids, elements.inputs, elements.position_ids)
         hidden_states, mask, hidden_mask = self.encoder(
-            embeddings, valid, masked_positions, sample_mask, generator, **kwargs
+            embeddings, elements.valid, elements.masked_positions, sample_mask, generator, **kwargs
         )
         pooled = self.pooler(hidden_states, hidden_mask) if self.pooler is not None else None
-        return SMAModelOutput(last_hidden_state=hidden_states, pooler_output=pooled, mask=mask, hidden_mask=hidden_mask)
+        return SMAModelOutput(
+            last_hidden_state=hidden_states, pooler_output=pooled, mask=mask, hidden_mask=hidden_mask
+        )
 
-    def _check_inputs(self, input_ids, inputs, attention_mask, position_ids, masked_positions):
-        """Check the inputs and derive (input_ids, inputs, valid, position_ids, masked_positions) from them.
+    def derive_elements(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        inputs: torch.FloatTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        masked_positions: torch.BoolTensor | None = None,
+    ) -> SMAElements:
+        """Check the input arguments of `forward` and derive the [`SMAElements`] that the encoder and the heads read.
 
-        Raises a `ValueError` or `TypeError` naming the offending argument for anything the model cannot use.
+        Raises a `ValueError` or `TypeError` naming the argument for anything the model cannot use.
         """
+        self._check_arguments(input_ids, inputs, attention_mask, position_ids, masked_positions)
+        reference = input_ids if input_ids is not None else inputs
+        if attention_mask is None:
+            valid = torch.ones(reference.shape[:2], dtype=torch.bool, device=reference.device)
+        else:
+            valid = attention_mask.bool()
+        if position_ids is None:  # counted over the valid elements, so that left and right padding give the same
+            position_ids = (valid.long().cumsum(dim=1) - 1).clamp(min=0)
+        if masked_positions is None:
+            masked_positions = torch.zeros_like(valid)
+        if input_ids is not None:
+            masked_positions = masked_positions | (input_ids == self.config.mask_token_id)
+        elements = SMAElements(input_ids, inputs, valid, position_ids, masked_positions & valid)
+        # reading the values costs a host sync and breaks a torch.compile graph, so a compiled model skips it
+        if not torch.compiler.is_compiling():
+            self._check_values(elements, attention_mask)
+        return elements
+
+    def _check_arguments(self, input_ids, inputs, attention_mask, position_ids, masked_positions):
+        """What the arguments are: which ones, their shapes and dtypes. These read no values (no host sync)."""
         config = self.config
+        # with both, one would be ignored silently
         if (input_ids is None) == (inputs is None):
             raise ValueError("Pass exactly one of `input_ids` (discrete inputs) and `inputs` (continuous inputs).")
-        if config.input_type == "discrete":
-            if input_ids is None:
-                raise ValueError("This model takes `input_ids` (config.input_type='discrete'), not `inputs`.")
+        # the other one has no embedding here: an AttributeError from inside the embeddings otherwise
+        expected, other = ("input_ids", "inputs") if config.input_type == "discrete" else ("inputs", "input_ids")
+        if (input_ids if config.input_type == "discrete" else inputs) is None:
+            raise ValueError(
+                f"This model takes `{expected}` (config.input_type={config.input_type!r}), not `{other}`."
+            )
+        # the shapes below are read from these: an unnamed error deep inside otherwise
+        if input_ids is not None:
             if input_ids.dim() != 2:
                 raise ValueError(f"`input_ids` must be [batch, length], got shape {tuple(input_ids.shape)}.")
             if input_ids.dtype.is_floating_point or input_ids.dtype == torch.bool:
                 raise TypeError(f"`input_ids` must hold integer ids, got dtype {input_ids.dtype}.")
-            batch_size, length = input_ids.shape
+            shape = tuple(input_ids.shape)
         else:
-            if inputs is None:
-                raise ValueError("This model takes `inputs` (config.input_type='continuous'), not `input_ids`.")
             if inputs.dim() != 3 or inputs.shape[-1] != config.input_channels:
                 raise ValueError(
                     f"`inputs` must be [batch, length, input_channels={config.input_channels}], "
                     f"got shape {tuple(inputs.shape)}."
                 )
+            # integer values would be cast to floats silently
             if not inputs.dtype.is_floating_point:
                 raise TypeError(f"`inputs` must be floating point, got dtype {inputs.dtype}.")
-            batch_size, length = inputs.shape[:2]
-        if length > config.max_position_embeddings:
+            shape = tuple(inputs.shape[:2])
+        # the default positions would run past the position tables: an error about the length, not the positions
+        if shape[1] > config.max_position_embeddings:
             raise ValueError(
-                f"Sequences of length {length} are longer than max_position_embeddings="
+                f"Sequences of length {shape[1]} are longer than max_position_embeddings="
                 f"{config.max_position_embeddings}; truncate them or use a model with more positions."
             )
-        shape = (batch_size, length)
+        # another shape could broadcast silently (one row for the whole batch)
         for name, value in (("attention_mask", attention_mask), ("position_ids", position_ids)):
             if value is not None and value.shape != shape:
                 raise ValueError(f"`{name}` must have shape {shape}, got {tuple(value.shape)}.")
+        # the same, and an integer mask would be inverted bitwise (~1 == -2), not logically
         if masked_positions is not None and (masked_positions.shape != shape or masked_positions.dtype != torch.bool):
             raise ValueError(
                 f"`masked_positions` must be a bool tensor of shape {shape}, "
                 f"got {masked_positions.dtype} {tuple(masked_positions.shape)}."
             )
 
-        if attention_mask is None:
-            valid = torch.ones(shape, dtype=torch.bool, device=(input_ids if input_ids is not None else inputs).device)
-        else:
-            valid = attention_mask.bool()
-        if position_ids is None:
-            position_ids = default_position_ids(input_ids, inputs, attention_mask)
-        if masked_positions is None:
-            masked_positions = torch.zeros_like(valid)
-        if input_ids is not None:
-            masked_positions = masked_positions | (input_ids == config.mask_token_id)
-        masked_positions = masked_positions & valid
-        # value checks read the data, which costs a device sync and breaks a torch.compile graph: skip when compiling
-        if not torch.compiler.is_compiling():
-            self._check_values(input_ids, inputs, attention_mask, valid, position_ids, masked_positions)
-        return input_ids, inputs, valid, position_ids, masked_positions
-
-    def _check_values(self, input_ids, inputs, attention_mask, valid, position_ids, masked_positions):
+    def _check_values(self, elements: SMAElements, attention_mask: torch.Tensor | None):
+        """What the arguments hold, read in one host sync. A message is put together only once its check failed."""
         config = self.config
-        if input_ids is not None and input_ids.numel() and (input_ids.min() < 0 or input_ids.max() >= config.vocab_size):
-            raise ValueError(
-                f"`input_ids` holds ids outside [0, vocab_size={config.vocab_size}): "
-                f"min {int(input_ids.min())}, max {int(input_ids.max())}."
+        input_ids, valid, positions = elements.input_ids, elements.valid, elements.position_ids
+        checks = []  # (failed, message), in the order in which they are reported
+
+        def check(failed: torch.Tensor, message: Callable[[], str]):
+            checks.append((failed, message))
+
+        if input_ids is not None:
+            # outside the embedding table: a device-side assert on CUDA, which ends the process
+            check(
+                ((input_ids < 0) | (input_ids >= config.vocab_size)).any(),
+                lambda: (
+                    f"`input_ids` holds ids outside [0, vocab_size={config.vocab_size}): "
+                    f"min {int(input_ids.min())}, max {int(input_ids.max())}."
+                ),
             )
-        if inputs is not None and not torch.isfinite(inputs).all():
-            raise ValueError("`inputs` holds NaN or infinite values.")
-        if attention_mask is not None and not (attention_mask == valid).all():
-            raise ValueError("`attention_mask` must hold only 0 (padding) and 1 (real element).")
-        empty_rows = (~valid.any(dim=1)).nonzero().flatten().tolist()
-        if empty_rows:
-            raise ValueError(f"`attention_mask` rows {empty_rows} have no valid element.")
-        if position_ids.min() < 0 or position_ids.max() >= config.max_position_embeddings:
-            raise ValueError(f"`position_ids` must lie in [0, max_position_embeddings={config.max_position_embeddings}).")
-        fully_masked = (~(valid & ~masked_positions).any(dim=1)).nonzero().flatten().tolist()
-        if fully_masked:
-            raise ValueError(f"The mask hides every valid element of rows {fully_masked}; keep at least one visible.")
+        else:
+            # a NaN reaches every output of its example, through padding too (0 x NaN in the attention)
+            check(~torch.isfinite(elements.inputs).all(), lambda: "`inputs` holds NaN or infinite values.")
+        if attention_mask is not None and attention_mask.dtype != torch.bool:
+            # other values would count as real elements and shift the default positions: a silently wrong result
+            check(
+                ((attention_mask != 0) & (attention_mask != 1)).any(),
+                lambda: "`attention_mask` must hold only 0 (padding) and 1 (real element).",
+            )
+        # a row with nothing to attend to: softmax over no key is NaN
+        empty = ~valid.any(dim=1)
+        check(empty.any(), lambda: f"`attention_mask` rows {rows(empty)} have no valid element.")
+        # outside the position tables (embeddings and decoder queries): a device-side assert on CUDA
+        check(
+            ((positions < 0) | (positions >= config.max_position_embeddings)).any(),
+            lambda: f"`position_ids` must lie in [0, max_position_embeddings={config.max_position_embeddings}).",
+        )
+        # the same NaN when the mask hides every valid element of a row (a drawn mask always leaves one visible)
+        hidden = ~(valid & ~elements.masked_positions).any(dim=1)
+        check(
+            hidden.any(),
+            lambda: f"The mask hides every valid element of rows {rows(hidden)}; keep at least one visible.",
+        )
+        failed = torch.stack([flag for flag, _ in checks]).tolist()  # the one host sync
+        for is_failed, (_, message) in zip(failed, checks):
+            if is_failed:
+                raise ValueError(message())
 
 
 class SMAForMaskedModeling(SMAPreTrainedModel):
@@ -637,37 +727,30 @@ class SMAForMaskedModeling(SMAPreTrainedModel):
         generator (`torch.Generator`, *optional*):
             Drives the random choices of the mask.
         """
+        elements = self.sma.derive_elements(input_ids, inputs, attention_mask, position_ids, masked_positions)
         outputs = self.sma(
-            input_ids=input_ids,
-            inputs=inputs,
-            attention_mask=attention_mask,
-            position_ids=position_ids,
-            masked_positions=masked_positions,
-            sample_mask=self.training and masked_positions is None,
-            generator=generator,
-            **kwargs,
+            elements=elements, sample_mask=self.training and masked_positions is None, generator=generator, **kwargs
         )
-        if position_ids is None:
-            position_ids = default_position_ids(input_ids, inputs, attention_mask)
-        valid = torch.ones_like(outputs.mask) if attention_mask is None else attention_mask.bool()
+        valid = elements.valid
         if self.training:
             # the loss reads only the masked positions, so only those are decoded (decoding every position took
             # about half of the training step at 15% masking)
-            decoded, loss_positions = kept_indices(outputs.mask)
-            decoded_positions = decoded.masked_fill(~loss_positions, -1)
-            if not torch.compiler.is_compiling() and not loss_positions.any():
+            num_masked = most_kept(outputs.mask)
+            if num_masked == 0 and not torch.compiler.is_compiling():
                 logger.warning_once(
                     "No element was masked in a training batch (its sequences are too short for masking_ratio="
                     f"{self.config.masking_ratio}); its loss is 0."
                 )
+            decoded, loss_positions = kept_indices(outputs.mask, max(1, num_masked))
+            decoded_positions = decoded.masked_fill(~loss_positions, -1)
         else:  # every position; without a mask the loss is plain reconstruction, so that it is always defined
             decoded = torch.arange(valid.shape[1], device=valid.device).expand(valid.shape)
             loss_positions = torch.where(outputs.mask.any(), outputs.mask, valid)
             decoded_positions = None
-        logits = self.decoder(outputs.last_hidden_state, outputs.hidden_mask, position_ids.gather(1, decoded))
-        targets = self._reconstruction_targets(input_ids, inputs, labels, valid)
+        logits = self.decoder(outputs.last_hidden_state, outputs.hidden_mask, elements.position_ids.gather(1, decoded))
+        targets = self._reconstruction_targets(elements, labels)
         index = decoded if targets.dim() == 2 else decoded[:, :, None].expand(-1, -1, targets.shape[-1])
-        loss = self._reconstruction_loss(logits, targets.gather(1, index), loss_positions)
+        loss = self._reconstruction_loss(logits, targets.gather(1, index), loss_positions, labels is not None)
         return SMAMaskedModelingOutput(
             loss=loss,
             logits=logits,
@@ -677,8 +760,9 @@ class SMAForMaskedModeling(SMAPreTrainedModel):
             attentions=outputs.attentions,
         )
 
-    def _reconstruction_targets(self, input_ids, inputs, labels, valid):
+    def _reconstruction_targets(self, elements: SMAElements, labels):
         """Token ids (-100 = ignore) or float32 values, shaped like the inputs; standardised if so configured."""
+        input_ids, inputs, valid = elements.input_ids, elements.inputs, elements.valid
         if input_ids is not None:
             if labels is None:
                 return input_ids
@@ -695,9 +779,11 @@ class SMAForMaskedModeling(SMAPreTrainedModel):
                 f"`labels` must be float values shaped like `inputs` {tuple(inputs.shape)}, "
                 f"got {labels.dtype} {tuple(labels.shape)}."
             )
-        elif not torch.compiler.is_compiling() and not torch.isfinite(labels[valid]).all():
+        # a NaN target makes the loss NaN; padding is never a target, and is zeroed below
+        elif not torch.compiler.is_compiling() and (~torch.isfinite(labels) & valid[:, :, None]).any():
             raise ValueError("`labels` holds NaN or infinite values.")
-        targets = labels.float()
+        # whatever padding holds must not reach the sums below (0 x NaN is NaN)
+        targets = labels.float().masked_fill(~valid[:, :, None], 0.0)
         if self.config.normalize_continuous_targets:
             weights = valid[:, :, None].to(targets.dtype)
             count = weights.sum(dim=1, keepdim=True)
@@ -706,11 +792,13 @@ class SMAForMaskedModeling(SMAPreTrainedModel):
             targets = (targets - mean) / (variance + 1e-6).sqrt()
         return targets
 
-    def _reconstruction_loss(self, logits, targets, loss_positions):
+    def _reconstruction_loss(self, logits, targets, loss_positions, labels_given: bool):
         """Mean loss over `loss_positions` (0 when there are none, so that a batch without a mask adds nothing)."""
         if self.config.input_type == "discrete":
             loss_positions = loss_positions & (targets != -100)
-            if not torch.compiler.is_compiling() and not self.training and not loss_positions.any():
+            # an evaluation loss of 0 over nothing would read as a perfect score; only given labels can be all -100
+            check = labels_given and not self.training and not torch.compiler.is_compiling()
+            if check and not loss_positions.any():
                 raise ValueError("No masked position has a label (all are -100); the loss would be undefined.")
             per_position = F.cross_entropy(
                 logits.float().transpose(1, 2), targets.masked_fill(~loss_positions, 0), reduction="none"
@@ -789,7 +877,7 @@ class SMAForSequenceClassification(SMAPreTrainedModel):
                     f"problem_type='single_label_classification' needs integer class ids of shape ({batch_size},), "
                     f"got {labels.dtype} {tuple(labels.shape)}."
                 )
-            if labels.min() < 0 or labels.max() >= self.num_labels:
+            if ((labels < 0) | (labels >= self.num_labels)).any():  # a device-side assert on CUDA otherwise
                 raise ValueError(f"`labels` must be class ids in [0, num_labels={self.num_labels}).")
             return F.cross_entropy(logits.float(), labels)
         if config.problem_type == "multi_label_classification":
@@ -830,36 +918,38 @@ class SMAForTokenClassification(SMAPreTrainedModel):
         labels (`torch.LongTensor` of shape `(batch_size, sequence_length)`, *optional*):
             Class id of each element; -100 (and padding) is ignored.
         """
-        outputs = self.sma(
-            input_ids=input_ids, inputs=inputs, attention_mask=attention_mask, position_ids=position_ids, **kwargs
-        )
-        if position_ids is None:
-            position_ids = default_position_ids(input_ids, inputs, attention_mask)
-        logits = self.classifier(outputs.last_hidden_state, outputs.hidden_mask, position_ids)
-        loss = None
-        if labels is not None:
-            if labels.shape != logits.shape[:2] or labels.dtype.is_floating_point:
-                raise ValueError(
-                    f"`labels` must be integer class ids of shape {tuple(logits.shape[:2])}, "
-                    f"got {labels.dtype} {tuple(labels.shape)}."
-                )
-            if attention_mask is not None:
-                labels = labels.masked_fill(~attention_mask.bool(), -100)
-            kept = labels[labels != -100]
-            if kept.numel() == 0:
-                raise ValueError("Every `labels` entry is -100 or padding; the loss would be undefined.")
-            if kept.min() < 0 or kept.max() >= self.num_labels:
-                raise ValueError(f"`labels` must be class ids in [0, num_labels={self.num_labels}) or -100.")
-            loss = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=-100)
+        elements = self.sma.derive_elements(input_ids, inputs, attention_mask, position_ids)
+        outputs = self.sma(elements=elements, **kwargs)
+        logits = self.classifier(outputs.last_hidden_state, outputs.hidden_mask, elements.position_ids)
+        loss = self._loss(logits, labels, elements.valid) if labels is not None else None
         return TokenClassifierOutput(
             loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
         )
 
+    def _loss(self, logits, labels, valid):
+        if labels.shape != logits.shape[:2] or labels.dtype.is_floating_point:
+            raise ValueError(
+                f"`labels` must be integer class ids of shape {tuple(logits.shape[:2])}, "
+                f"got {labels.dtype} {tuple(labels.shape)}."
+            )
+        labels = labels.masked_fill(~valid, -100)  # padding is never a target
+        ignored = labels == -100
+        out_of_range = ~ignored & ((labels < 0) | (labels >= self.num_labels))
+        # one host sync for both: no target makes the mean loss NaN; a class id outside the logits is a device-side
+        # assert on CUDA
+        nothing_to_learn, any_out_of_range = torch.stack([ignored.all(), out_of_range.any()]).tolist()
+        if nothing_to_learn:
+            raise ValueError("Every `labels` entry is -100 or padding; the loss would be undefined.")
+        if any_out_of_range:
+            raise ValueError(f"`labels` must be class ids in [0, num_labels={self.num_labels}) or -100.")
+        return F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=-100)
+
 
 __all__ = [
-    "SMAPreTrainedModel",
-    "SMAModel",
+    "SMAElements",
     "SMAForMaskedModeling",
     "SMAForSequenceClassification",
     "SMAForTokenClassification",
+    "SMAModel",
+    "SMAPreTrainedModel",
 ]

@@ -1,0 +1,115 @@
+"""`SMAConfig` as a `@strict` dataclass: typed fields, `Literal` choices, `validate_architecture`, the same keys."""
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+from conftest import tiny_config
+from huggingface_hub.errors import StrictDataclassError
+from transformers import AutoConfig
+
+from sma_hf import SMAConfig
+from sma_hf.configuration_sma import SMAConfigError
+
+FIXTURES = Path(__file__).parent / "fixtures" / "sma-tiny-v0"
+
+# the keyword defaults of the hand-written `SMAConfig.__init__` before it became a dataclass (commit 016105a)
+DEFAULTS_BEFORE_STRICT = {
+    "input_type": "discrete", "vocab_size": 262, "pad_token_id": 0, "mask_token_id": 3, "input_channels": 1,
+    "embedding_size": 256, "max_position_embeddings": 512, "encoder_type": "cross_attention", "num_latents": 128,
+    "hidden_size": 256, "num_hidden_layers": 4, "num_attention_heads": 8, "num_cross_attention_heads": 1,
+    "intermediate_size": 1024, "hidden_act": "gelu", "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0,
+    "drop_path_rate": 0.0, "initializer_range": 0.02, "layer_norm_eps": 1e-05, "masking_strategy": "self_guided",
+    "masking_ratio": 0.15, "num_per_query": 3, "head_aggregation": "mean", "mask_self": False,
+    "mask_noise_ratio": 1.0, "normalize_continuous_targets": True, "decoder_hidden_size": 256,
+    "decoder_num_attention_heads": 8, "decoder_intermediate_size": 1024, "classifier_pooling": "attention",
+}  # fmt: skip
+
+
+def test_fields_and_defaults_are_those_of_before():
+    own_fields = {f.name: f.default for f in dataclasses.fields(SMAConfig)}
+    assert {name: own_fields[name] for name in DEFAULTS_BEFORE_STRICT} == DEFAULTS_BEFORE_STRICT
+    config = SMAConfig()
+    assert {name: getattr(config, name) for name in DEFAULTS_BEFORE_STRICT} == DEFAULTS_BEFORE_STRICT
+
+
+@pytest.mark.parametrize(
+    "overrides,match",
+    [
+        ({"hidden_size": "64"}, r"`hidden_size` must be a positive integer, got '64'\."),
+        ({"num_latents": 8.0}, r"`num_latents` must be a positive integer, got 8\.0\."),
+        ({"mask_self": "yes"}, r"`mask_self` must be of type bool, got 'yes'\."),
+        ({"masking_ratio": True}, r"`masking_ratio` must be a number in \(0, 1\), got True\."),
+        ({"input_type": "image"}, r"`input_type` must be one of \('discrete', 'continuous'\), got 'image'\."),
+    ],
+)
+def test_wrong_type_or_choice_is_refused(overrides, match):
+    with pytest.raises(SMAConfigError, match=match) as error:
+        tiny_config(**overrides)
+    # what SMA configs always raised, and what `@strict` configs raise
+    assert isinstance(error.value, ValueError) and isinstance(error.value, StrictDataclassError)
+
+
+def test_assignment_is_checked_too():
+    config = tiny_config()
+    config.classifier_pooling = "mean"
+    with pytest.raises(SMAConfigError, match="`classifier_pooling` must be one of"):
+        config.classifier_pooling = "cls"
+    with pytest.raises(SMAConfigError, match=r"`masking_ratio` must be a number in \(0, 1\), got 1\.5"):
+        config.masking_ratio = 1.5
+    assert config.classifier_pooling == "mean" and config.masking_ratio == 0.3
+
+
+def test_rules_between_fields_run_at_construction_and_when_saving(tmp_path):
+    with pytest.raises(SMAConfigError, match="`num_attention_heads`=4 must divide `hidden_size`=30"):
+        tiny_config(hidden_size=30)
+    config = tiny_config()
+    config.mask_self = True  # a field on its own is fine; the rule between fields is checked when saving
+    with pytest.raises(SMAConfigError, match="`mask_self=True` needs `encoder_type='self_attention'`"):
+        config.save_pretrained(tmp_path)
+    assert not (tmp_path / "config.json").exists()
+
+
+def test_continuous_models_need_no_token_ids():
+    config = tiny_config(input_type="continuous", pad_token_id=None, mask_token_id=None)
+    assert config.pad_token_id is None
+    with pytest.raises(SMAConfigError, match=r"`pad_token_id` must be an id in \[0, vocab_size=262\), got None"):
+        tiny_config(pad_token_id=None)
+
+
+def test_save_load_round_trip_keeps_every_key(tmp_path):
+    config = tiny_config(encoder_type="self_attention", input_type="continuous", mask_self=True, num_labels=4)
+    config.save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert set(DEFAULTS_BEFORE_STRICT) <= set(saved)  # fields at their default are written too
+    reloaded = SMAConfig.from_pretrained(tmp_path)
+    assert type(reloaded) is SMAConfig and reloaded.to_dict() == config.to_dict()
+
+
+@pytest.mark.parametrize("folder", ["discrete-cross-attention", "continuous-self-attention"])
+def test_config_saved_before_strict_loads_and_saves_the_same_keys(tmp_path, folder):
+    before = json.loads((FIXTURES / folder / "config.json").read_text())
+    config = SMAConfig.from_pretrained(FIXTURES / folder)
+    assert {name: getattr(config, name) for name in DEFAULTS_BEFORE_STRICT} == {
+        name: before[name] for name in DEFAULTS_BEFORE_STRICT
+    }
+    config.save_pretrained(tmp_path)
+    assert json.loads((tmp_path / "config.json").read_text()) == before
+
+
+def test_a_bad_value_in_config_json_is_refused(tmp_path):
+    tiny_config().save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**saved, "encoder_type": "perceiver"}))
+    with pytest.raises(SMAConfigError, match="`encoder_type` must be one of"):
+        SMAConfig.from_pretrained(tmp_path)
+
+
+def test_auto_config_and_unknown_keys():
+    config = AutoConfig.for_model("sma", hidden_size=64, num_attention_heads=4)
+    assert type(config) is SMAConfig and config.hidden_size == 64
+    # like every PreTrainedConfig, a key that is no field is stored, not refused: list the fields to catch a typo
+    assert SMAConfig(masking_ration=0.2).masking_ration == 0.2
+    assert "masking_ration" not in {f.name for f in dataclasses.fields(SMAConfig)}
+    assert set(DEFAULTS_BEFORE_STRICT) <= {f.name for f in dataclasses.fields(SMAConfig)}
