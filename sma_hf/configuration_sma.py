@@ -1,23 +1,9 @@
 """Configuration of Self-guided Masked Autoencoders (SMA)."""
 
-from dataclasses import Field
-from typing import Literal, get_args, get_origin
+from typing import Literal
 
 from huggingface_hub.dataclasses import strict, validated_field
-from huggingface_hub.errors import (
-    StrictDataclassClassValidationError,
-    StrictDataclassError,
-    StrictDataclassFieldValidationError,
-)
 from transformers import PreTrainedConfig
-
-
-class SMAConfigError(StrictDataclassError, ValueError):
-    """An `SMAConfig` value the model cannot use.
-
-    `@strict` reports a bad field as huggingface_hub's `StrictDataclassError`, which is no `ValueError`; SMA configs
-    have always raised `ValueError` naming the field and what it needs. This error is both.
-    """
 
 
 def _checked_field(default, requirement: str, check):
@@ -25,9 +11,9 @@ def _checked_field(default, requirement: str, check):
 
     def validator(value):
         if not check(value):
-            raise ValueError(requirement)
+            raise ValueError(f"must be {requirement}, got {value!r}")
 
-    return validated_field(validator, default=default, metadata={"requirement": requirement})
+    return validated_field(validator, default=default)
 
 
 def _positive_int(default: int):
@@ -45,40 +31,6 @@ def _number_in(default: float, low: float, high: float, *, low_open: bool, high_
     return _checked_field(default, f"a number in {interval}", check)
 
 
-def _requirement(config_field: Field) -> str:
-    """What a field's value must be, in the words of its error message."""
-    if "requirement" in config_field.metadata:
-        return config_field.metadata["requirement"]
-    if get_origin(config_field.type) is Literal:
-        return f"one of {get_args(config_field.type)}"
-    return f"of type {getattr(config_field.type, '__name__', config_field.type)}"
-
-
-def _raise_config_errors(config_class):
-    """Re-raise `@strict`'s errors as `SMAConfigError`s that say what the field needs (applied above `@strict`)."""
-    strict_setattr, strict_validate = config_class.__setattr__, config_class.validate
-
-    def __setattr__(self, name, value):
-        try:
-            strict_setattr(self, name, value)
-        except StrictDataclassFieldValidationError as error:
-            requirement = _requirement(config_class.__dataclass_fields__[name])
-            raise SMAConfigError(f"`{name}` must be {requirement}, got {value!r}.") from error
-
-    def validate(self):
-        try:
-            strict_validate(self)
-        except StrictDataclassClassValidationError as error:
-            raise SMAConfigError(str(error.__cause__)) from error
-
-    # `@strict` on a subclass replaces a `validate` only if it is marked as its own
-    validate.__is_defined_by_strict_decorator__ = True
-    config_class.__setattr__ = __setattr__
-    config_class.validate = validate
-    return config_class
-
-
-@_raise_config_errors
 @strict
 class SMAConfig(PreTrainedConfig):
     r"""
@@ -160,9 +112,11 @@ class SMAConfig(PreTrainedConfig):
             How [`SMAModel`] pools its output into one vector: a learned query attending to the final hidden states
             (`"attention"`) or their mean (`"mean"`).
 
-    A field value the model cannot use raises [`SMAConfigError`] (a `ValueError`) at construction and on assignment;
-    the rules between fields (`validate_architecture`) run at construction and in `save_pretrained`. Keys that are no
-    field are stored as they are, as on every `PreTrainedConfig`.
+    As on every `@strict` config of transformers, a field value of the wrong type or outside its choices or range
+    raises huggingface_hub's `StrictDataclassFieldValidationError` naming the field, at construction and on
+    assignment; the rules between fields (`validate_architecture`) raise `StrictDataclassClassValidationError` at
+    construction and in `save_pretrained`. Keys that are no field are stored as they are, as on every
+    `PreTrainedConfig`.
     """
 
     model_type = "sma"
@@ -229,4 +183,4 @@ class SMAConfig(PreTrainedConfig):
             )
 
 
-__all__ = ["SMAConfig", "SMAConfigError"]
+__all__ = ["SMAConfig"]

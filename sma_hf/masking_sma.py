@@ -15,7 +15,7 @@ import torch
 
 
 def masked_counts(valid: torch.Tensor, ratio: float, already_masked: torch.Tensor | None = None) -> torch.Tensor:
-    """Elements still to mask per example: round(ratio x valid) in all (at most valid - 1), less those already masked."""
+    """Elements still to mask per example: round(ratio x valid), at most valid - 1, less those masked already."""
     num_valid = valid.sum(dim=1)
     # float64 so that the count equals Python's round(ratio * n) exactly, ties included
     counts = torch.minimum(torch.round(num_valid.double() * ratio).long(), num_valid - 1)

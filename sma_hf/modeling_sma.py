@@ -28,6 +28,7 @@ from transformers.utils.output_capturing import OutputRecorder, capture_outputs
 from .configuration_sma import SMAConfig
 from .masking_sma import random_masked_positions, self_guided_masked_positions
 
+
 logger = logging.get_logger(__name__)
 
 

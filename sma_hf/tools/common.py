@@ -1,7 +1,7 @@
 """What the tools share: the presets, task specs and card template shipped with the package, reading a model's
 config and processor, the check of input rows, atomic JSON files."""
 
-import inspect
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -52,7 +52,7 @@ def load_sma_config(model_name_or_path: str | None, config_name: str | None) -> 
         path = shipped_or_path(config_name, PRESETS_DIR, "--config_name")
         values = {k: v for k, v in json.loads(path.read_text()).items() if k != "model_type"}
         # a config stores any keyword it is given, so a misspelt field would otherwise be ignored silently
-        known = set(inspect.signature(SMAConfig.__init__).parameters) | set(PreTrainedConfig().to_dict())
+        known = {field.name for field in dataclasses.fields(SMAConfig)} | set(PreTrainedConfig().to_dict())
         unknown = sorted(set(values) - known)
         if unknown:
             raise ValueError(f"{path} has fields that SMAConfig does not know: {unknown}.")

@@ -369,6 +369,8 @@ def finetune(args, command: str | None = None) -> dict:
     splits = load_splits(task, args.data_dir)
     config = load_config(args, task)
     processor = fitted_processor(args, config, splits["train"][task["input_column"]])
+    if config.input_type == "discrete":  # what Trainer would otherwise align, with a warning for every seed
+        config.bos_token_id, config.eos_token_id = processor.bos_token_id, processor.eos_token_id
     encoder = Encoder(task, config, processor, max_input_length(args.max_seq_length, config))
     encoded = {split: encoder.encode_split(splits[split], split) for split in SPLITS}  # train first: label statistics
     if encoder.skipped:

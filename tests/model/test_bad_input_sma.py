@@ -4,8 +4,9 @@ import math
 
 import pytest
 import torch
-
 from conftest import tiny_config
+from huggingface_hub.errors import StrictDataclassError
+
 from sma_hf import SMAConfig, SMAForMaskedModeling, SMAForSequenceClassification, SMAForTokenClassification, SMAModel
 
 
@@ -31,21 +32,48 @@ VALUES = torch.randn(2, 5, 3)
         ({"inputs": VALUES}, ValueError, "takes `input_ids`"),
         ({"input_ids": IDS[0]}, ValueError, r"`input_ids` must be \[batch, length\]"),
         ({"input_ids": IDS.float()}, TypeError, "`input_ids` must hold integer ids"),
-        ({"input_ids": IDS.masked_fill(IDS == IDS[0, 0], 262)}, ValueError, r"`input_ids` holds ids outside \[0, vocab_size=262\)"),
+        (
+            {"input_ids": IDS.masked_fill(IDS == IDS[0, 0], 262)},
+            ValueError,
+            r"`input_ids` holds ids outside \[0, vocab_size=262\)",
+        ),
         ({"input_ids": -IDS}, ValueError, "`input_ids` holds ids outside"),
         ({"input_ids": torch.randint(6, 262, (1, 65))}, ValueError, "longer than max_position_embeddings=64"),
-        ({"input_ids": IDS, "attention_mask": torch.ones(2, 4)}, ValueError, r"`attention_mask` must have shape \(2, 5\)"),
+        (
+            {"input_ids": IDS, "attention_mask": torch.ones(2, 4)},
+            ValueError,
+            r"`attention_mask` must have shape \(2, 5\)",
+        ),
         ({"input_ids": IDS, "attention_mask": torch.full((2, 5), 2)}, ValueError, "`attention_mask` must hold only 0"),
-        ({"input_ids": IDS, "attention_mask": torch.tensor([[1] * 5, [0] * 5])}, ValueError, r"`attention_mask` rows \[1\] have no valid element"),
+        (
+            {"input_ids": IDS, "attention_mask": torch.tensor([[1] * 5, [0] * 5])},
+            ValueError,
+            r"`attention_mask` rows \[1\] have no valid element",
+        ),
         ({"input_ids": IDS, "position_ids": torch.full((2, 5), 64)}, ValueError, "`position_ids` must lie in"),
-        ({"input_ids": IDS, "masked_positions": torch.ones(2, 5)}, ValueError, "`masked_positions` must be a bool tensor"),
-        ({"input_ids": IDS, "masked_positions": torch.ones(2, 5, dtype=torch.bool)}, ValueError, "hides every valid element of rows"),
+        (
+            {"input_ids": IDS, "masked_positions": torch.ones(2, 5)},
+            ValueError,
+            "`masked_positions` must be a bool tensor",
+        ),
+        (
+            {"input_ids": IDS, "masked_positions": torch.ones(2, 5, dtype=torch.bool)},
+            ValueError,
+            "hides every valid element of rows",
+        ),
         ({"input_ids": IDS, "labels": IDS.float()}, ValueError, "`labels` must be integer ids"),
         ({"input_ids": IDS, "labels": IDS[:, :4]}, ValueError, "`labels` must be integer ids shaped like"),
-        ({"input_ids": IDS, "masked_positions": torch.eye(5, dtype=torch.bool)[:2], "labels": torch.full((2, 5), -100)},
-         ValueError, "No masked position has a label"),
+        (
+            {
+                "input_ids": IDS,
+                "masked_positions": torch.eye(5, dtype=torch.bool)[:2],
+                "labels": torch.full((2, 5), -100),
+            },
+            ValueError,
+            "No masked position has a label",
+        ),
     ],
-)  # fmt: skip
+)
 def test_discrete_bad_inputs(discrete, kwargs, error, match):
     with pytest.raises(error, match=match):
         discrete(**kwargs)
@@ -58,14 +86,25 @@ def test_discrete_bad_inputs(discrete, kwargs, error, match):
         ({"inputs": VALUES[..., :2]}, ValueError, r"`inputs` must be \[batch, length, input_channels=3\]"),
         ({"inputs": VALUES[0]}, ValueError, r"`inputs` must be \[batch, length, input_channels=3\]"),
         ({"inputs": VALUES.long()}, TypeError, "`inputs` must be floating point"),
-        ({"inputs": VALUES.index_put((torch.tensor([1]), torch.tensor([2])), torch.tensor(math.nan))}, ValueError, "NaN or infinite"),
+        (
+            {"inputs": VALUES.index_put((torch.tensor([1]), torch.tensor([2])), torch.tensor(math.nan))},
+            ValueError,
+            "NaN or infinite",
+        ),
         ({"inputs": VALUES.index_put((torch.tensor([0]),), torch.tensor(math.inf))}, ValueError, "NaN or infinite"),
-        ({"inputs": VALUES, "labels": VALUES[:, :3]}, ValueError, "`labels` must be float values shaped like `inputs`"),
+        (
+            {"inputs": VALUES, "labels": VALUES[:, :3]},
+            ValueError,
+            "`labels` must be float values shaped like `inputs`",
+        ),
         ({"inputs": VALUES, "labels": VALUES.long()}, ValueError, "`labels` must be float values"),
-        ({"inputs": VALUES, "labels": VALUES.index_put((torch.tensor([0]),), torch.tensor(math.inf))}, ValueError,
-         "`labels` holds NaN or infinite"),
+        (
+            {"inputs": VALUES, "labels": VALUES.index_put((torch.tensor([0]),), torch.tensor(math.inf))},
+            ValueError,
+            "`labels` holds NaN or infinite",
+        ),
     ],
-)  # fmt: skip
+)
 def test_continuous_bad_inputs(continuous, kwargs, error, match):
     with pytest.raises(error, match=match):
         continuous(**kwargs)
@@ -109,30 +148,33 @@ def test_token_classification_bad_labels():
 @pytest.mark.parametrize(
     "overrides,match",
     [
-        ({"input_type": "image"}, "`input_type` must be one of"),
-        ({"encoder_type": "perceiver"}, "`encoder_type` must be one of"),
-        ({"masking_strategy": "span"}, "`masking_strategy` must be one of"),
-        ({"head_aggregation": "max"}, "`head_aggregation` must be one of"),
-        ({"classifier_pooling": "cls"}, "`classifier_pooling` must be one of"),
-        ({"masking_ratio": 0.0}, r"`masking_ratio` must be a number in \(0, 1\)"),
-        ({"masking_ratio": 1.0}, r"`masking_ratio` must be a number in \(0, 1\)"),
-        ({"mask_noise_ratio": 1.5}, r"`mask_noise_ratio` must be a number in \[0, 1\]"),
-        ({"num_per_query": 0.5}, "`num_per_query` must be a number in"),
-        ({"hidden_size": "64"}, "`hidden_size` must be a positive integer"),
-        ({"num_latents": 0}, "`num_latents` must be a positive integer"),
-        ({"num_hidden_layers": 0}, "`num_hidden_layers` must be a positive integer"),
+        ({"input_type": "image"}, "Field 'input_type' expected one of"),
+        ({"encoder_type": "perceiver"}, "Field 'encoder_type' expected one of"),
+        ({"masking_strategy": "span"}, "Field 'masking_strategy' expected one of"),
+        ({"head_aggregation": "max"}, "Field 'head_aggregation' expected one of"),
+        ({"classifier_pooling": "cls"}, "Field 'classifier_pooling' expected one of"),
+        ({"masking_ratio": 0.0}, r"field 'masking_ratio':\s+ValueError: must be a number in \(0, 1\)"),
+        ({"masking_ratio": 1.0}, r"field 'masking_ratio':\s+ValueError: must be a number in \(0, 1\)"),
+        ({"mask_noise_ratio": 1.5}, r"field 'mask_noise_ratio':\s+ValueError: must be a number in \[0, 1\]"),
+        ({"num_per_query": 0.5}, r"field 'num_per_query':\s+ValueError: must be a number in"),
+        ({"hidden_size": "64"}, "Field 'hidden_size' expected int"),
+        ({"num_latents": 0}, r"field 'num_latents':\s+ValueError: must be a positive integer"),
+        ({"num_hidden_layers": 0}, r"field 'num_hidden_layers':\s+ValueError: must be a positive integer"),
         ({"hidden_size": 30}, "`num_attention_heads`=4 must divide `hidden_size`=30"),
         ({"num_cross_attention_heads": 3}, "`num_cross_attention_heads`=3 must divide `hidden_size`=32"),
         ({"decoder_num_attention_heads": 5}, "`decoder_num_attention_heads`=5 must divide"),
         ({"encoder_type": "self_attention", "embedding_size": 48}, "must equal `hidden_size`"),
         ({"mask_self": True}, "`mask_self=True` needs `encoder_type='self_attention'`"),
-        ({"encoder_type": "self_attention", "mask_self": True, "masking_strategy": "random"}, "`mask_self=True` needs `masking_strategy='self_guided'`"),
+        (
+            {"encoder_type": "self_attention", "mask_self": True, "masking_strategy": "random"},
+            "`mask_self=True` needs `masking_strategy='self_guided'`",
+        ),
         ({"mask_token_id": 262}, r"`mask_token_id` must be an id in \[0, vocab_size=262\)"),
-        ({"drop_path_rate": 1.0}, "`drop_path_rate` must be a number in"),
+        ({"drop_path_rate": 1.0}, r"field 'drop_path_rate':\s+ValueError: must be a number in"),
     ],
 )
 def test_config_rejects_impossible_values(overrides, match):
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises(StrictDataclassError, match=match):
         tiny_config(**overrides)
 
 

@@ -96,9 +96,13 @@ def test_head_loads_pretrained_encoder(tmp_path):
     # the new head is initialised, not left empty: the pooler query follows N(0, initializer_range)
     assert 0.005 < float(classifier.sma.pooler.query.detach().std()) < 0.05
     tokens = SMAForTokenClassification.from_pretrained(tmp_path)  # the pretraining decoder does not load here
-    assert torch.equal(tokens.sma.embeddings.position_embeddings.weight, pretrained.sma.embeddings.position_embeddings.weight)
+    assert torch.equal(
+        tokens.sma.embeddings.position_embeddings.weight, pretrained.sma.embeddings.position_embeddings.weight
+    )
     base = SMAModel.from_pretrained(tmp_path)
-    assert torch.equal(base.embeddings.position_embeddings.weight, pretrained.sma.embeddings.position_embeddings.weight)
+    assert torch.equal(
+        base.embeddings.position_embeddings.weight, pretrained.sma.embeddings.position_embeddings.weight
+    )
 
 
 def _save_reference_folder(folder, config, with_preprocessors=True):
@@ -141,7 +145,8 @@ def test_every_head_loads_with_remote_code_without_the_package(tmp_path, input_t
         BLOCK_PACKAGE
         + f"""
 import torch, transformers
-folder, inputs, expected = {str(folder)!r}, torch.load({str(tmp_path / 'inputs.pt')!r}), torch.load({str(tmp_path / 'expected.pt')!r})
+folder = {str(folder)!r}
+inputs, expected = torch.load({str(tmp_path / "inputs.pt")!r}), torch.load({str(tmp_path / "expected.pt")!r})
 for name, reference in expected.items():
     torch.manual_seed(0)
     model = getattr(transformers, name).from_pretrained(folder, trust_remote_code=True).eval()
@@ -184,10 +189,10 @@ print(type(model).__module__, tuple(out.last_hidden_state.shape))
     assert installed.split() == ["sma_hf.modeling_sma", "(2,", f"{config.num_latents},", f"{config.hidden_size})"]
     remote = run_python(BLOCK_PACKAGE + code.format(kwargs="trust_remote_code=True"), **env)
     assert remote.split()[0].startswith("transformers_modules.") and remote.split()[1:] == installed.split()[1:]
+    load_absent = "import sma_hf, transformers; transformers.AutoModel.from_pretrained('org/absent')"
     missing = subprocess.run(
-        [sys.executable, "-c", "import sma_hf; from transformers import AutoModel; AutoModel.from_pretrained('org/absent')"],
-        capture_output=True, text=True, env={**os.environ, **env},
-    )  # fmt: skip
+        [sys.executable, "-c", load_absent], capture_output=True, text=True, env={**os.environ, **env}
+    )
     assert missing.returncode != 0 and "OSError" in missing.stderr
 
 

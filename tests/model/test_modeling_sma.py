@@ -2,9 +2,10 @@ import itertools
 
 import pytest
 import torch
+from conftest import ENCODER_TYPES, INPUT_TYPES, STRATEGIES, ragged_attention_mask, random_inputs, tiny_config
 
-from conftest import ENCODER_TYPES, INPUT_TYPES, STRATEGIES, random_inputs, ragged_attention_mask, tiny_config
 from sma_hf import SMAForMaskedModeling, SMAForSequenceClassification, SMAForTokenClassification, SMAModel
+
 
 MODES = list(itertools.product(ENCODER_TYPES, INPUT_TYPES))
 
@@ -90,7 +91,9 @@ def test_masking_equals_deleting_equals_padding(encoder_type, input_type):
     other = random_inputs(config, 1, length, seed=5)
     name = next(iter(inputs))
     replaced = dict(inputs)
-    replaced[name] = torch.where(masked[..., None] if input_type == "continuous" else masked, other[name], inputs[name])
+    replaced[name] = torch.where(
+        masked[..., None] if input_type == "continuous" else masked, other[name], inputs[name]
+    )
     with_other_content = model(**replaced, masked_positions=masked)
 
     for out in (deleted, as_padding, with_other_content):
@@ -106,8 +109,10 @@ def test_padding_invariance(encoder_type, input_type, side):
     model = SMAForTokenClassification(config).eval()
     base = SMAModel(config).eval()
     inputs = random_inputs(config, 1, 10)
-    padded = {name: torch.cat([value, value[:, :5]], dim=1) if side == "right" else torch.cat([value[:, :5], value], dim=1)
-              for name, value in inputs.items()}  # fmt: skip
+    padded = {
+        name: torch.cat([value, value[:, :5]], dim=1) if side == "right" else torch.cat([value[:, :5], value], dim=1)
+        for name, value in inputs.items()
+    }
     attention_mask = torch.ones(1, 15, dtype=torch.long)
     attention_mask[0, 10:] = 0 if side == "right" else 1
     if side == "left":
@@ -210,7 +215,9 @@ def test_continuous_float32_inputs_into_a_bf16_model(encoder_type):
 
 def test_self_guided_mask_is_the_top_k_of_the_first_layer_attention():
     """Noise 0 and every latent sampled: the mask is the top-k of the summed, head-averaged first-layer attention."""
-    config = config_for("cross_attention", "continuous", masking_ratio=0.4, num_per_query=1.0)  # 8 queries >= 8 latents
+    config = config_for(
+        "cross_attention", "continuous", masking_ratio=0.4, num_per_query=1.0
+    )  # 8 queries >= 8 latents
     model = SMAForMaskedModeling(config)
     inputs = random_inputs(config, 3, 20)
     first_layer = model.eval()(**inputs, output_attentions=True).attentions[0]  # no mask in evaluation
@@ -282,7 +289,9 @@ def test_tiny_model_overfits_tiny_batch(encoder_type, input_type):
 
 
 @pytest.mark.parametrize("encoder_type,input_type", MODES)
-@pytest.mark.parametrize("model_class", [SMAForMaskedModeling, SMAForSequenceClassification, SMAForTokenClassification])
+@pytest.mark.parametrize(
+    "model_class", [SMAForMaskedModeling, SMAForSequenceClassification, SMAForTokenClassification]
+)
 def test_every_parameter_gets_a_gradient(encoder_type, input_type, model_class):
     """An unused parameter breaks DDP with activation checkpointing."""
     config = config_for(encoder_type, input_type, num_labels=3)

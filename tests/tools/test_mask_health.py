@@ -5,10 +5,10 @@ import logging
 import numpy as np
 import pytest
 import torch
+from test_pretraining_sma import corpus, pretrain_args  # noqa: F401  (the `corpus` fixture)
 
 from sma_hf.tools import pretrain
 from sma_hf.tools.mask_health import collapse_score, draw_masks, figure_png, mask_health
-from test_pretraining_sma import corpus, pretrain_args  # noqa: F401  (the `corpus` fixture)
 
 
 def test_thresholds_separate_the_measured_collapse_from_the_measured_healthy_run():

@@ -9,6 +9,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from sma_hf import SMAForMaskedModeling, SMAForSequenceClassification, SMAForTokenClassification, SMAModel
 
+
 MODEL_CLASSES = [SMAModel, SMAForMaskedModeling, SMAForSequenceClassification, SMAForTokenClassification]
 
 

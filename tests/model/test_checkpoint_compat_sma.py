@@ -14,6 +14,7 @@ from transformers import AutoModel, AutoModelForMaskedLM, AutoModelForSequenceCl
 
 from sma_hf import SMAConfig, SMAForMaskedModeling, SMAForSequenceClassification, SMAModel
 
+
 FIXTURES = Path(__file__).parent / "fixtures" / "sma-tiny-v0"
 FOLDERS = ["discrete-cross-attention", "continuous-self-attention"]
 # the head each fixture was saved from (with expected logits)
@@ -78,7 +79,7 @@ def test_outputs_are_unchanged_with_remote_code_for_every_head(tmp_path, folder)
         {"AutoModelForMaskedLM", "AutoModelForPreTraining"} if head_class is SMAForMaskedModeling else {head_name}
     )
     for name in ("configuration_sma.py", "modeling_sma.py", "masking_sma.py"):
-        assert (resaved / name).read_text() == (Path(__file__).parents[1] / "sma_hf" / name).read_text()
+        assert (resaved / name).read_text() == (Path(__file__).parents[2] / "sma_hf" / name).read_text()
     save_file({f"inputs.{k}": v for k, v in inputs.items()} | expected, tmp_path / "expected.safetensors")
     stdout = run_python(
         BLOCK_PACKAGE

@@ -9,6 +9,7 @@ from conftest import ENCODER_TYPES, INPUT_TYPES, ragged_attention_mask, random_i
 
 from sma_hf import SMAForMaskedModeling, SMAForSequenceClassification, SMAForTokenClassification, SMAModel
 
+
 MODES = list(itertools.product(ENCODER_TYPES, INPUT_TYPES))
 MODEL_CLASSES = [SMAModel, SMAForMaskedModeling, SMAForSequenceClassification, SMAForTokenClassification]
 
