@@ -10,6 +10,7 @@ same device as the tensors.
 """
 
 import math
+from typing import NamedTuple
 
 import torch
 
@@ -58,6 +59,100 @@ def random_masked_positions(
     return _with_already_masked(drawn, already_masked)
 
 
+class SampledQueries(NamedTuple):
+    """The queries whose attention rows choose a self-guided mask (the first step of `self_guided_masked_positions`).
+
+    rows: [batch, slots] long, query indices; each example's sampled queries first (in index order), then unsampled
+        queries filling the remaining slots. `slots` is a bound known from the shapes alone (no host sync).
+    sampled: [batch, slots] bool, which slots hold a sampled query.
+    counts: [batch] long, the sampled queries per example.
+    queries_are_inputs: whether query i is input position i (self-attention mode).
+    """
+
+    rows: torch.Tensor
+    sampled: torch.Tensor
+    counts: torch.Tensor
+    queries_are_inputs: bool
+
+
+def sampled_query_slots(num_queries: int, length: int, ratio: float, num_per_query: float) -> int:
+    """Slots for the sampled queries of a batch padded to `length`: round(length x ratio / num_per_query), at least
+    1, at most `num_queries`. No example samples more (`valid` is at most `length` per row), so no host sync is
+    needed."""
+    return min(num_queries, max(1, round(length * ratio / num_per_query)))
+
+
+def sample_queries(
+    valid: torch.Tensor,
+    num_queries: int,
+    ratio: float,
+    num_per_query: float,
+    queries_are_inputs: bool = False,
+    generator: torch.Generator | None = None,
+) -> SampledQueries:
+    """Draw round(valid x ratio / num_per_query) queries per example (at least one), uniformly among the valid input
+    positions (`queries_are_inputs`) or among all `num_queries` latents. One draw of [batch, num_queries] uniforms."""
+    batch_size, length = valid.shape
+    if queries_are_inputs:
+        if num_queries != length:
+            raise ValueError(f"Queries that are input positions must number {length}, got {num_queries}.")
+        query_valid = valid
+    else:
+        query_valid = torch.ones(batch_size, num_queries, dtype=torch.bool, device=valid.device)
+    counts = torch.round(valid.sum(dim=1).double() * ratio / num_per_query).long().clamp(min=1)
+    sampled = top_k_per_row(_uniform((batch_size, num_queries), valid, generator), query_valid, counts)
+    slots = sampled_query_slots(num_queries, length, ratio, num_per_query)
+    rows = torch.argsort((~sampled).to(torch.int8), dim=1, stable=True)[:, :slots]
+    return SampledQueries(rows, sampled.gather(1, rows), counts, queries_are_inputs)
+
+
+def gather_query_rows(attention_scores: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """[batch, heads, queries, length] -> the rows `rows` [batch, slots] of every head: [batch, heads, slots, length].
+    Also gathers queries [batch, heads, queries, head_dim] for their rows' scores."""
+    batch_size, num_heads, _, last = attention_scores.shape
+    return attention_scores.gather(2, rows[:, None, :, None].expand(batch_size, num_heads, -1, last))
+
+
+def masked_positions_from_rows(
+    row_scores: torch.Tensor,
+    queries: SampledQueries,
+    valid: torch.Tensor,
+    ratio: float,
+    head_aggregation: str = "mean",
+    mask_self: bool = False,
+    noise: float = 0.0,
+    generator: torch.Generator | None = None,
+    already_masked: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The second step of `self_guided_masked_positions`: the mask from the attention logits of the sampled queries
+    only, `row_scores` [batch, heads, slots, length] for the queries `queries.rows` (detached; any float dtype, the
+    selection runs in float32). Draws the heads (`random_mix`) and then the noise part from `generator`."""
+    with torch.autocast(valid.device.type, enabled=False):
+        batch_size, num_heads, num_slots, _ = row_scores.shape
+        if mask_self and not queries.queries_are_inputs:
+            raise ValueError("`mask_self=True` needs queries that are input positions (`queries_are_inputs=True`).")
+        candidates = _candidates(valid, already_masked)
+        row_probs = row_scores.float().masked_fill(~candidates[:, None, None, :], -math.inf).softmax(dim=-1)
+
+        weights = queries.sampled.float()[:, None, :]  # [batch, 1, slots]
+        if head_aggregation == "random_mix":
+            heads = torch.randint(num_heads, (batch_size, 1, num_slots), generator=generator, device=valid.device)
+            weights = weights * (heads == torch.arange(num_heads, device=valid.device)[None, :, None])
+        else:
+            weights = weights.expand(batch_size, num_heads, num_slots) / num_heads
+        scores = torch.einsum("bhqn,bhq->bn", row_probs, weights)
+        if mask_self:
+            # each sampled row sums to 1, so this bonus puts every sampled position above every other one
+            bonus = queries.sampled * (queries.counts[:, None] + 1)
+            scores = scores.scatter_add(1, queries.rows, bonus.to(scores.dtype))
+
+        counts = masked_counts(valid, ratio, already_masked)
+        num_random = torch.round(counts.double() * noise).long()
+        guided = top_k_per_row(scores, candidates, counts - num_random)
+        noise_part = top_k_per_row(_uniform(valid.shape, valid, generator), candidates & ~guided, num_random)
+        return _with_already_masked(guided | noise_part, already_masked)
+
+
 def self_guided_masked_positions(
     attention_scores: torch.Tensor,
     valid: torch.Tensor,
@@ -71,6 +166,10 @@ def self_guided_masked_positions(
     already_masked: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Self-guided masking from the first layer's attention.
+
+    Two steps, which a caller that can compute the logits of a few query rows cheaply may also run apart, with the
+    same random draws in the same order: `sample_queries` (which queries choose the mask), then
+    `masked_positions_from_rows` (the mask from those queries' rows of the logits).
 
     Args:
         attention_scores: [batch, heads, queries, length] attention logits of the first layer (detached). Padded
@@ -92,43 +191,21 @@ def self_guided_masked_positions(
         [batch, length] bool mask with exactly min(round(ratio x valid), valid - 1) True entries per row (or all of
         `already_masked`, if that is more).
     """
-    with torch.autocast(valid.device.type, enabled=False):
-        batch_size, num_heads, num_queries, length = attention_scores.shape
-        if mask_self and not queries_are_inputs:
-            raise ValueError("`mask_self=True` needs queries that are input positions (`queries_are_inputs=True`).")
-        if queries_are_inputs:
-            query_valid = valid
-        else:
-            query_valid = torch.ones(batch_size, num_queries, dtype=torch.bool, device=valid.device)
-        num_sampled = torch.round(valid.sum(dim=1).double() * ratio / num_per_query).long().clamp(min=1)
-        sampled = top_k_per_row(_uniform((batch_size, num_queries), valid, generator), query_valid, num_sampled)
-
-        # Only the sampled rows are turned into probabilities: gather them to the front, up to a bound known from the
-        # shapes alone (no host sync), instead of a softmax over every query.
-        max_sampled = min(num_queries, max(1, round(length * ratio / num_per_query)))
-        rows = torch.argsort((~sampled).to(torch.int8), dim=1, stable=True)[:, :max_sampled]
-        row_sampled = sampled.gather(1, rows)
-        row_scores = attention_scores.gather(2, rows[:, None, :, None].expand(-1, num_heads, -1, length)).float()
-        candidates = _candidates(valid, already_masked)
-        row_probs = row_scores.masked_fill(~candidates[:, None, None, :], -math.inf).softmax(dim=-1)
-
-        weights = row_sampled.float()[:, None, :]  # [batch, 1, sampled rows]
-        if head_aggregation == "random_mix":
-            heads = torch.randint(num_heads, (batch_size, 1, max_sampled), generator=generator, device=valid.device)
-            weights = weights * (heads == torch.arange(num_heads, device=valid.device)[None, :, None])
-        else:
-            weights = weights.expand(batch_size, num_heads, max_sampled) / num_heads
-        scores = torch.einsum("bhqn,bhq->bn", row_probs, weights)
-        if mask_self:
-            # each sampled row sums to 1, so this bonus puts every sampled position above every other one
-            bonus = row_sampled * (num_sampled[:, None] + 1)
-            scores = scores.scatter_add(1, rows, bonus.to(scores.dtype))
-
-        counts = masked_counts(valid, ratio, already_masked)
-        num_random = torch.round(counts.double() * noise).long()
-        guided = top_k_per_row(scores, candidates, counts - num_random)
-        noise_part = top_k_per_row(_uniform(valid.shape, valid, generator), candidates & ~guided, num_random)
-        return _with_already_masked(guided | noise_part, already_masked)
+    if mask_self and not queries_are_inputs:
+        raise ValueError("`mask_self=True` needs queries that are input positions (`queries_are_inputs=True`).")
+    queries = sample_queries(valid, attention_scores.shape[2], ratio, num_per_query, queries_are_inputs, generator)
+    # only the sampled rows are turned into probabilities, not every query's
+    return masked_positions_from_rows(
+        gather_query_rows(attention_scores, queries.rows),
+        queries,
+        valid,
+        ratio,
+        head_aggregation=head_aggregation,
+        mask_self=mask_self,
+        noise=noise,
+        generator=generator,
+        already_masked=already_masked,
+    )
 
 
 def cosine_noise_scale(step: int, warmup_steps: int) -> float:
