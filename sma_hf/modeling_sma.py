@@ -26,7 +26,14 @@ from transformers.utils.generic import merge_with_config_defaults
 from transformers.utils.output_capturing import OutputRecorder, capture_outputs
 
 from .configuration_sma import SMAConfig
-from .masking_sma import random_masked_positions, self_guided_masked_positions
+from .masking_sma import (
+    SampledQueries,
+    gather_query_rows,
+    masked_positions_from_rows,
+    random_masked_positions,
+    sample_queries,
+    self_guided_masked_positions,
+)
 
 
 logger = logging.get_logger(__name__)
@@ -195,14 +202,28 @@ class SMAAttention(nn.Module):
 class SMAInputAttention(SMAAttention):
     """The first layer's attention onto the input elements, which also chooses and applies the mask.
 
-    It always computes its probabilities explicitly, whatever `config._attn_implementation` says, because the
-    self-guided mask is read off them.
+    Two paths, with the same outputs (within float rounding) and the same masks for the same generator:
+
+    - fused: the mask is drawn first (at random, or self-guided from the logits of the sampled query rows only),
+      then the attention runs through `config._attn_implementation` (sdpa: memory linear in the input length) with
+      the hidden inputs masked out of its keys. Taken whenever no probabilities are needed: fine-tuning, evaluation,
+      inference, given masks, random masks, and self-guided masks in `self_attention` mode.
+    - explicit: every logit and probability is materialised; the mask is read off the logits, and the probabilities
+      are returned. Taken when `output_attentions` asks for them, with `attn_implementation="eager"`, and for
+      self-guided masks in `cross_attention` mode, where most latents are sampled, so that scoring the sampled rows
+      apart costs more than it saves.
     """
 
     def __init__(self, config: SMAConfig, query_size: int, key_value_size: int, num_heads: int):
         super().__init__(config, query_size, key_value_size, num_heads)
         # set through `SMAPreTrainedModel.set_mask_noise_scale`; 1 = the fully noisy start of the warm-up
         self.mask_noise_scale = 1.0
+        # Self-guided masks: score only the sampled query rows and then run the fused attention (True), or score every
+        # query explicitly (False). Measured per mode (benchmarks/speed.py section 7, README "Performance"): in
+        # self_attention mode about a tenth of the rows is sampled (ratio 0.3, 3 inputs per query) and the fused path
+        # wins; in cross_attention mode most latents are sampled, and the second pass over the keys costs more than
+        # the fused attention saves. Not a config field: it changes the speed, not the result.
+        self.score_sampled_rows_only = config.encoder_type == "self_attention"
 
     def forward(
         self,
@@ -212,13 +233,56 @@ class SMAInputAttention(SMAAttention):
         masked_positions: torch.Tensor,
         sample_mask: bool,
         generator: torch.Generator | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        query = self._split_heads(self.query, hidden_states) * self.scaling
+        output_attentions: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        query = self._split_heads(self.query, hidden_states)
         key = self._split_heads(self.key, key_value_states)
         value = self._split_heads(self.value, key_value_states)
-        scores = torch.matmul(query, key.transpose(2, 3))
+        if self._explicit_path(sample_mask, output_attentions):
+            return self._explicit_attention(query, key, value, valid, masked_positions, sample_mask, generator)
         if sample_mask:
-            masked_positions = self._sample_mask(scores.detach(), valid, masked_positions, generator)
+            if self.config.masking_strategy == "random":  # needs no logits at all
+                masked_positions = self._random_mask(valid, masked_positions, generator)
+            else:
+                masked_positions = self._self_guided_mask_from_rows(query, key, valid, masked_positions, generator)
+        visible = valid & ~masked_positions  # padded and masked inputs leave every query's softmax
+        if self.config._attn_implementation == "sdpa":
+            attention_mask = visible[:, None, None, :]  # bool, True = attend; broadcast over heads and queries
+        else:  # another registered implementation: the mask in its own format
+            attention_mask = create_bidirectional_mask(
+                config=self.config,
+                inputs_embeds=hidden_states,
+                attention_mask=visible,
+                encoder_hidden_states=key_value_states,
+            )
+        attention_fn: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
+            self.config._attn_implementation, eager_attention_forward
+        )
+        output, _ = attention_fn(
+            self,
+            query,
+            key,
+            value,
+            attention_mask,
+            dropout=self.config.attention_probs_dropout_prob if self.training else 0.0,
+            scaling=self.scaling,
+        )
+        return self._merge_heads(output), None, masked_positions
+
+    def _explicit_path(self, sample_mask: bool, output_attentions: bool) -> bool:
+        """Whether this forward materialises every logit (see the class docstring for when)."""
+        if output_attentions or self.config._attn_implementation == "eager":
+            return True
+        self_guided = sample_mask and self.config.masking_strategy == "self_guided"
+        return self_guided and not self.score_sampled_rows_only
+
+    def _explicit_attention(self, query, key, value, valid, masked_positions, sample_mask, generator):
+        scores = torch.matmul(query * self.scaling, key.transpose(2, 3))
+        if sample_mask:
+            if self.config.masking_strategy == "random":
+                masked_positions = self._random_mask(valid, masked_positions, generator)
+            else:
+                masked_positions = self._self_guided_mask(scores.detach(), valid, masked_positions, generator)
         # padded and masked inputs leave every query's softmax; in place, as the matmul's backward does not need it
         hidden = ~valid | masked_positions
         scores.masked_fill_(hidden[:, None, None, :], -math.inf)
@@ -229,10 +293,37 @@ class SMAInputAttention(SMAAttention):
         output = torch.matmul(attended, value).transpose(1, 2)
         return self._merge_heads(output), probs, masked_positions
 
-    def _sample_mask(self, scores, valid, already_masked, generator):
+    def _random_mask(self, valid, already_masked, generator):
+        return random_masked_positions(valid, self.config.masking_ratio, generator, already_masked)
+
+    def _sampled_queries(self, valid, num_queries, generator) -> SampledQueries:
         config = self.config
-        if config.masking_strategy == "random":
-            return random_masked_positions(valid, config.masking_ratio, generator, already_masked)
+        return sample_queries(
+            valid,
+            num_queries,
+            config.masking_ratio,
+            config.num_per_query,
+            queries_are_inputs=config.encoder_type == "self_attention",
+            generator=generator,
+        )
+
+    def _mask_from_rows(self, row_scores, queries, valid, already_masked, generator):
+        config = self.config
+        return masked_positions_from_rows(
+            row_scores,
+            queries,
+            valid,
+            config.masking_ratio,
+            head_aggregation=config.head_aggregation,
+            mask_self=config.mask_self,
+            noise=config.mask_noise_ratio * self.mask_noise_scale,
+            generator=generator,
+            already_masked=already_masked,
+        )
+
+    def _self_guided_mask(self, scores, valid, already_masked, generator):
+        """The mask from every query's logits [batch, heads, queries, inputs] (the explicit path)."""
+        config = self.config
         return self_guided_masked_positions(
             scores,
             valid,
@@ -245,6 +336,13 @@ class SMAInputAttention(SMAAttention):
             generator=generator,
             already_masked=already_masked,
         )
+
+    @torch.no_grad()  # the mask takes no gradient
+    def _self_guided_mask_from_rows(self, query, key, valid, already_masked, generator):
+        """The same mask, the same draws, from the logits of the sampled query rows only (the fused path)."""
+        queries = self._sampled_queries(valid, query.shape[2], generator)
+        row_scores = torch.matmul(gather_query_rows(query, queries.rows) * self.scaling, key.transpose(2, 3))
+        return self._mask_from_rows(row_scores, queries, valid, already_masked, generator)
 
 
 class SMAMLP(nn.Module):
@@ -314,7 +412,7 @@ class SMAInputLayer(nn.Module):
         self.mlp = SMAMLP(config, config.hidden_size, config.intermediate_size)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
-    def forward(self, embeddings, valid, masked_positions, sample_mask, generator):
+    def forward(self, embeddings, valid, masked_positions, sample_mask, generator, output_attentions=False):
         normed_inputs = self.input_layer_norm(embeddings)
         if self.cross_attention:
             residual = self.latents.expand(embeddings.shape[0], -1, -1)
@@ -322,7 +420,7 @@ class SMAInputLayer(nn.Module):
         else:
             residual, queries = embeddings, normed_inputs
         attended, probs, masked_positions = self.attention(
-            queries, normed_inputs, valid, masked_positions, sample_mask, generator
+            queries, normed_inputs, valid, masked_positions, sample_mask, generator, output_attentions
         )
         hidden_states = residual + self.dropout(attended)
         hidden_states = hidden_states + self.mlp(self.mlp_layer_norm(hidden_states))
@@ -366,8 +464,10 @@ class SMAEncoder(nn.Module):
         self.layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
 
     def forward(self, embeddings, valid, masked_positions, sample_mask, generator, **kwargs):
+        # the first layer materialises its probabilities only when they are asked for (or its mask needs them)
+        output_attentions = kwargs.get("output_attentions", getattr(self.config, "output_attentions", False))
         hidden_states, _, masked_positions = self.input_layer(
-            embeddings, valid, masked_positions, sample_mask, generator
+            embeddings, valid, masked_positions, sample_mask, generator, bool(output_attentions)
         )
         hidden_mask = attention_mask = None
         if self.config.encoder_type == "self_attention":
@@ -464,7 +564,7 @@ class SMAPreTrainedModel(PreTrainedModel):
     accepts_loss_kwargs = False  # losses are means over their own elements; Trainer scales for accumulation
     _no_split_modules: ClassVar[list[str]] = ["SMAInputLayer", "SMALayer", "SMADecoder"]
     _supports_sdpa = True
-    _supports_flash_attn = False  # not measured on a GPU yet; layer 1 always needs explicit probabilities
+    _supports_flash_attn = False  # not measured on a GPU yet
     _supports_flex_attn = False
     _can_record_outputs: ClassVar[dict] = {
         "hidden_states": SMALayer,

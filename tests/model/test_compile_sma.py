@@ -25,3 +25,28 @@ def test_compiled_training_step_matches_eager():
     torch.testing.assert_close(compiled_loss, eager_loss, atol=1e-5, rtol=1e-5)
     for compiled, eager in zip(compiled_grads, eager_grads):
         torch.testing.assert_close(compiled, eager, atol=1e-5, rtol=1e-4)
+
+
+def test_compiled_self_guided_step_on_the_fused_path_matches_eager():
+    """self_attention mode: the self-guided mask from the sampled rows' logits, then sdpa; the generator drives the
+    same draws in the compiled step as in the eager one."""
+    config = tiny_config(
+        encoder_type="self_attention", num_hidden_layers=1, head_aggregation="random_mix", mask_self=True
+    )
+    inputs = random_inputs(config, 2, 16)
+    torch.manual_seed(0)
+    model = SMAForMaskedModeling(config).train()
+    model.set_mask_noise_scale(0.5)
+
+    def step(seed):
+        model.zero_grad()
+        out = model(**inputs, generator=torch.Generator().manual_seed(seed))
+        out.loss.backward()
+        return out.mask, out.loss.detach(), [p.grad.clone() for p in model.parameters()]
+
+    eager_mask, eager_loss, eager_grads = step(3)
+    compiled_mask, compiled_loss, compiled_grads = torch.compile(step)(3)
+    assert torch.equal(compiled_mask, eager_mask)
+    torch.testing.assert_close(compiled_loss, eager_loss, atol=1e-5, rtol=1e-5)
+    for compiled, eager in zip(compiled_grads, eager_grads):
+        torch.testing.assert_close(compiled, eager, atol=1e-5, rtol=1e-4)
