@@ -521,13 +521,28 @@ class SMAPooler(nn.Module):
                 return hidden_states.mean(dim=1)
             weights = hidden_mask.to(hidden_states.dtype)[:, :, None]
             return (hidden_states * weights).sum(dim=1) / weights.sum(dim=1)
-        query = self.query.expand(hidden_states.shape[0], -1, -1)
-        attention_mask = create_bidirectional_mask(
-            config=self.attention.config, inputs_embeds=query, attention_mask=hidden_mask,
-            encoder_hidden_states=hidden_states,
-        )  # fmt: skip
-        pooled, _ = self.attention(query, hidden_states, attention_mask)
-        return pooled[:, 0]
+        return self._attention_pooling(hidden_states, hidden_mask)
+
+    def _attention_pooling(self, hidden_states: torch.Tensor, hidden_mask: torch.Tensor | None) -> torch.Tensor:
+        """`self.attention` from the one learned query onto the hidden states, with the key and value projections
+        folded into that query: q . (W_k h + b_k) = (W_k^T q) . h + q . b_k, and sum_i p_i (W_v h_i + b_v) =
+        W_v (sum_i p_i h_i) + b_v, as the probabilities sum to 1. The same result as projecting every state to a key
+        and a value (2 x width^2 multiply-adds per state, a tenth of a layer's work), for heads x width per state."""
+        attention = self.attention
+        num_heads, head_dim = attention.num_heads, attention.head_dim
+        query = attention.query(self.query[0, 0]).view(num_heads, head_dim) * attention.scaling
+        folded_query = torch.einsum("hd,hdi->hi", query, attention.key.weight.view(num_heads, head_dim, -1))
+        folded_bias = (query * attention.key.bias.view(num_heads, head_dim)).sum(dim=-1)
+        scores = torch.matmul(hidden_states, folded_query.transpose(0, 1)) + folded_bias  # [batch, states, heads]
+        if hidden_mask is not None:
+            scores = scores.masked_fill(~hidden_mask[:, :, None], -math.inf)
+        probs = F.softmax(scores, dim=1, dtype=torch.float32).to(hidden_states.dtype)
+        if self.training and attention.config.attention_probs_dropout_prob > 0:
+            probs = F.dropout(probs, p=attention.config.attention_probs_dropout_prob)
+        context = torch.einsum("bnh,bni->bhi", probs, hidden_states)  # each head's weighted mean of the states
+        values = torch.einsum("bhi,hdi->bhd", context, attention.value.weight.view(num_heads, head_dim, -1))
+        values = values + attention.value.bias.view(num_heads, head_dim)
+        return attention.output(values.reshape(hidden_states.shape[0], -1))
 
 
 class SMADecoder(nn.Module):

@@ -12,6 +12,7 @@ import itertools
 import pytest
 import torch
 from conftest import ENCODER_TYPES, INPUT_TYPES, ragged_attention_mask, random_inputs, tiny_config
+from transformers.masking_utils import create_bidirectional_mask
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 from sma_hf import SMAForMaskedModeling, SMAForSequenceClassification, SMAForTokenClassification, SMAModel
@@ -356,3 +357,43 @@ def test_explicit_twin_has_the_same_weights_and_its_own_config():
     for (name, parameter), (_, other) in zip(model.named_parameters(), twin.named_parameters()):
         assert torch.equal(parameter, other), name
     assert model.config._attn_implementation == "sdpa" and twin.config._attn_implementation == "eager"
+
+
+@pytest.mark.parametrize("attn_implementation", ["sdpa", "eager"])
+@pytest.mark.parametrize("encoder_type", ENCODER_TYPES)
+def test_attention_pooling_with_folded_projections_equals_the_attention_module(encoder_type, attn_implementation):
+    """The pooler folds its key and value projections into its one query: the same pooled vector and gradients as
+    `SMAAttention` projecting every state, padding included."""
+    config = config_for(encoder_type, "continuous", attn_implementation=attn_implementation)
+    pooler = SMAForSequenceClassification(config).sma.pooler.train()
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():  # away from the initialisation's tiny values, where every score is about equal
+        pooler.query.copy_(torch.randn(pooler.query.shape, generator=generator))
+        for parameter in pooler.attention.parameters():
+            parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.3)
+    states = torch.randn(3, 9, config.hidden_size, generator=generator, requires_grad=True)
+    hidden_mask = torch.ones(3, 9, dtype=torch.bool)
+    hidden_mask[1, 5:] = False
+    hidden_mask[2, :2] = False
+    pooled = pooler(states, hidden_mask)
+    query = pooler.query.expand(3, -1, -1)
+    mask = create_bidirectional_mask(
+        config=config, inputs_embeds=query, attention_mask=hidden_mask, encoder_hidden_states=states
+    )
+    reference = pooler.attention(query, states, mask)[0][:, 0]
+    torch.testing.assert_close(pooled, reference, atol=ATOL, rtol=1e-5)
+    names = ["states", *(name for name, _ in pooler.named_parameters())]
+    parameters = [states, *pooler.parameters()]
+    grads = torch.autograd.grad(pooled.square().sum(), parameters)
+    reference_grads = torch.autograd.grad(reference.square().sum(), parameters)
+    scale = max(float(grad.abs().max()) for grad in reference_grads)
+    for name, grad, reference_grad in zip(names, grads, reference_grads):
+        if name == "attention.key.bias":
+            # it shifts every score of a head alike, which the softmax ignores: 0 up to rounding in both
+            assert max(float(grad.abs().max()), float(reference_grad.abs().max())) < 1e-4 * scale
+        else:  # float32 rounding relative to the gradients' size (large random weights here)
+            torch.testing.assert_close(grad, reference_grad, atol=ATOL * scale, rtol=1e-4, msg=name)
+    # padding content changes nothing
+    changed = states.detach().clone()
+    changed[~hidden_mask] = 1e3
+    torch.testing.assert_close(pooler(changed, hidden_mask), pooled, atol=ATOL, rtol=1e-5)
