@@ -6,7 +6,13 @@ Sections:
   2. the cost of the mask on the same SMA model: self-guided vs random vs an explicit precomputed mask;
   3. scaling with the input length: step time and peak step memory, `cross_attention` and `self_attention` modes;
   4. inference throughput of `SMAModel` (pooled embeddings, eval mode, no grad);
-  5. the machine's own limit: FLOP/s of a large matmul, and the SMA step's achieved FLOP/s as a share of it.
+  5. the machine's own limit: FLOP/s of a large matmul, and the SMA step's achieved FLOP/s as a share of it;
+  6. `self_attention` mode against the model a chemist pretrains instead, a RoBERTa masked LM (ChemBERTa's
+     architecture), at matched sizes: the pretraining step (`SMAForMaskedModeling` vs `RobertaForMaskedLM`), the
+     fine-tuning step (`SMAForSequenceClassification` vs `RobertaForSequenceClassification`), inference throughput
+     of both classifiers, and the peak step memory of each;
+  7. self-guided masks, per encoder mode: scoring only the sampled query rows and then running the fused attention,
+     against scoring every query explicitly (step time and peak step memory; the model's choice per mode).
 
 Every timed step is warmed up first, then repeated; the tables give the median and the spread (min-max). Steps that
 are compared with each other run interleaved (one of each per round), so that slow drifts of a shared machine hit
@@ -15,6 +21,7 @@ them alike. `--output` writes everything, raw times included, as JSON.
     python benchmarks/speed.py --output results.json           # full run (a few minutes on 2 CPU cores)
     python benchmarks/speed.py --device cuda --dtype bfloat16  # on a GPU, bf16 autocast
     python benchmarks/speed.py --smoke                         # tiny sizes, a few seconds (CI)
+    python benchmarks/speed.py --sections roberta sampled_rows # only some sections (the matmul rate always runs)
 """
 
 import argparse
@@ -31,9 +38,16 @@ from pathlib import Path
 
 import torch
 import transformers
-from transformers import PerceiverConfig, PerceiverForMaskedLM
+from torch.utils.flop_counter import FlopCounterMode
+from transformers import (
+    PerceiverConfig,
+    PerceiverForMaskedLM,
+    RobertaConfig,
+    RobertaForMaskedLM,
+    RobertaForSequenceClassification,
+)
 
-from sma_hf import SMAConfig, SMAForMaskedModeling, SMAModel
+from sma_hf import SMAConfig, SMAForMaskedModeling, SMAForSequenceClassification, SMAModel
 
 
 VOCAB_SIZE = 262  # 256 bytes + 6 special tokens, in SMA's byte tokenizer and in the Perceiver tokenizer alike
@@ -50,6 +64,17 @@ SCALING_TARGET = 9.0
 FLOP_TARGET_LENGTH = 2048
 FLOP_FRACTION_TARGET = 0.6  # of the float32 matmul rate (and of the bf16 one for a bf16 run on CPU)
 GPU_BF16_FLOP_FRACTION_TARGET = 0.4  # of the bf16 matmul rate on a GPU
+# section 6, SMA self_attention mode vs RoBERTa (issue 10): the chemistry settings' masking, at both models' sizes
+PEER_MASKING_RATIO = 0.3  # SMA's masking ratio, and the share of tokens RoBERTa's MLM labels
+PEER_NUM_PER_QUERY = 3
+PEER_NUM_LABELS = 2
+PEER_SPEEDUP_TARGETS = {"pretraining": 1.3, "fine_tuning": 1.0}  # SMA step time / RoBERTa's, at each length below
+PEER_TARGET_LENGTHS = (128, 512)
+# section 7: peak memory of a self-guided self_attention pretraining step with sampled-row scores, as a share of the
+# same step scoring every query (what every self-guided step did before issue 10)
+MEMORY_TARGET_LENGTH = 512
+MEMORY_FRACTION_TARGET = 2 / 3
+SECTIONS = ("perceiver", "mask_cost", "scaling", "inference", "roberta", "sampled_rows")
 
 DEFAULTS = dict(
     batch_size=4,
@@ -65,6 +90,9 @@ DEFAULTS = dict(
     warmup=2,
     repeats=7,
     matmul_size=2048,
+    peer_batch_size=16,
+    peer_lengths=[128, 512],
+    peer_layers=4,
 )
 SMOKE = dict(
     threads=1,  # tiny ops gain nothing from more, and one thread is not slowed by a busy CI machine's other jobs
@@ -81,6 +109,9 @@ SMOKE = dict(
     warmup=1,
     repeats=2,
     matmul_size=256,
+    peer_batch_size=2,
+    peer_lengths=[32],
+    peer_layers=2,
 )
 
 
@@ -150,6 +181,82 @@ def matching_notes(args) -> list[str]:
             f"width; SMA's decoder uses its width ({args.width})."
         )
     return notes
+
+
+def sma_peer_config(args, length: int, masking_strategy: str = "self_guided") -> SMAConfig:
+    """SMA in `self_attention` mode at RoBERTa's sizes: its input layer plus `peer_layers - 1` self-attention layers
+    (as many layers as RoBERTa's), width, heads and MLP of the shared sizes, a decoder of the same width, heads and
+    MLP (SMA's defaults at width 256), and the chemistry preset's masking (ratio 0.3, 3 inputs per query, one random
+    head per sampled query, sampled positions masked themselves)."""
+    self_guided = masking_strategy == "self_guided"
+    return SMAConfig(
+        input_type="discrete",
+        vocab_size=VOCAB_SIZE,
+        encoder_type="self_attention",
+        masking_strategy=masking_strategy,
+        masking_ratio=PEER_MASKING_RATIO,
+        num_per_query=PEER_NUM_PER_QUERY,
+        head_aggregation="random_mix" if self_guided else "mean",
+        mask_self=self_guided,
+        max_position_embeddings=length,
+        embedding_size=args.width,
+        hidden_size=args.width,
+        num_hidden_layers=args.peer_layers - 1,
+        num_attention_heads=args.heads,
+        intermediate_size=args.mlp_ratio * args.width,
+        decoder_hidden_size=args.width,
+        decoder_num_attention_heads=args.heads,
+        decoder_intermediate_size=args.mlp_ratio * args.width,
+        num_labels=PEER_NUM_LABELS,
+    )
+
+
+def roberta_config(args, length: int) -> RobertaConfig:
+    """RoBERTa (ChemBERTa's architecture) matched to `sma_peer_config`: `peer_layers` layers, the same width, heads,
+    MLP, activation and vocabulary, SMA's dropout (0) and LayerNorm epsilon, and SMA's byte tokenizer's padding id."""
+    return RobertaConfig(
+        vocab_size=VOCAB_SIZE,
+        hidden_size=args.width,
+        num_hidden_layers=args.peer_layers,
+        num_attention_heads=args.heads,
+        intermediate_size=args.mlp_ratio * args.width,
+        hidden_act="gelu",
+        # RoBERTa counts positions from padding_idx + 1
+        max_position_embeddings=length + 2,
+        type_vocab_size=1,
+        pad_token_id=0,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+        layer_norm_eps=1e-5,
+        num_labels=PEER_NUM_LABELS,
+    )
+
+
+def roberta_notes(args) -> list[str]:
+    """What still differs between SMA (`self_attention` mode) and RoBERTa at the sizes of section 6."""
+    return [
+        f"Both: {args.peer_layers} layers counting SMA's input layer, width {args.width}, {args.heads} heads, MLP "
+        f"{args.mlp_ratio}x width, GELU, vocabulary {VOCAB_SIZE}, batch {args.peer_batch_size}, no padding, dropout "
+        "0 (SMA's default; RoBERTa's default 0.1 is set to 0: with attention dropout, CPU sdpa leaves its fused "
+        "kernel for the math one in both models), LayerNorm eps 1e-5, sdpa attention.",
+        f"Pretraining: SMA draws a self-guided mask of {PEER_MASKING_RATIO:.0%} in its first layer (3 inputs per "
+        "sampled query, random_mix heads, mask_self, noise 0, as after the warm-up), drops the masked elements after "
+        "it and decodes only the masked positions with its cross-attention decoder (width, heads and MLP as the "
+        f"encoder's). RoBERTa gets {PEER_MASKING_RATIO:.0%} of its ids replaced by [MASK] (drawn once, outside the "
+        "timed step, as a data collator would; no 80/10/10 split), labels on those positions, runs every position "
+        "through every layer and its LM head (dense + GELU + LayerNorm + output tied to the input embedding) over "
+        "every position, with the loss on the masked ones.",
+        "Fine-tuning: both classify into 2 classes (cross-entropy). SMA masks nothing, pools with one learned query "
+        "attending to the final states, then LayerNorm + linear; RoBERTa takes the first token's state through "
+        "dense + tanh + linear.",
+        "Architecture: SMA is pre-LayerNorm with a final LayerNorm; RoBERTa is post-LayerNorm. RoBERTa adds a "
+        "token-type embedding (one type) and counts positions from padding_idx + 1 (max_position_embeddings = "
+        "length + 2); SMA's positions count from 0.",
+        "Matmul GFLOP/step are counted by torch.utils.flop_counter on one untimed step of each model switched to "
+        "eager attention (its CPU sdpa kernels have no FLOP formula). In eager mode SMA's first layer scores every "
+        "query, so its count leaves out the sampled rows' logits that the fused self-guided step adds "
+        "(2 x batch x sampled rows x length x width, forward only: about a tenth of the first layer's logits).",
+    ]
 
 
 # --------------------------------------------------------------------------------------------------- FLOP counting
@@ -333,10 +440,10 @@ class PeakMemory:
 # ----------------------------------------------------------------------------------------------------------- steps
 
 
-def random_ids(args, length: int, seed: int = 0) -> torch.Tensor:
+def random_ids(args, length: int, seed: int = 0, batch_size: int | None = None) -> torch.Tensor:
     generator = torch.Generator().manual_seed(seed)
-    ids = torch.randint(FIRST_BYTE_ID, VOCAB_SIZE, (args.batch_size, length), generator=generator)
-    return ids.to(args.device)
+    shape = (args.batch_size if batch_size is None else batch_size, length)
+    return torch.randint(FIRST_BYTE_ID, VOCAB_SIZE, shape, generator=generator).to(args.device)
 
 
 def masked_count(length: int, ratio: float) -> int:
@@ -385,6 +492,52 @@ def sma_step(args, length: int, **config_overrides) -> tuple[Callable[[], None],
     with torch.no_grad(), autocast(args):
         num_decoded = model(**inputs).logits.shape[1]
     return training_step(model, inputs, args), sma_training_flops(config, args.batch_size, length, num_decoded)
+
+
+def set_sampled_row_scores(model: torch.nn.Module, enabled: bool):
+    """Self-guided masks from the sampled query rows' logits and the fused attention (True), or from every query's
+    logits, explicitly (False); by default each SMA model picks per encoder mode. No effect on models without the
+    switch (SMA before issue 10, which always scored every query)."""
+    for module in model.modules():
+        if hasattr(module, "score_sampled_rows_only"):
+            module.score_sampled_rows_only = enabled
+
+
+def peer_inputs(args, length: int, model_name: str, task: str) -> dict:
+    """The same ids for both models; RoBERTa's MLM input has PEER_MASKING_RATIO of them replaced by [MASK]."""
+    ids = random_ids(args, length, batch_size=args.peer_batch_size)
+    if task == "pretraining":
+        if model_name == "sma":
+            return {"input_ids": ids}  # SMA draws its own mask
+        mask = random_mask(args.peer_batch_size, length, PEER_MASKING_RATIO).to(args.device)
+        return {"input_ids": ids.masked_fill(mask, MASK_TOKEN_ID), "labels": ids.masked_fill(~mask, -100)}
+    labels = torch.randint(PEER_NUM_LABELS, (args.peer_batch_size,), generator=torch.Generator().manual_seed(2))
+    return {"input_ids": ids, "labels": labels.to(args.device)}
+
+
+def peer_model(args, length: int, model_name: str, task: str) -> torch.nn.Module:
+    torch.manual_seed(0)
+    if model_name == "sma":
+        config = sma_peer_config(args, length)
+        model = (SMAForMaskedModeling if task == "pretraining" else SMAForSequenceClassification)(config)
+    else:
+        config = roberta_config(args, length)
+        model = (RobertaForMaskedLM if task == "pretraining" else RobertaForSequenceClassification)(config)
+    model = model.to(args.device)
+    if model_name == "sma" and task == "pretraining":
+        model.set_mask_noise_scale(0.0)  # after the warm-up: the mask is fully self-guided
+    return model
+
+
+def counted_step_flops(model: torch.nn.Module, inputs: dict, args) -> int:
+    """Matmul FLOPs of one forward + backward, counted by torch.utils.flop_counter with eager attention (the CPU sdpa
+    kernels have no FLOP formula). Leaves the model in eager mode and its gradients set: run it last."""
+    model.set_attn_implementation("eager")
+    model.train()
+    with FlopCounterMode(display=False) as counter, autocast(args):
+        model(**inputs).loss.backward()
+    model.zero_grad(set_to_none=True)
+    return counter.get_total_flops()
 
 
 def perceiver_step(args, length: int) -> Callable[[], None]:
@@ -468,6 +621,107 @@ def bench_mask_cost(args) -> dict:
         "variants": results,
         "time_over_random": {name: result["median_s"] / random_median for name, result in results.items()},
     }
+
+
+def step_memory(steps: dict[str, Callable[[], object]], args) -> dict[str, float | None]:
+    """Peak memory of one (warm) run of each step, each in its own window, in MiB."""
+    peaks = {}
+    for name, step in steps.items():
+        with PeakMemory(args.device) as memory:
+            step()
+        peaks[name] = memory.peak_mib
+    return peaks
+
+
+def bench_vs_roberta(args, matmul_flops_per_s: float) -> list[dict]:
+    """SMA (`self_attention`) vs RoBERTa per length: pretraining and fine-tuning steps (interleaved, then the peak
+    memory of one step each, then the matmul FLOPs of one eager step each) and inference throughput (interleaved)."""
+    rows = []
+    for length in args.peer_lengths:
+        elements = args.peer_batch_size * length
+        row = {"length": length, "batch_size": args.peer_batch_size}
+        for task in ("pretraining", "fine_tuning"):
+            log(f"{task} step, SMA vs RoBERTa, length {length}")
+            models = {name: peer_model(args, length, name, task).train() for name in ("sma", "roberta")}
+            inputs = {name: peer_inputs(args, length, name, task) for name in models}
+            steps = {name: training_step(models[name], inputs[name], args) for name in models}
+            times = measure(steps, args)
+            peaks = step_memory(steps, args)
+            flops = {name: counted_step_flops(models[name], inputs[name], args) for name in models}
+            result = {}
+            for name in models:
+                summary = summarize(times[name], elements)
+                result[name] = {
+                    **summary,
+                    "peak_mib": peaks[name],
+                    "flops_per_step": flops[name],
+                    "flops_per_s": flops[name] / summary["median_s"],
+                    "fraction_of_matmul": flops[name] / summary["median_s"] / matmul_flops_per_s,
+                }
+            result["speedup"] = result["roberta"]["median_s"] / result["sma"]["median_s"]
+            row[task] = result
+            del models, steps
+        log(f"inference, SMA vs RoBERTa, length {length}")
+        models = {name: peer_model(args, length, name, "fine_tuning").eval() for name in ("sma", "roberta")}
+        ids = random_ids(args, length, batch_size=args.peer_batch_size)
+
+        def classify(model):
+            def run():
+                with torch.inference_mode(), autocast(args):
+                    return model(input_ids=ids).logits
+
+            return run
+
+        times = measure({name: classify(model) for name, model in models.items()}, args)
+        inference = {name: summarize(times[name], elements) for name in models}
+        inference["speedup"] = inference["roberta"]["median_s"] / inference["sma"]["median_s"]
+        row["inference"] = inference
+        rows.append(row)
+        del models
+    return rows
+
+
+def bench_sampled_rows(args) -> list[dict]:
+    """Self-guided pretraining steps of two SMA models with the same weights: the mask from the sampled query rows'
+    logits, then the fused attention, vs the mask from every query's logits, explicitly. `self_attention` mode at the
+    sizes of section 6, `cross_attention` mode at those of section 1."""
+    cases = [("self_attention", length, args.peer_batch_size) for length in args.peer_lengths]
+    cases += [("cross_attention", length, args.batch_size) for length in args.lengths]
+    rows = []
+    for encoder_type, length, batch_size in cases:
+        log(f"sampled-row scores vs every score, {encoder_type}, length {length}")
+        if encoder_type == "self_attention":
+            config = sma_peer_config(args, length)
+        else:
+            config = sma_config(args, length, encoder_type="cross_attention")
+        ids = random_ids(args, length, batch_size=batch_size)
+        models = {"sampled_rows": build_sma(config, args), "every_query": build_sma(config, args)}
+        default = getattr(models["sampled_rows"].sma.encoder.input_layer.attention, "score_sampled_rows_only", None)
+        set_sampled_row_scores(models["sampled_rows"], True)
+        set_sampled_row_scores(models["every_query"], False)
+        steps = {name: training_step(model, {"input_ids": ids}, args) for name, model in models.items()}
+        times = measure(steps, args)
+        peaks = step_memory(steps, args)
+        results = {name: {**summarize(times[name], batch_size * length), "peak_mib": peaks[name]} for name in steps}
+        sampled_rows, every_query = results["sampled_rows"], results["every_query"]
+        memory_fraction = None
+        if sampled_rows["peak_mib"] is not None and every_query["peak_mib"]:
+            memory_fraction = sampled_rows["peak_mib"] / every_query["peak_mib"]
+        queries = length if encoder_type == "self_attention" else config.num_latents
+        sampled = min(queries, max(1, round(length * config.masking_ratio / config.num_per_query)))
+        rows.append({
+            "encoder_type": encoder_type,
+            "length": length,
+            "batch_size": batch_size,
+            "sampled_rows_per_example": sampled,
+            "queries": queries,
+            "model_default": {True: "sampled_rows", False: "every_query"}.get(default),
+            **results,
+            "time_fraction": sampled_rows["median_s"] / every_query["median_s"],
+            "memory_fraction": memory_fraction,
+        })  # fmt: skip
+        del models, steps
+    return rows
 
 
 def bench_scaling(args, matmul_flops_per_s: float) -> dict:
@@ -573,17 +827,30 @@ def evaluate_targets(results: dict) -> list[dict]:
     def add(name, measured, goal, met):
         targets.append({"target": name, "measured": measured, "goal": goal, "met": met})
 
-    by_length = {row["length"]: row for row in results["training_vs_perceiver"]}
+    by_length = {row["length"]: row for row in results.get("training_vs_perceiver", [])}
     for length, goal in SPEEDUP_TARGETS.items():
         if length in by_length:
             speedup = by_length[length]["speedup"]
             add(f"training speed-up over Perceiver at {length}", speedup, f">= {goal}x", speedup >= goal)
-    overhead = results["mask_cost"]["time_over_random"]["self_guided"]
-    add(
-        f"self-guided / random step time at {results['mask_cost']['length']}",
-        overhead, f"<= {MASK_OVERHEAD_TARGET}", overhead <= MASK_OVERHEAD_TARGET,
-    )  # fmt: skip
-    cross = {row["length"]: row["median_s"] for row in results["scaling"]["cross_attention"]}
+    if "mask_cost" in results:
+        overhead = results["mask_cost"]["time_over_random"]["self_guided"]
+        add(
+            f"self-guided / random step time at {results['mask_cost']['length']}",
+            overhead, f"<= {MASK_OVERHEAD_TARGET}", overhead <= MASK_OVERHEAD_TARGET,
+        )  # fmt: skip
+    for row in results.get("vs_roberta", []):
+        if row["length"] in PEER_TARGET_LENGTHS:
+            for task, goal in PEER_SPEEDUP_TARGETS.items():
+                speedup = row[task]["speedup"]
+                name = f"self_attention {task.replace('_', '-')} step speed-up over RoBERTa at {row['length']}"
+                add(name, speedup, f">= {goal}x", speedup >= goal)
+    for row in results.get("sampled_rows", []):
+        if row["encoder_type"] == "self_attention" and row["length"] == MEMORY_TARGET_LENGTH:
+            fraction = row["memory_fraction"]
+            if fraction is not None:
+                name = f"self-guided self_attention step memory, sampled rows / every query, at {row['length']}"
+                add(name, fraction, f"<= {MEMORY_FRACTION_TARGET:.3f}", fraction <= MEMORY_FRACTION_TARGET)
+    cross = {row["length"]: row["median_s"] for row in results.get("scaling", {}).get("cross_attention", [])}
     short, long = SCALING_LENGTHS_FOR_TARGET
     if short in cross and long in cross:
         ratio = cross[long] / cross[short]
@@ -609,6 +876,10 @@ def _ms(summary: dict) -> str:
     return f"{summary['median_s'] * 1e3:,.1f} ({summary['min_s'] * 1e3:,.1f}-{summary['max_s'] * 1e3:,.1f})"
 
 
+def _mib(value) -> str:
+    return "n/a" if value is None else f"{value:,.1f}"
+
+
 def markdown(results: dict) -> str:
     machine, settings = results["machine"], results["settings"]
     lines = [
@@ -619,67 +890,75 @@ def markdown(results: dict) -> str:
         f"transformers {machine['transformers']}; CPUs busy with other work at start "
         f"{machine['other_cpu_use_at_start']}, load average {machine['load_average_at_start']}.",
         "",
-        f"Sizes: {settings['latents']} latents, width {settings['width']} (embedding = latent = decoder width), "
-        f"{settings['layers']} latent self-attention layers, {settings['heads']} heads (1 cross-attention head, "
-        f"8 decoder heads), MLP {settings['mlp_ratio']}x width (decoder MLP 1x), vocabulary {VOCAB_SIZE}, "
-        f"batch {settings['batch_size']}, masking ratio {MASKING_RATIO}. {settings['warmup']} warm-up runs, "
-        f"{settings['repeats']} timed; medians with (min-max).",
+        f"Sizes (sections 1-5): {settings['latents']} latents, width {settings['width']} (embedding = latent = "
+        f"decoder width), {settings['layers']} latent self-attention layers, {settings['heads']} heads (1 "
+        f"cross-attention head, 8 decoder heads), MLP {settings['mlp_ratio']}x width (decoder MLP 1x), vocabulary "
+        f"{VOCAB_SIZE}, batch {settings['batch_size']}, masking ratio {MASKING_RATIO}. {settings['warmup']} warm-up "
+        f"runs, {settings['repeats']} timed; medians with (min-max).",
         "",
-        "Matched-size notes:",
-        *[f"- {note}" for note in results["matching_notes"]],
-        "",
-        "### 1. Training step (forward + backward + AdamW), SMA vs PerceiverForMaskedLM",
-        "",
-        "| length | SMA elements/s | Perceiver elements/s | SMA speed-up | GFLOP/step SMA, Perceiver "
-        "| SMA GFLOP/s (of matmul) | Perceiver GFLOP/s (of matmul) |",
-        "|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for row in results["training_vs_perceiver"]:
-        lines.append(
-            f"| {row['length']} | {_rate(row['sma'])} | {_rate(row['perceiver'])} | {row['speedup']:.2f}x "
-            f"| {row['sma_flops_per_step'] / 1e9:,.1f}, {row['perceiver_flops_per_step'] / 1e9:,.1f} "
-            f"| {row['sma_flops_per_s'] / 1e9:,.1f} ({row['sma_fraction_of_matmul']:.0%}) "
-            f"| {row['perceiver_flops_per_s'] / 1e9:,.1f} ({row['perceiver_fraction_of_matmul']:.0%}) |"
-        )
-    lines += [
-        "",
-        "Matmul FLOPs are counted analytically (`sma_training_flops`, `perceiver_training_flops`). Where the two "
-        "counts are equal (width 256, SMA decoding every position), SMA's speed-up cannot exceed 1 / Perceiver's "
-        "share of the matmul rate; where SMA decodes only the masked positions, its count is the lower one.",
-    ]
-    mask = results["mask_cost"]
-    lines += [
-        "",
-        f"### 2. Cost of the mask (SMA, length {mask['length']}, same weights)",
-        "",
-        "| mask | step ms | elements/s | time / random |",
-        "|---|---:|---:|---:|",
-    ]
-    for name, summary in mask["variants"].items():
-        lines.append(f"| {name} | {_ms(summary)} | {_rate(summary)} | {mask['time_over_random'][name]:.3f} |")
-    lines += [
-        "",
-        "### 3. Scaling with input length (SMA training step)",
-        "",
-        "| mode | length | step ms | elements/s | GFLOP/s (of matmul) | peak step memory MiB | time / time(first) |",
-        "|---|---:|---:|---:|---:|---:|---:|",
-    ]
-    for mode, rows in results["scaling"].items():
-        for row in rows:
-            memory = "n/a" if row["peak_mib"] is None else f"{row['peak_mib']:,.1f}"
+    if "training_vs_perceiver" in results:
+        lines += [
+            "Matched-size notes:",
+            *[f"- {note}" for note in results["matching_notes"]],
+            "",
+            "### 1. Training step (forward + backward + AdamW), SMA vs PerceiverForMaskedLM",
+            "",
+            "| length | SMA elements/s | Perceiver elements/s | SMA speed-up | GFLOP/step SMA, Perceiver "
+            "| SMA GFLOP/s (of matmul) | Perceiver GFLOP/s (of matmul) |",
+            "|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for row in results["training_vs_perceiver"]:
             lines.append(
-                f"| {mode} | {row['length']} | {_ms(row)} | {_rate(row)} "
-                f"| {row['flops_per_s'] / 1e9:,.1f} ({row['fraction_of_matmul']:.0%}) | {memory} "
-                f"| {row['median_s'] / rows[0]['median_s']:.2f} |"
+                f"| {row['length']} | {_rate(row['sma'])} | {_rate(row['perceiver'])} | {row['speedup']:.2f}x "
+                f"| {row['sma_flops_per_step'] / 1e9:,.1f}, {row['perceiver_flops_per_step'] / 1e9:,.1f} "
+                f"| {row['sma_flops_per_s'] / 1e9:,.1f} ({row['sma_fraction_of_matmul']:.0%}) "
+                f"| {row['perceiver_flops_per_s'] / 1e9:,.1f} ({row['perceiver_fraction_of_matmul']:.0%}) |"
             )
+        lines += [
+            "",
+            "Matmul FLOPs are counted analytically (`sma_training_flops`, `perceiver_training_flops`). Where the two "
+            "counts are equal (width 256, SMA decoding every position), SMA's speed-up cannot exceed 1 / Perceiver's "
+            "share of the matmul rate; where SMA decodes only the masked positions, its count is the lower one.",
+            "",
+        ]
+    if "mask_cost" in results:
+        mask = results["mask_cost"]
+        lines += [
+            f"### 2. Cost of the mask (SMA, length {mask['length']}, same weights)",
+            "",
+            "| mask | step ms | elements/s | time / random |",
+            "|---|---:|---:|---:|",
+        ]
+        for name, summary in mask["variants"].items():
+            lines.append(f"| {name} | {_ms(summary)} | {_rate(summary)} | {mask['time_over_random'][name]:.3f} |")
+        lines.append("")
+    if "scaling" in results:
+        lines += [
+            "### 3. Scaling with input length (SMA training step)",
+            "",
+            "| mode | length | step ms | elements/s | GFLOP/s (of matmul) | peak step memory MiB "
+            "| time / time(first) |",
+            "|---|---:|---:|---:|---:|---:|---:|",
+        ]
+        for mode, rows in results["scaling"].items():
+            for row in rows:
+                lines.append(
+                    f"| {mode} | {row['length']} | {_ms(row)} | {_rate(row)} "
+                    f"| {row['flops_per_s'] / 1e9:,.1f} ({row['fraction_of_matmul']:.0%}) | {_mib(row['peak_mib'])} "
+                    f"| {row['median_s'] / rows[0]['median_s']:.2f} |"
+                )
+        lines.append("")
+    if "inference" in results:
+        lines += [
+            "### 4. Inference (SMAModel pooled embeddings, eval, no grad)",
+            "",
+            "| length | batch ms | elements/s |",
+            "|---:|---:|---:|",
+            *[f"| {row['length']} | {_ms(row)} | {_rate(row)} |" for row in results["inference"]],
+            "",
+        ]
     lines += [
-        "",
-        "### 4. Inference (SMAModel pooled embeddings, eval, no grad)",
-        "",
-        "| length | batch ms | elements/s |",
-        "|---:|---:|---:|",
-        *[f"| {row['length']} | {_ms(row)} | {_rate(row)} |" for row in results["inference"]],
-        "",
         "### 5. Machine limit (n x n matmul)",
         "",
         "| dtype | n | GFLOP/s |",
@@ -691,7 +970,67 @@ def markdown(results: dict) -> str:
             f"({matmul['flops_per_s_min'] / 1e9:,.1f}-{matmul['flops_per_s_max'] / 1e9:,.1f})"
         )
         lines.append(f"| {dtype_name} | {matmul['size']} | {rate} |")
-    lines += ["", "### Targets of issue 4", "", "| target | measured | goal | met |", "|---|---:|---:|---|"]
+    lines.append("")
+    if "vs_roberta" in results:
+        lines += [
+            "### 6. SMA self_attention mode vs RoBERTa (ChemBERTa's architecture)",
+            "",
+            f"Batch {settings['peer_batch_size']}, {settings['peer_layers']} layers (SMA: input layer + "
+            f"{settings['peer_layers'] - 1}), width {settings['width']}, {settings['heads']} heads, MLP "
+            f"{settings['mlp_ratio']}x, vocabulary {VOCAB_SIZE}, masking ratio {PEER_MASKING_RATIO}. Speed-up = "
+            "RoBERTa's median time / SMA's. Peak memory: one step each, in its own window.",
+            "",
+            "Matched-size notes:",
+            *[f"- {note}" for note in results["roberta_notes"]],
+            "",
+            "| step | length | SMA ms | RoBERTa ms | SMA speed-up | peak MiB SMA, RoBERTa | GFLOP/step SMA, "
+            "RoBERTa | GFLOP/s SMA, RoBERTa (of matmul) |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for task, label in (("pretraining", "pretraining (MLM)"), ("fine_tuning", "fine-tuning (classification)")):
+            for row in results["vs_roberta"]:
+                sma, roberta = row[task]["sma"], row[task]["roberta"]
+                lines.append(
+                    f"| {label} | {row['length']} | {_ms(sma)} | {_ms(roberta)} | {row[task]['speedup']:.2f}x "
+                    f"| {_mib(sma['peak_mib'])}, {_mib(roberta['peak_mib'])} "
+                    f"| {sma['flops_per_step'] / 1e9:,.1f}, {roberta['flops_per_step'] / 1e9:,.1f} "
+                    f"| {sma['flops_per_s'] / 1e9:,.1f} ({sma['fraction_of_matmul']:.0%}), "
+                    f"{roberta['flops_per_s'] / 1e9:,.1f} ({roberta['fraction_of_matmul']:.0%}) |"
+                )
+        lines += [
+            "",
+            "| inference (classifier logits, eval, no grad) | length | SMA elements/s | RoBERTa elements/s "
+            "| SMA speed-up |",
+            "|---|---:|---:|---:|---:|",
+        ]
+        for row in results["vs_roberta"]:
+            inference = row["inference"]
+            lines.append(
+                f"| | {row['length']} | {_rate(inference['sma'])} | {_rate(inference['roberta'])} "
+                f"| {inference['speedup']:.2f}x |"
+            )
+        lines.append("")
+    if "sampled_rows" in results:
+        lines += [
+            "### 7. Self-guided masks: the sampled query rows' logits + fused attention vs every query's logits",
+            "",
+            "Same weights, same masks (up to rounding). self_attention at the sizes of section 6, cross_attention at "
+            "those of section 1. Peak memory: one step each, in its own window.",
+            "",
+            "| mode | length | sampled rows / queries | sampled rows ms | every query ms | time ratio "
+            "| peak MiB sampled rows, every query | memory ratio | the model uses |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---|",
+        ]
+        for row in results["sampled_rows"]:
+            memory = "n/a" if row["memory_fraction"] is None else f"{row['memory_fraction']:.2f}"
+            lines.append(
+                f"| {row['encoder_type']} | {row['length']} | {row['sampled_rows_per_example']} / {row['queries']} "
+                f"| {_ms(row['sampled_rows'])} | {_ms(row['every_query'])} | {row['time_fraction']:.3f} "
+                f"| {_mib(row['sampled_rows']['peak_mib'])}, {_mib(row['every_query']['peak_mib'])} | {memory} "
+                f"| {row['model_default']} |"
+            )
+        lines.append("")
+    lines += ["### Targets of issues 4 and 10", "", "| target | measured | goal | met |", "|---|---:|---:|---|"]
     for target in results["targets"]:
         met = "yes" if target["met"] else "no"
         lines.append(f"| {target['target']} | {target['measured']:.3f} | {target['goal']} | {met} |")
@@ -726,6 +1065,12 @@ def parse_args(argv=None):
     parser.add_argument("--warmup", type=int, help="untimed runs before timing")
     parser.add_argument("--repeats", type=int, help="timed runs")
     parser.add_argument("--matmul-size", type=int, help="n of the n x n reference matmul")
+    parser.add_argument("--peer-batch-size", type=int, help="batch of sections 6 and 7 (self_attention)")
+    parser.add_argument("--peer-lengths", type=int, nargs="+", help="lengths of sections 6 and 7 (self_attention)")
+    parser.add_argument("--peer-layers", type=int, help="layers of section 6, counting SMA's input layer")
+    parser.add_argument(
+        "--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS), help="what to run (default: all)"
+    )
     parser.set_defaults(**DEFAULTS)
     args = parser.parse_args(argv)
     if args.smoke:  # tiny defaults; flags given explicitly still win
@@ -750,10 +1095,19 @@ def main(argv=None) -> dict:
         )
     results["matmul"] = bench_matmul(args)
     reference = results["matmul"][args.dtype]["flops_per_s"]
-    results["training_vs_perceiver"] = bench_vs_perceiver(args, reference)
-    results["mask_cost"] = bench_mask_cost(args)
-    results["scaling"] = bench_scaling(args, reference)
-    results["inference"] = bench_inference(args)
+    if "perceiver" in args.sections:
+        results["training_vs_perceiver"] = bench_vs_perceiver(args, reference)
+    if "mask_cost" in args.sections:
+        results["mask_cost"] = bench_mask_cost(args)
+    if "scaling" in args.sections:
+        results["scaling"] = bench_scaling(args, reference)
+    if "inference" in args.sections:
+        results["inference"] = bench_inference(args)
+    if "roberta" in args.sections:
+        results["roberta_notes"] = roberta_notes(args)
+        results["vs_roberta"] = bench_vs_roberta(args, reference)
+    if "sampled_rows" in args.sections:
+        results["sampled_rows"] = bench_sampled_rows(args)
     results["targets"] = evaluate_targets(results)
     results["elapsed_s"] = time.perf_counter() - start
     results["machine"].update(machine_load("end"))

@@ -94,6 +94,64 @@ def test_smoke_run_writes_every_section(tmp_path):
     assert any(target["target"].startswith("self-guided") for target in results["targets"])
     assert results["elapsed_s"] > 0
 
+    # issue 10: SMA self_attention mode vs RoBERTa, and sampled-row scores vs every score
+    assert results["roberta_notes"] and "### 6. SMA self_attention mode vs RoBERTa" in completed.stdout
+    assert [row["length"] for row in results["vs_roberta"]] == results["settings"]["peer_lengths"]
+    for row in results["vs_roberta"]:
+        for task in ("pretraining", "fine_tuning", "inference"):
+            assert row[task]["speedup"] > 0
+            for model in ("sma", "roberta"):
+                assert row[task][model]["median_s"] > 0 and row[task][model]["elements_per_s"] > 0
+        for task in ("pretraining", "fine_tuning"):
+            for model in ("sma", "roberta"):
+                assert row[task][model]["flops_per_step"] > 0 and row[task][model]["fraction_of_matmul"] > 0
+                if sys.platform == "linux":
+                    assert row[task][model]["peak_mib"] > 0
+    sampled_rows = results["sampled_rows"]
+    assert {row["encoder_type"] for row in sampled_rows} == {"self_attention", "cross_attention"}
+    for row in sampled_rows:
+        assert row["time_fraction"] > 0 and 1 <= row["sampled_rows_per_example"] <= row["queries"]
+        expected_default = "sampled_rows" if row["encoder_type"] == "self_attention" else "every_query"
+        assert row["model_default"] == expected_default
+        if sys.platform == "linux":
+            assert row["memory_fraction"] > 0
+    assert "### 7. Self-guided masks" in completed.stdout
+
+
+def test_sections_run_alone(tmp_path):
+    output = tmp_path / "r.json"
+    completed = subprocess.run(
+        [sys.executable, str(SPEED_SCRIPT), "--smoke", "--device", "cpu", "--sections", "roberta",
+         "--output", str(output)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    results = json.loads(output.read_text())
+    assert "vs_roberta" in results and "matmul" in results
+    for skipped in ("training_vs_perceiver", "mask_cost", "scaling", "inference", "sampled_rows"):
+        assert skipped not in results
+    assert "### 6." in completed.stdout and "### 1." not in completed.stdout and "### 7." not in completed.stdout
+
+
+def test_roberta_peer_has_smas_sizes(speed):
+    args = speed.parse_args([])
+    length = 512
+    sma, roberta = speed.sma_peer_config(args, length), speed.roberta_config(args, length)
+    assert sma.encoder_type == "self_attention" and sma.num_hidden_layers + 1 == roberta.num_hidden_layers == 4
+    assert sma.hidden_size == sma.embedding_size == roberta.hidden_size == 256
+    assert sma.num_attention_heads == roberta.num_attention_heads == 8
+    assert sma.intermediate_size == roberta.intermediate_size == 1024
+    assert sma.vocab_size == roberta.vocab_size == speed.VOCAB_SIZE
+    assert sma.masking_ratio == speed.PEER_MASKING_RATIO == 0.3 and args.peer_batch_size == 16
+    assert args.peer_lengths == [128, 512]
+    assert roberta.hidden_dropout_prob == sma.hidden_dropout_prob == 0.0
+    assert roberta.attention_probs_dropout_prob == sma.attention_probs_dropout_prob == 0.0
+    # RoBERTa's MLM input: the same share of ids replaced by [MASK], labelled there only
+    inputs = speed.peer_inputs(args, length, "roberta", "pretraining")
+    masked = inputs["labels"] != -100
+    assert (masked.sum(dim=1) == speed.masked_count(length, 0.3)).all()
+    assert (inputs["input_ids"][masked] == speed.MASK_TOKEN_ID).all()
+
 
 def test_flop_formula_matches_a_hand_count(speed):
     config = flop_config()  # discrete ids, cross_attention
