@@ -204,14 +204,13 @@ class SMAInputAttention(SMAAttention):
 
     Two paths, with the same outputs (within float rounding) and the same masks for the same generator:
 
-    - fused: the mask is drawn first (at random, or self-guided from the logits of the sampled query rows only),
-      then the attention runs through `config._attn_implementation` (sdpa: memory linear in the input length) with
-      the hidden inputs masked out of its keys. Taken whenever no probabilities are needed: fine-tuning, evaluation,
-      inference, given masks, random masks, and self-guided masks in `self_attention` mode.
+    - fused: the mask is drawn first (at random, or self-guided from the logits of the sampled query rows only,
+      `draw_mask`), then the attention runs through `config._attn_implementation` (sdpa: memory linear in the input
+      length) with the hidden inputs masked out of its keys. Taken whenever no probabilities are needed:
+      fine-tuning, evaluation, inference, given masks, random masks, and self-guided masks in `self_attention` mode.
     - explicit: every logit and probability is materialised; the mask is read off the logits, and the probabilities
       are returned. Taken when `output_attentions` asks for them, with `attn_implementation="eager"`, and for
-      self-guided masks in `cross_attention` mode, where most latents are sampled, so that scoring the sampled rows
-      apart costs more than it saves.
+      self-guided masks in `cross_attention` mode (see `score_sampled_rows_only`).
     """
 
     def __init__(self, config: SMAConfig, query_size: int, key_value_size: int, num_heads: int):
@@ -220,9 +219,10 @@ class SMAInputAttention(SMAAttention):
         self.mask_noise_scale = 1.0
         # Self-guided masks: score only the sampled query rows and then run the fused attention (True), or score every
         # query explicitly (False). Measured per mode (benchmarks/speed.py section 7, README "Performance"): in
-        # self_attention mode about a tenth of the rows is sampled (ratio 0.3, 3 inputs per query) and the fused path
-        # wins; in cross_attention mode most latents are sampled, and the second pass over the keys costs more than
-        # the fused attention saves. Not a config field: it changes the speed, not the result.
+        # self_attention mode about a tenth of the rows is sampled (ratio 0.3, 3 inputs per query), and the fused
+        # path is faster and needs far less memory; in cross_attention mode most latents are sampled, and neither
+        # path is measurably faster or smaller, so the one pass over the keys stays. Not a config field: it changes
+        # the speed, not the result.
         self.score_sampled_rows_only = config.encoder_type == "self_attention"
 
     def forward(
@@ -238,13 +238,12 @@ class SMAInputAttention(SMAAttention):
         query = self._split_heads(self.query, hidden_states)
         key = self._split_heads(self.key, key_value_states)
         value = self._split_heads(self.value, key_value_states)
-        if self._explicit_path(sample_mask, output_attentions):
+        if self.explicit_path(sample_mask, output_attentions):
             return self._explicit_attention(query, key, value, valid, masked_positions, sample_mask, generator)
         if sample_mask:
-            if self.config.masking_strategy == "random":  # needs no logits at all
-                masked_positions = self._random_mask(valid, masked_positions, generator)
-            else:
-                masked_positions = self._self_guided_mask_from_rows(query, key, valid, masked_positions, generator)
+            masked_positions = self.draw_mask(
+                hidden_states, key_value_states, valid, masked_positions, generator, query=query, key=key
+            )
         visible = valid & ~masked_positions  # padded and masked inputs leave every query's softmax
         if self.config._attn_implementation == "sdpa":
             attention_mask = visible[:, None, None, :]  # bool, True = attend; broadcast over heads and queries
@@ -269,7 +268,7 @@ class SMAInputAttention(SMAAttention):
         )
         return self._merge_heads(output), None, masked_positions
 
-    def _explicit_path(self, sample_mask: bool, output_attentions: bool) -> bool:
+    def explicit_path(self, sample_mask: bool, output_attentions: bool) -> bool:
         """Whether this forward materialises every logit (see the class docstring for when)."""
         if output_attentions or self.config._attn_implementation == "eager":
             return True
@@ -338,10 +337,30 @@ class SMAInputAttention(SMAAttention):
         )
 
     @torch.no_grad()  # the mask takes no gradient
-    def _self_guided_mask_from_rows(self, query, key, valid, already_masked, generator):
-        """The same mask, the same draws, from the logits of the sampled query rows only (the fused path)."""
-        queries = self._sampled_queries(valid, query.shape[2], generator)
-        row_scores = torch.matmul(gather_query_rows(query, queries.rows) * self.scaling, key.transpose(2, 3))
+    def draw_mask(
+        self,
+        hidden_states: torch.Tensor,
+        key_value_states: torch.Tensor,
+        valid: torch.Tensor,
+        already_masked: torch.Tensor,
+        generator: torch.Generator | None = None,
+        query: torch.Tensor | None = None,
+        key: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The fused path's mask, with the explicit path's draws: at random (no logits at all), or self-guided from
+        the logits of the sampled query rows only. `query` and `key` are the projections, where already computed;
+        otherwise the keys and just the sampled rows' queries are projected here."""
+        if self.config.masking_strategy == "random":
+            return self._random_mask(valid, already_masked, generator)
+        queries = self._sampled_queries(valid, hidden_states.shape[1], generator)
+        if query is None:
+            rows = hidden_states.gather(1, queries.rows[:, :, None].expand(-1, -1, hidden_states.shape[-1]))
+            query_rows = self._split_heads(self.query, rows)
+        else:
+            query_rows = gather_query_rows(query, queries.rows)
+        if key is None:
+            key = self._split_heads(self.key, key_value_states)
+        row_scores = torch.matmul(query_rows * self.scaling, key.transpose(2, 3))
         return self._mask_from_rows(row_scores, queries, valid, already_masked, generator)
 
 
@@ -413,6 +432,10 @@ class SMAInputLayer(nn.Module):
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
     def forward(self, embeddings, valid, masked_positions, sample_mask, generator, output_attentions=False):
+        """The layer's output, the probabilities (explicit path only), the mask, and in `self_attention` mode on the
+        fused path the slots of the visible elements (the output then holds only those, packed to the front)."""
+        if not self.cross_attention and not self.attention.explicit_path(sample_mask, output_attentions):
+            return self._visible_elements_only(embeddings, valid, masked_positions, sample_mask, generator)
         normed_inputs = self.input_layer_norm(embeddings)
         if self.cross_attention:
             residual = self.latents.expand(embeddings.shape[0], -1, -1)
@@ -424,7 +447,22 @@ class SMAInputLayer(nn.Module):
         )
         hidden_states = residual + self.dropout(attended)
         hidden_states = hidden_states + self.mlp(self.mlp_layer_norm(hidden_states))
-        return hidden_states, probs, masked_positions
+        return hidden_states, probs, masked_positions, None
+
+    def _visible_elements_only(self, embeddings, valid, masked_positions, sample_mask, generator):
+        """`self_attention` mode without probabilities: the mask first, then the layer over the visible elements
+        only. Masked and padded elements are hidden from every key and dropped after this layer anyway, so their
+        queries, values, outputs and MLP would be computed for nothing (the explicit path still computes them)."""
+        if sample_mask:
+            with torch.no_grad():
+                normed = self.input_layer_norm(embeddings)
+                masked_positions = self.attention.draw_mask(normed, normed, valid, masked_positions, generator)
+        packed, hidden_mask = pack_visible(embeddings, valid & ~masked_positions)
+        normed = self.input_layer_norm(packed)
+        attended, _, _ = self.attention(normed, normed, hidden_mask, torch.zeros_like(hidden_mask), sample_mask=False)
+        hidden_states = packed + self.dropout(attended)
+        hidden_states = hidden_states + self.mlp(self.mlp_layer_norm(hidden_states))
+        return hidden_states, None, masked_positions, hidden_mask
 
 
 class SMALayer(GradientCheckpointingLayer):
@@ -466,12 +504,13 @@ class SMAEncoder(nn.Module):
     def forward(self, embeddings, valid, masked_positions, sample_mask, generator, **kwargs):
         # the first layer materialises its probabilities only when they are asked for (or its mask needs them)
         output_attentions = kwargs.get("output_attentions", getattr(self.config, "output_attentions", False))
-        hidden_states, _, masked_positions = self.input_layer(
+        hidden_states, _, masked_positions, hidden_mask = self.input_layer(
             embeddings, valid, masked_positions, sample_mask, generator, bool(output_attentions)
         )
-        hidden_mask = attention_mask = None
+        attention_mask = None
         if self.config.encoder_type == "self_attention":
-            hidden_states, hidden_mask = pack_visible(hidden_states, valid & ~masked_positions)
+            if hidden_mask is None:  # the explicit path ran over every element: drop the masked and padded ones now
+                hidden_states, hidden_mask = pack_visible(hidden_states, valid & ~masked_positions)
             attention_mask = create_bidirectional_mask(
                 config=self.config, inputs_embeds=hidden_states, attention_mask=hidden_mask
             )

@@ -397,3 +397,24 @@ def test_attention_pooling_with_folded_projections_equals_the_attention_module(e
     changed = states.detach().clone()
     changed[~hidden_mask] = 1e3
     torch.testing.assert_close(pooler(changed, hidden_mask), pooled, atol=ATOL, rtol=1e-5)
+
+
+@pytest.mark.parametrize("sample", [False, True])
+def test_self_attention_first_layer_runs_over_the_visible_elements_only(sample):
+    """On the fused path the mask comes first, and the first layer's queries, keys, values and MLP see only the
+    visible elements, packed to the front (the explicit path computes every element and drops the hidden ones
+    after the layer)."""
+    config = config_for("self_attention", "discrete")
+    model = SMAForMaskedModeling(config).train()
+    inputs = head_inputs("masked_modeling", config, 3, 20, "left")
+    if not sample:
+        inputs["masked_positions"] = head_inputs("masked_modeling_given_mask", config, 3, 20, "left")[
+            "masked_positions"
+        ]
+    attention = model.sma.encoder.input_layer.attention
+    shapes = []
+    handle = attention.register_forward_hook(lambda module, args, output: shapes.append(args[0].shape[1]))
+    out = model(**inputs, generator=torch.Generator().manual_seed(0))
+    handle.remove()
+    visible = inputs["attention_mask"].bool() & ~out.mask
+    assert shapes == [int(visible.sum(dim=1).max())] and shapes[0] < 20
