@@ -38,7 +38,7 @@ from pathlib import Path
 
 import torch
 import transformers
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 from transformers import (
     PerceiverConfig,
     PerceiverForMaskedLM,
@@ -252,10 +252,10 @@ def roberta_notes(args) -> list[str]:
         "Architecture: SMA is pre-LayerNorm with a final LayerNorm; RoBERTa is post-LayerNorm. RoBERTa adds a "
         "token-type embedding (one type) and counts positions from padding_idx + 1 (max_position_embeddings = "
         "length + 2); SMA's positions count from 0.",
-        "Matmul GFLOP/step are counted by torch.utils.flop_counter on one untimed step of each model switched to "
-        "eager attention (its CPU sdpa kernels have no FLOP formula). In eager mode SMA's first layer scores every "
-        "query, so its count leaves out the sampled rows' logits that the fused self-guided step adds "
-        "(2 x batch x sampled rows x length x width, forward only: about a tenth of the first layer's logits).",
+        "Matmul GFLOP/step are counted by torch.utils.flop_counter on one untimed step of each model as it runs "
+        "(sdpa counted as its two products forward and four backward; the kernel's recomputation of the logits in "
+        "its backward is not counted): SMA's include its mask's logits of the sampled rows and its first layer over "
+        "the visible elements only.",
     ]
 
 
@@ -484,14 +484,21 @@ def build_sma(config: SMAConfig, args) -> SMAForMaskedModeling:
 
 
 def sma_step(args, length: int, **config_overrides) -> tuple[Callable[[], None], int]:
-    """A training step of a fresh SMA model, and its matmul FLOPs. How many positions the model decodes in training
-    (all, or only the masked ones its loss reads) is read off the logits of one untimed forward pass."""
+    """A training step of a fresh SMA model, and its matmul FLOPs. `cross_attention` mode: counted analytically
+    (`sma_training_flops`); how many positions the model decodes in training (all, or only the masked ones its loss
+    reads) is read off the logits of one untimed forward pass. `self_attention` mode: counted on one untimed step
+    (`counted_step_flops`), as its first layer runs over the visible elements only once the mask is drawn, which the
+    analytic count (of the explicit path) does not model."""
     config = sma_config(args, length, **config_overrides)
     model = build_sma(config, args)
     inputs = {"input_ids": random_ids(args, length)}
-    with torch.no_grad(), autocast(args):
-        num_decoded = model(**inputs).logits.shape[1]
-    return training_step(model, inputs, args), sma_training_flops(config, args.batch_size, length, num_decoded)
+    if config.encoder_type == "self_attention":
+        flops = counted_step_flops(model, inputs, args)
+    else:
+        with torch.no_grad(), autocast(args):
+            num_decoded = model(**inputs).logits.shape[1]
+        flops = sma_training_flops(config, args.batch_size, length, num_decoded)
+    return training_step(model, inputs, args), flops
 
 
 def set_sampled_row_scores(model: torch.nn.Module, enabled: bool):
@@ -529,12 +536,28 @@ def peer_model(args, length: int, model_name: str, task: str) -> torch.nn.Module
     return model
 
 
+def _cpu_sdpa_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+    return sdpa_flop_count(query_shape, key_shape, value_shape)
+
+
+def _cpu_sdpa_backward_flops(grad_shape, query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+    # two products per forward product, as for every other matmul here (the kernel's recomputation of the logits,
+    # which is work of the kernel, not of the model, is left out, as for the CUDA kernels in the analytic counts)
+    return 2 * sdpa_flop_count(query_shape, key_shape, value_shape)
+
+
+# torch.utils.flop_counter has formulas for the CUDA sdpa kernels only
+CPU_SDPA_FLOP_FORMULAS = {
+    torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _cpu_sdpa_flops,
+    torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward: _cpu_sdpa_backward_flops,
+}
+
+
 def counted_step_flops(model: torch.nn.Module, inputs: dict, args) -> int:
-    """Matmul FLOPs of one forward + backward, counted by torch.utils.flop_counter with eager attention (the CPU sdpa
-    kernels have no FLOP formula). Leaves the model in eager mode and its gradients set: run it last."""
-    model.set_attn_implementation("eager")
-    model.train()
-    with FlopCounterMode(display=False) as counter, autocast(args):
+    """Matmul FLOPs of one forward + backward as it runs (sdpa included, the mask's logits too), counted by
+    torch.utils.flop_counter: 2*m*n*k per [m, k] @ [k, n] product, backward products included. Leaves no gradients."""
+    model.zero_grad(set_to_none=True)
+    with FlopCounterMode(display=False, custom_mapping=CPU_SDPA_FLOP_FORMULAS) as counter, autocast(args):
         model(**inputs).loss.backward()
     model.zero_grad(set_to_none=True)
     return counter.get_total_flops()
@@ -635,7 +658,8 @@ def step_memory(steps: dict[str, Callable[[], object]], args) -> dict[str, float
 
 def bench_vs_roberta(args, matmul_flops_per_s: float) -> list[dict]:
     """SMA (`self_attention`) vs RoBERTa per length: pretraining and fine-tuning steps (interleaved, then the peak
-    memory of one step each, then the matmul FLOPs of one eager step each) and inference throughput (interleaved)."""
+    memory of one step each, then the matmul FLOPs of one step each, counted) and inference throughput
+    (interleaved)."""
     rows = []
     for length in args.peer_lengths:
         elements = args.peer_batch_size * length

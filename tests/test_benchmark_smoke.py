@@ -233,3 +233,33 @@ def test_perceiver_flop_formula_matches_torch_flop_counter(speed, width):
     if width == 256:  # matched sizes: the same matmul work as SMA
         sma_flops = speed.sma_training_flops(speed.sma_config(args, length), args.batch_size, length)
         assert speed.perceiver_training_flops(args, length) == sma_flops
+
+
+def test_counted_flops_of_the_fused_step(speed):
+    """`counted_step_flops` counts the CPU sdpa kernels (no formula in torch) as the analytic count does: with an
+    explicit mask, a cross_attention step counts exactly `sma_training_flops`. In self_attention mode the fused first
+    layer runs over the visible elements only: with embedding = hidden width it counts as one more latent layer."""
+    args = speed.parse_args(["--smoke"])
+    batch_size, length = 2, 20
+    mask = speed.random_mask(batch_size, length, 0.25)
+    inputs = {"input_ids": torch.randint(6, 262, (batch_size, length)), "masked_positions": mask}
+
+    config = flop_config("cross_attention")
+    config._attn_implementation = "sdpa"
+    model = SMAForMaskedModeling(config).train()
+    assert model.config._attn_implementation == "sdpa"
+    num_decoded = model(**inputs).logits.shape[1]
+    expected = speed.sma_training_flops(config, batch_size, length, num_decoded)
+    assert speed.counted_step_flops(model, inputs, args) == expected
+
+    config = flop_config("self_attention")
+    config._attn_implementation = "sdpa"
+    model = SMAForMaskedModeling(config).train()
+    assert model(**inputs).logits.shape[1] == 5  # only the masked positions are decoded
+    B, T, P, H, I, D, J, V = batch_size, 15, 5, 16, 32, 8, 24, 262  # noqa: E741
+    latent_layer = 4 * 2 * B * T * H * H + 2 * 2 * B * T * T * H + 2 * 2 * B * T * H * I
+    decoder = 2 * 2 * B * P * D * D + 2 * 2 * B * T * H * D + 2 * 2 * B * P * T * D + 2 * 2 * B * P * D * J
+    decoder += 2 * B * P * D * V
+    forward = (1 + config.num_hidden_layers) * latent_layer + decoder
+    assert speed.counted_step_flops(model, inputs, args) == 3 * forward
+    assert 3 * forward < speed.sma_training_flops(config, batch_size, length, P)  # the explicit path's count
