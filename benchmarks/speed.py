@@ -12,7 +12,8 @@ Sections:
      fine-tuning step (`SMAForSequenceClassification` vs `RobertaForSequenceClassification`), inference throughput
      of both classifiers, and the peak step memory of each;
   7. self-guided masks, per encoder mode: scoring only the sampled query rows and then running the fused attention,
-     against scoring every query explicitly (step time and peak step memory; the model's choice per mode).
+     against scoring every query explicitly, as every self-guided step did before issue 10 (step time and peak step
+     memory; the model's choice per mode).
 
 Every timed step is warmed up first, then repeated; the tables give the median and the spread (min-max). Steps that
 are compared with each other run interleaved (one of each per round), so that slow drifts of a shared machine hit
@@ -1038,8 +1039,9 @@ def markdown(results: dict) -> str:
         lines += [
             "### 7. Self-guided masks: the sampled query rows' logits + fused attention vs every query's logits",
             "",
-            "Same weights, same masks (up to rounding). self_attention at the sizes of section 6, cross_attention at "
-            "those of section 1. Peak memory: one step each, in its own window.",
+            "Same weights, same masks (up to rounding). self_attention at the sizes of section 6 (its fused path "
+            "also runs the first layer over the visible elements only; every query = the step before issue 10), "
+            "cross_attention at those of section 1. Peak memory: one step each, in its own window.",
             "",
             "| mode | length | sampled rows / queries | sampled rows ms | every query ms | time ratio "
             "| peak MiB sampled rows, every query | memory ratio | the model uses |",

@@ -208,17 +208,17 @@ def integer_queries_and_keys(batch, heads, queries, length, head_dim, seed):
     return query, key
 
 
-@pytest.mark.parametrize("queries_are_inputs", [False, True])
+MASK_OPTIONS = [("mean", False, 0.0, False), ("mean", False, 0.5, True), ("random_mix", False, 0.3, False),
+                ("random_mix", True, 0.0, True), ("mean", True, 1.0, False)]  # fmt: skip
+
+
 @pytest.mark.parametrize(
-    "aggregation,mask_self,noise,already",
-    [("mean", False, 0.0, False), ("mean", False, 0.5, True), ("random_mix", False, 0.3, False),
-     ("random_mix", True, 0.0, True), ("mean", True, 1.0, False)],
-)  # fmt: skip
+    "queries_are_inputs,aggregation,mask_self,noise,already",
+    [(inputs, *options) for inputs in (False, True) for options in MASK_OPTIONS if inputs or not options[1]],
+)  # mask_self needs input queries
 def test_masks_from_sampled_rows_equal_masks_from_every_row(
     queries_are_inputs, aggregation, mask_self, noise, already
 ):
-    if mask_self and not queries_are_inputs:
-        pytest.skip("mask_self needs input queries")
     batch, heads, length, head_dim = 5, 3, 30, 4
     num_queries = length if queries_are_inputs else 12
     valid = torch.arange(length)[None, :] < torch.tensor([30, 26, 17, 9, 4])[:, None]
