@@ -103,7 +103,7 @@ def test_token_classification_labels_follow_the_bytes(tmp_path, config_path):
     from sma_hf.tools.finetune import Encoder, load_task
 
     encoder = Encoder(load_task(str(task)), SMAConfig(**TINY_CONFIG), create_byte_tokenizer(), max_length=10)
-    features = encoder._encode({"smiles": [rows[0]["smiles"], "CcO"], "label": [rows[0]["label"], [0, 1, 0]]})
+    features = encoder.features([rows[0]["smiles"], "CcO"], [rows[0]["label"], [0, 1, 0]])
     assert features["labels"][0] == [0, 1, 1, 1, 1, 1, 1, 1, 1, -100]  # 9 bytes kept, then [SEP]
     assert features["labels"][1] == [0, 1, 0, -100]
     assert [len(ids) for ids in features["input_ids"]] == [10, 4]
