@@ -22,6 +22,7 @@ import shlex
 import shutil
 import sys
 from pathlib import Path
+from typing import get_args
 
 import numpy as np
 import torch
@@ -504,7 +505,9 @@ def parse_args(argv=None):
     parser.add_argument("--warmup_ratio", type=float, default=0.1)
     parser.add_argument("--max_seq_length", type=int, help="Longer inputs are truncated (default: the model's limit).")
     parser.add_argument(
-        "--classifier_pooling", choices=["attention", "mean"], help="Override the config's pooling of the encoder."
+        "--classifier_pooling",
+        choices=get_args(SMAConfig.__dataclass_fields__["classifier_pooling"].type),
+        help="Override the config's pooling of the encoder.",
     )
     args = parser.parse_args(argv)
     if (args.model_name_or_path is None) == (args.config_name is None):
