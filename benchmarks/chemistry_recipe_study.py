@@ -9,7 +9,9 @@ the best schedule, one change at a time (masking ratio, sampled queries, steps, 
 solubility, 3 seeds, the full label budget, validation RMSE (the test splits are not read here: the fine-tunes
 still report them in their own results files, which this study ignores). The score of a recipe is the mean over
 the two tasks of its validation RMSE divided by that of the from-scratch model under the same schedule: below 1,
-pretraining helps. Results: `benchmarks/results/chemistry/recipe_study.{json,md}`.
+pretraining helps. Results: `benchmarks/results/chemistry/recipe_study.{json,md}`. A run that is stopped and started
+again reuses the pretrainings and fine-tunes it finished (the same command line); delete `outputs/recipe_study/` to
+start afresh.
 """
 
 import json
@@ -59,7 +61,9 @@ def pretrain_variant(name: str, overrides: dict, flags: dict, work_dir: Path, da
     experiment = chemistry.chemistry_experiment(data_dir, smoke=False)
     argv = ["--config_name", str(config), *with_flags(experiment.pretrain_args, flags)]
     argv += ["--output_dir", str(work_dir / name / "pretrained")]
-    pretrain.pretrain(pretrain.parse_args(argv), command=pretrain.redacted_command(argv))
+    summary = work_dir / name / "pretrained" / "pretraining_summary.json"
+    if not (summary.is_file() and json.loads(summary.read_text())["command"] == pretrain.redacted_command(argv)):
+        pretrain.pretrain(pretrain.parse_args(argv), command=pretrain.redacted_command(argv))
     return str(work_dir / name / "pretrained" / "model"), str(config)
 
 
@@ -68,7 +72,11 @@ def validation_rmse(model: list[str], schedule: list[str], out: Path, data_dir: 
     for task in chemistry.TASKS:
         argv = [*model, "--task", task, "--data_dir", str(data_dir), "--output_dir", str(out / task),
                 "--seeds", *SEEDS, *FINETUNE_BASE, *schedule]  # fmt: skip
-        results = run_finetune(argv)
+        saved = out / task / "results.json"
+        if saved.is_file() and json.loads(saved.read_text())["command"] == shlex.join(["sma-finetune", *argv]):
+            results = json.loads(saved.read_text())  # finished by an earlier, interrupted run of the study
+        else:
+            results = run_finetune(argv)
         scores[task] = {"validation_rmse": results["validation"]["rmse"], "command": results["command"]}
     return scores
 
