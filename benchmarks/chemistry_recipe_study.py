@@ -9,9 +9,9 @@ the best schedule, one change at a time (masking ratio, sampled queries, steps, 
 solubility, 3 seeds, the full label budget, validation RMSE (the test splits are not read here: the fine-tunes
 still report them in their own results files, which this study ignores). The score of a recipe is the mean over
 the two tasks of its validation RMSE divided by the best validation RMSE of any from-scratch model of the study
-(every schedule, every architecture tried): below 1, pretraining beats the strongest baseline found. Results: `benchmarks/results/chemistry/recipe_study.{json,md}`. A run that is stopped and started
-again reuses the pretrainings and fine-tunes it finished (the same command line); delete `outputs/recipe_study/` to
-start afresh.
+(every schedule, every architecture tried): below 1, pretraining beats the strongest baseline found. Results:
+`benchmarks/results/chemistry/recipe_study.{json,md}`. A run that is stopped and started again reuses the
+pretrainings and fine-tunes it finished (the same command line); delete `outputs/recipe_study/` to start afresh.
 """
 
 import json
