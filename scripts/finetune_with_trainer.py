@@ -1,13 +1,12 @@
 """Fine-tune a pretrained SMA checkpoint on your own labelled table with a plain `Trainer`: an example to adapt.
 
-    python scripts/finetune_with_trainer.py --model outputs/sma-chemistry-small/model \
+    python scripts/finetune_with_trainer.py --model outputs/evidence/chemistry/main_job/model \
         --data data/chemistry/freesolv/train.parquet --input_column smiles --label_column label --num_labels 1
 
-It uses only public APIs (transformers, datasets, and `import sma_hf` to register the model; without the package,
-pass `trust_remote_code=True` to the `from_pretrained` calls instead). It reads one parquet, csv or json table of
-strings and labels, holds out a seeded validation split, fine-tunes `AutoModelForSequenceClassification` and
-evaluates it on that split after every epoch. `sma-finetune` does the same with a task spec, several seeds and a test
-split read once. For continuous inputs, load the checkpoint's feature extractor (`AutoFeatureExtractor`) instead.
+Public APIs only (transformers, datasets; `import sma_hf` registers the model, or pass `trust_remote_code=True`). It
+holds out a seeded fifth of one parquet, csv or json table of strings and labels as validation, fine-tunes
+`AutoModelForSequenceClassification` and evaluates it there after every epoch. `sma-finetune` does the same with a
+task spec, several seeds and a test split. For continuous inputs use the checkpoint's `AutoFeatureExtractor`.
 """
 
 import argparse
@@ -34,7 +33,6 @@ def parse_args():
     parser.add_argument("--input_column", default="text")
     parser.add_argument("--label_column", default="label")
     parser.add_argument("--num_labels", type=int, default=2, help="1 for regression, else the number of classes.")
-    parser.add_argument("--validation_share", type=float, default=0.2)
     parser.add_argument("--output_dir", default="outputs/finetuned")
     parser.add_argument("--epochs", type=float, default=10)
     parser.add_argument("--learning_rate", type=float, default=3e-4)
@@ -46,9 +44,7 @@ def main():
     args = parse_args()
     regression = args.num_labels == 1
     builder = {".csv": "csv", ".json": "json", ".jsonl": "json"}.get(Path(args.data).suffix, "parquet")
-    splits = load_dataset(builder, data_files=args.data, split="train").train_test_split(
-        test_size=args.validation_share, seed=0
-    )
+    splits = load_dataset(builder, data_files=args.data, split="train").train_test_split(test_size=0.2, seed=0)
 
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     model = AutoModelForSequenceClassification.from_pretrained(

@@ -21,6 +21,7 @@ from .configuration_sma import SMAConfig
 from .feature_extraction_sma import SMAFeatureExtractor
 from .masking_sma import cosine_noise_scale, random_masked_positions, self_guided_masked_positions
 from .modeling_sma import (
+    SMAElements,
     SMAForMaskedModeling,
     SMAForSequenceClassification,
     SMAForTokenClassification,
@@ -49,6 +50,7 @@ _register_with_auto_classes()
 
 __all__ = [
     "SMAConfig",
+    "SMAElements",
     "SMAFeatureExtractor",
     "SMAForMaskedModeling",
     "SMAForSequenceClassification",

@@ -9,7 +9,6 @@ deleting them from the input.
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import ClassVar
 
 import torch
 from torch import nn
@@ -616,11 +615,11 @@ class SMAPreTrainedModel(PreTrainedModel):
     main_input_name = "input_ids"
     supports_gradient_checkpointing = True
     accepts_loss_kwargs = False  # losses are means over their own elements; Trainer scales for accumulation
-    _no_split_modules: ClassVar[list[str]] = ["SMAInputLayer", "SMALayer", "SMADecoder"]
+    _no_split_modules = ["SMAInputLayer", "SMALayer", "SMADecoder"]
     _supports_sdpa = True
     _supports_flash_attn = False  # not measured on a GPU yet
     _supports_flex_attn = False
-    _can_record_outputs: ClassVar[dict] = {
+    _can_record_outputs = {
         "hidden_states": SMALayer,
         "attentions": [
             OutputRecorder(SMAInputAttention, index=1, layer_name="input_layer"),
@@ -629,6 +628,8 @@ class SMAPreTrainedModel(PreTrainedModel):
     }
 
     def __init__(self, config: SMAConfig, *args, **kwargs):
+        # fields assigned one at a time since the config was made may break a rule between them
+        config.validate()
         super().__init__(config, *args, **kwargs)
         # the Trainer and pipelines look up the main input by this name
         self.main_input_name = "input_ids" if config.input_type == "discrete" else "inputs"
@@ -856,7 +857,12 @@ class SMAForMaskedModeling(SMAPreTrainedModel):
         self.post_init()
 
     def get_output_embeddings(self):
-        return None  # the decoder's output layer is not tied to the input embedding
+        """The decoder's output layer over the vocabulary (discrete inputs), so that `resize_token_embeddings` resizes
+        it with the input table; it is not tied to the input embedding (their widths differ)."""
+        return self.decoder.output if self.config.input_type == "discrete" else None
+
+    def set_output_embeddings(self, value: nn.Module):
+        self.decoder.output = value
 
     @can_return_tuple
     def forward(
@@ -1003,9 +1009,10 @@ class SMAForSequenceClassification(SMAPreTrainedModel):
         )
 
     def _loss(self, logits, labels):
+        """The loss of `config.problem_type`. Each label check reads the values once (one host sync), and none runs
+        while compiling; they prevent a NaN loss (non-finite labels) or a device-side assert (class ids)."""
         config, batch_size = self.config, logits.shape[0]
-        if labels.dtype.is_floating_point and not torch.compiler.is_compiling() and not torch.isfinite(labels).all():
-            raise ValueError("`labels` holds NaN or infinite values.")
+        checking = not torch.compiler.is_compiling()
         if config.problem_type is None:
             if self.num_labels == 1:
                 config.problem_type = "regression"
@@ -1025,6 +1032,8 @@ class SMAForSequenceClassification(SMAPreTrainedModel):
                     f"problem_type='regression' needs `labels` of shape ({batch_size}, {self.num_labels}) "
                     f"or ({batch_size},) for one label, got {tuple(labels.shape)}."
                 )
+            if checking and not torch.isfinite(labels).all():
+                raise ValueError("`labels` holds NaN or infinite values.")
             return F.mse_loss(logits.float(), labels.float().view(batch_size, self.num_labels))
         if config.problem_type == "single_label_classification":
             if labels.dtype.is_floating_point or labels.shape != (batch_size,):
@@ -1032,7 +1041,7 @@ class SMAForSequenceClassification(SMAPreTrainedModel):
                     f"problem_type='single_label_classification' needs integer class ids of shape ({batch_size},), "
                     f"got {labels.dtype} {tuple(labels.shape)}."
                 )
-            if ((labels < 0) | (labels >= self.num_labels)).any():  # a device-side assert on CUDA otherwise
+            if checking and ((labels < 0) | (labels >= self.num_labels)).any():
                 raise ValueError(f"`labels` must be class ids in [0, num_labels={self.num_labels}).")
             return F.cross_entropy(logits.float(), labels)
         if config.problem_type == "multi_label_classification":
@@ -1042,7 +1051,7 @@ class SMAForSequenceClassification(SMAPreTrainedModel):
                     f"({batch_size}, {self.num_labels}), got {tuple(labels.shape)}."
                 )
             labels = labels.float().view(batch_size, self.num_labels)
-            if ((labels != 0) & (labels != 1)).any():
+            if checking and ((labels != 0) & (labels != 1)).any():  # NaN and infinities are neither
                 raise ValueError("problem_type='multi_label_classification' needs `labels` that are 0 or 1.")
             return F.binary_cross_entropy_with_logits(logits.float(), labels)
         raise ValueError(f"Unknown `config.problem_type` {config.problem_type!r}.")

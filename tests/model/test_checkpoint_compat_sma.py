@@ -4,6 +4,7 @@ The fixtures in `fixtures/sma-tiny-v0/` were saved by the code of commit 016105a
 config.json, weights and that commit's code files, and `expected_outputs.safetensors` with the outputs that code gave.
 """
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from safetensors.torch import load_file, save_file
 from test_loading_sma import BLOCK_PACKAGE, run_python
 from transformers import AutoModel, AutoModelForMaskedLM, AutoModelForSequenceClassification
 
+import sma_hf
 from sma_hf import SMAConfig, SMAForMaskedModeling, SMAForSequenceClassification, SMAModel
 
 
@@ -68,29 +70,31 @@ def test_outputs_are_unchanged_with_the_package(folder, device_map):
 
 @pytest.mark.parametrize("folder", FOLDERS)
 def test_outputs_are_unchanged_with_remote_code_for_every_head(tmp_path, folder):
-    """Loaded by the package, saved again (now with today's code files), loaded where `sma_hf` cannot be imported."""
+    """The old checkpoint (its config.json and weights as saved) with today's code files, and as saved (its own old
+    code files), both loaded where `sma_hf` cannot be imported, for every head."""
     inputs, expected = expected_outputs(folder)
-    resaved = tmp_path / "checkpoint"
+    today = tmp_path / "checkpoint-with-todays-code"
+    shutil.copytree(FIXTURES / folder, today)
+    for name in ("configuration_sma.py", "modeling_sma.py", "masking_sma.py", "feature_extraction_sma.py"):
+        if (today / name).is_file():
+            shutil.copyfile(Path(sma_hf.__file__).parent / name, today / name)
+    assert (today / "config.json").read_bytes() == (FIXTURES / folder / "config.json").read_bytes()
     head_name = HEAD_OF[folder]
-    head_class = SMAForMaskedModeling if head_name == "AutoModelForMaskedLM" else SMAForSequenceClassification
-    head_class.from_pretrained(FIXTURES / folder).save_pretrained(resaved)
     # the heads whose weights the checkpoint holds (the others are new, and only their encoder output is compared)
     with_saved_head = (
-        {"AutoModelForMaskedLM", "AutoModelForPreTraining"} if head_class is SMAForMaskedModeling else {head_name}
+        {"AutoModelForMaskedLM", "AutoModelForPreTraining"} if head_name == "AutoModelForMaskedLM" else {head_name}
     )
-    for name in ("configuration_sma.py", "modeling_sma.py", "masking_sma.py"):
-        assert (resaved / name).read_text() == (Path(__file__).parents[2] / "sma_hf" / name).read_text()
     save_file({f"inputs.{k}": v for k, v in inputs.items()} | expected, tmp_path / "expected.safetensors")
     stdout = run_python(
         BLOCK_PACKAGE
         + f"""
-import torch, transformers
+import itertools, torch, transformers
 from safetensors.torch import load_file
 saved = load_file({str(tmp_path / "expected.safetensors")!r})
 inputs = {{k.removeprefix("inputs."): v for k, v in saved.items() if k.startswith("inputs.")}}
 tolerance = {TOLERANCE!r}
-for auto_name in {AUTO_CLASSES!r}:
-    model = getattr(transformers, auto_name).from_pretrained({str(resaved)!r}, trust_remote_code=True).eval()
+for checkpoint, auto_name in itertools.product({[str(today), str(FIXTURES / folder)]!r}, {AUTO_CLASSES!r}):
+    model = getattr(transformers, auto_name).from_pretrained(checkpoint, trust_remote_code=True).eval()
     assert "sma_hf" not in type(model).__module__ and type(model).__module__.startswith("transformers_modules.")
     with torch.no_grad():
         out = model(**inputs, output_hidden_states=True)
@@ -105,4 +109,4 @@ for auto_name in {AUTO_CLASSES!r}:
         HF_HOME=str(tmp_path / "hf_home"),
         HF_HUB_OFFLINE="1",
     )
-    assert [line.split()[0] for line in stdout.splitlines()] == AUTO_CLASSES
+    assert [line.split()[0] for line in stdout.splitlines()] == AUTO_CLASSES * 2  # today's code, then the old

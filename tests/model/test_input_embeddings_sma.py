@@ -59,3 +59,14 @@ def test_resize_token_embeddings_goes_through_the_setter():
     assert model.get_input_embeddings().num_embeddings == 270 and model.config.vocab_size == 270
     out = model(input_ids=torch.tensor([[10, 265, 269]]))  # ids that only the resized table holds
     assert torch.isfinite(out.last_hidden_state).all()
+
+
+def test_resize_token_embeddings_of_the_masked_modeling_head_resizes_its_decoder_too():
+    model = SMAForMaskedModeling(tiny_config())
+    model.resize_token_embeddings(270)
+    assert model.get_output_embeddings() is model.decoder.output and model.decoder.output.out_features == 270
+    assert model.get_output_embeddings().weight.data_ptr() != model.get_input_embeddings().weight.data_ptr()
+    model.train()
+    out = model(input_ids=torch.tensor([[10, 265, 269, 30, 40, 50]]), generator=torch.Generator().manual_seed(0))
+    assert out.logits.shape[-1] == 270 and torch.isfinite(out.loss)  # targets up to 269 now have a logit
+    assert SMAForMaskedModeling(tiny_config(input_type="continuous")).get_output_embeddings() is None

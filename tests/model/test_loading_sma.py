@@ -52,6 +52,15 @@ BLOCK_PACKAGE = "import sys; sys.modules['sma_hf'] = None  # `import sma_hf` now
 
 
 def test_auto_classes_resolve():
+    # the table, written out once: every other test derives its heads from it
+    assert modeling_sma.AUTO_MAP == {
+        "AutoConfig": "configuration_sma.SMAConfig",
+        "AutoModel": "modeling_sma.SMAModel",
+        "AutoModelForPreTraining": "modeling_sma.SMAForMaskedModeling",
+        "AutoModelForMaskedLM": "modeling_sma.SMAForMaskedModeling",
+        "AutoModelForSequenceClassification": "modeling_sma.SMAForSequenceClassification",
+        "AutoModelForTokenClassification": "modeling_sma.SMAForTokenClassification",
+    }
     config = tiny_config(num_labels=2)
     assert type(AutoConfig.for_model("sma", hidden_size=64)) is SMAConfig
     for auto_name, model_class in HEADS.items():
@@ -178,17 +187,23 @@ def test_from_pretrained_through_offline_hub_cache(tmp_path):
     _offline_hub_cache(tmp_path / "hub", "org/sma-tiny", folder)
     env = {"HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf_home")}
     code = """
-import torch
-from transformers import AutoModel, AutoModelForMaskedLM, AutoTokenizer
-model = AutoModel.from_pretrained("org/sma-tiny", {kwargs})
-tokenizer = AutoTokenizer.from_pretrained("org/sma-tiny", trust_remote_code=True)
-out = model(**tokenizer(["CCO", "c1ccccc1"], padding=True, return_tensors="pt"))
-print(type(model).__module__, tuple(out.last_hidden_state.shape))
+import torch, transformers
+tokenizer = transformers.AutoTokenizer.from_pretrained("org/sma-tiny", trust_remote_code=True)
+batch = tokenizer(["CCO", "c1ccccc1"], padding=True, return_tensors="pt")
+for name in {heads!r}:
+    model = getattr(transformers, name).from_pretrained("org/sma-tiny", {kwargs}).eval()
+    out = model(**batch)
+    first = out.last_hidden_state if name == "AutoModel" else out.logits
+    print(name, type(model).__name__, type(model).__module__.split(".")[0], *first.shape)
 """
-    installed = run_python("import sma_hf\n" + code.format(kwargs=""), **env)
-    assert installed.split() == ["sma_hf.modeling_sma", "(2,", f"{config.num_latents},", f"{config.hidden_size})"]
-    remote = run_python(BLOCK_PACKAGE + code.format(kwargs="trust_remote_code=True"), **env)
-    assert remote.split()[0].startswith("transformers_modules.") and remote.split()[1:] == installed.split()[1:]
+    heads = list(HEADS)
+    installed = run_python("import sma_hf\n" + code.format(heads=heads, kwargs=""), **env).splitlines()
+    remote = run_python(BLOCK_PACKAGE + code.format(heads=heads, kwargs="trust_remote_code=True"), **env).splitlines()
+    assert [line.split()[:3] for line in installed] == [[name, HEADS[name].__name__, "sma_hf"] for name in heads]
+    assert installed[0].split()[3:] == ["2", str(config.num_latents), str(config.hidden_size)]
+    for package, remote_line in zip(installed, remote):  # every head, the same class and output shape
+        assert remote_line.split()[2] == "transformers_modules"
+        assert remote_line.split()[:2] + remote_line.split()[3:] == package.split()[:2] + package.split()[3:]
     load_absent = "import sma_hf, transformers; transformers.AutoModel.from_pretrained('org/absent')"
     missing = subprocess.run(
         [sys.executable, "-c", load_absent], capture_output=True, text=True, env={**os.environ, **env}

@@ -1,4 +1,4 @@
-"""Run by tests/test_pretraining_sma.py under `accelerate launch` with 2 CPU processes (not a test module itself).
+"""Run by tests/tools/test_pretraining_sma.py under `accelerate launch` with 2 CPU processes (no test module).
 
 Usage: distributed_pretraining.py DATA_DIR CONFIG_JSON OUTPUT_DIR
 Writes OUTPUT_DIR/coverage.json (rows seen per rank in one epoch, for 4 and for 3 shards), runs `sma-pretrain`

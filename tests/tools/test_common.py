@@ -78,13 +78,13 @@ def test_console_script_without_the_train_extra_says_what_to_install(monkeypatch
 
 
 def test_pretraining_and_fine_tuning_refuse_the_same_rows():
-    from sma_hf.tools.finetune import Encoder
+    from sma_hf.tools.finetune import row_problem
     from sma_hf.tools.pretrain import BatchBuilder
 
     config = SMAConfig(input_type="continuous", input_channels=2)
     task = {"problem_type": "regression", "name": "t"}
     rows = [[1.0, 2.0, 3.0, 4.0], [[1.0, 2.0], [3.0, 4.0]], [[1.0, float("inf")]]]
-    fine_tuning = [Encoder(task, config, None, 8).unusable(row, 0.5) for row in rows]
+    fine_tuning = [row_problem(row, 0.5, task, config) for row in rows]
     _, pretraining = BatchBuilder(None, config, "x", 8).usable_values([{"x": row} for row in rows])
     assert fine_tuning == ["input is not a list of 2-channel elements", None, "non-finite input values"]
     assert pretraining == {"input is not a list of 2-channel elements": 1, "non-finite input values": 1}

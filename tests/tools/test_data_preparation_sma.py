@@ -498,12 +498,23 @@ def test_tabular(data_root, tabular):
 
 
 def test_shipped_task_specs_match_the_prepared_data(data_root, chemistry, peptides, images, tabular):
+    # the shipped tasks: (problem type, labels, selection metric)
+    expected = {
+        "amp": ("single_label_classification", 2, "roc_auc"),
+        "breast_cancer": ("single_label_classification", 2, "roc_auc"),
+        "digits": ("single_label_classification", 10, "accuracy"),
+        "freesolv": ("regression", 1, "rmse"),
+        "mnist": ("single_label_classification", 10, "accuracy"),
+        "mnist_permuted": ("single_label_classification", 10, "accuracy"),
+        "solubility": ("regression", 1, "rmse"),
+    }
     files = sorted(TASKS_DIR.glob("*.json"))
-    assert {path.stem for path in files} == {"amp", "breast_cancer", "digits", "freesolv", "mnist", "solubility",
-                                             "mnist_permuted"}  # fmt: skip
+    assert {path.stem for path in files} == set(expected)
     for path in files:
         spec = load_task(path.stem)  # found by name
-        assert spec["name"] == path.stem and spec == load_task(str(path))
+        assert spec["name"] == path.stem
+        assert (spec["problem_type"], spec["num_labels"], spec["metric"]) == expected[path.stem]
+        assert spec["greater_is_better"] == (spec["metric"] != "rmse")
         assert set(spec["data_files"]) == set(SPLITS)
         for split, relative in spec["data_files"].items():
             table = pq.read_table(data_root / relative)

@@ -103,7 +103,7 @@ def test_token_classification_labels_follow_the_bytes(tmp_path, config_path):
     from sma_hf.tools.finetune import Encoder, load_task
 
     encoder = Encoder(load_task(str(task)), SMAConfig(**TINY_CONFIG), create_byte_tokenizer(), max_length=10)
-    features = encoder._encode({"smiles": [rows[0]["smiles"], "CcO"], "label": [rows[0]["label"], [0, 1, 0]]})
+    features = encoder.features([rows[0]["smiles"], "CcO"], [rows[0]["label"], [0, 1, 0]])
     assert features["labels"][0] == [0, 1, 1, 1, 1, 1, 1, 1, 1, -100]  # 9 bytes kept, then [SEP]
     assert features["labels"][1] == [0, 1, 0, -100]
     assert [len(ids) for ids in features["input_ids"]] == [10, 4]
@@ -160,3 +160,32 @@ def test_metrics_against_brute_force():
     assert spearman(x, -x) == pytest.approx(-1.0)
     metrics = task_metrics("regression", np.array([[1.0], [2.0], [4.0]]), np.array([1.0, 3.0, 3.0]))
     assert metrics["rmse"] == pytest.approx(np.sqrt(2 / 3)) and metrics["mae"] == pytest.approx(2 / 3)
+
+
+def test_the_log_says_each_thing_once(tmp_path, config_path, recwarn, caplog, capfd):
+    """No warning per epoch or per seed on a CPU: torch's pin-memory warning, transformers' checkpoint-write bars and
+    the BOS/EOS alignment stay out; the load report (new head weights) comes once, not once per seed."""
+    from transformers.utils import logging as transformers_logging
+
+    from sma_hf import SMAConfig, SMAForMaskedModeling, create_byte_tokenizer
+
+    pretrained = tmp_path / "pretrained"
+    SMAForMaskedModeling(SMAConfig(**TINY_CONFIG)).save_pretrained(pretrained)
+    create_byte_tokenizer(model_max_length=64).save_pretrained(pretrained)
+    rows = [{"smiles": s, "label": float(len(s))} for s in smiles_rows(40)]
+    task = write_task(tmp_path, "quiet", rows, "regression", 1, "rmse")
+    capfd.readouterr()  # what saving the checkpoint printed
+    transformers_logging.enable_propagation()  # so that caplog sees transformers' records
+    try:
+        main(["--model_name_or_path", str(pretrained), "--task", str(task), "--data_dir", str(tmp_path / "data"),
+              "--output_dir", str(tmp_path / "out"), "--num_train_epochs", "2", "--seeds", "0", "1"])  # fmt: skip
+    finally:
+        transformers_logging.disable_propagation()
+        transformers_logging.enable_progress_bar()
+    messages = [record.getMessage() for record in caplog.records]
+    assert not [str(w.message) for w in recwarn if "pin_memory" in str(w.message)]
+    # one record may reach caplog twice once transformers propagates; count emissions, not deliveries
+    reports = {(r.name, r.created) for r in caplog.records if "LOAD REPORT" in r.getMessage()}
+    assert len(reports) == 1, reports
+    assert not [message for message in messages if "PAD/BOS/EOS" in message]
+    assert "Writing model shards" not in capfd.readouterr().err

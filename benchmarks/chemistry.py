@@ -1,0 +1,196 @@
+"""Evidence on molecules: does SMA pretraining pay? Every arm of the protocol (`evidence.py`) on FreeSolv and
+solubility, and the chemistry checkpoint with its card.
+
+    python benchmarks/chemistry.py               # the experiment: results under benchmarks/results/chemistry/,
+                                                 # the card under model_cards/ (about an hour on 2 CPU cores)
+    python benchmarks/chemistry.py --main_job    # README's main job: the self-guided model alone, FreeSolv, its card
+    python benchmarks/chemistry.py --smoke       # the whole grid on tiny generated data, in seconds (CI)
+
+The recipe (pretraining and fine-tuning settings below, architecture and masking in the `sma-chemistry-small`
+presets) was chosen on validation by `benchmarks/chemistry_recipe_study.py`.
+"""
+
+import argparse
+import json
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from evidence import Experiment, cell_label, run_experiment, run_finetune
+from transformers import AutoModel, AutoTokenizer
+
+from sma_hf.tools import hub, pretrain
+from sma_hf.tools.common import TASKS_DIR
+from sma_hf.tools.data import prepare_chemistry
+
+
+ROOT = Path(__file__).resolve().parents[1]
+MODEL_ID = "sma-hf/sma-chemistry-small"
+TASKS = ["freesolv", "solubility"]
+PRESETS = {"self_guided": "sma-chemistry-small", "random_masks": "sma-chemistry-small-random-masks"}
+# the recipe: the same for both pretrained arms, and the same fine-tuning for every arm and budget
+PRETRAIN_STEPS = 1500
+PRETRAIN_ARGS = [
+    "--max_steps", str(PRETRAIN_STEPS), "--per_device_train_batch_size", "64", "--group_by_length",
+    "--learning_rate", "5e-4", "--warmup_steps", "150", "--mask_noise_warmup_ratio", "0.25",
+    "--eval_steps", "250", "--save_steps", "500", "--logging_steps", "50", "--seed", "0", "--report_to", "none",
+    "--model_card_domain", "chemistry",
+]  # fmt: skip
+FINETUNE_ARGS = ["--num_train_epochs", "30", "--per_device_train_batch_size", "32", "--learning_rate", "3e-4"]
+CLASSICAL = [("morgan", "random_forest"), ("morgan", "gradient_boosting")]
+
+
+def chemistry_experiment(data_dir: Path, smoke: bool) -> Experiment:
+    pool = data_dir / "chemistry" / "pretrain"
+    data = ["--train_file", str(pool / "train-*.parquet"), "--validation_file", str(pool / "validation-*.parquet")]
+    if smoke:
+        return Experiment(
+            name="chemistry (smoke)",
+            data_dir=data_dir,
+            tasks=[str(data_dir / f"{task}.json") for task in TASKS],
+            presets={arm: str(data_dir / f"{arm}.json") for arm in PRESETS},
+            pretrain_args=[
+                *data,
+                "--max_steps",
+                "2",
+                "--per_device_train_batch_size",
+                "8",
+                "--eval_steps",
+                "2",
+                "--report_to",
+                "none",
+            ],  # fmt: skip
+            finetune_args=["--num_train_epochs", "1", "--per_device_train_batch_size", "8"],
+            classical=[("morgan", "gradient_boosting")],  # the fast one; both are tested in tests/tools
+            data_cards=[],
+            seeds=(0, 1),
+        )
+    return Experiment(
+        name="chemistry",
+        data_dir=data_dir,
+        tasks=TASKS,
+        presets=PRESETS,
+        pretrain_args=[*data, *PRETRAIN_ARGS],
+        finetune_args=FINETUNE_ARGS,
+        classical=CLASSICAL,
+        data_cards=[data_dir / "chemistry" / "data_card.json"],
+    )
+
+
+def prepare_data(data_dir: Path, smoke: bool):
+    """The chemistry corpus of `sma-prepare-data`, or, for the smoke run, tiny made-up files of the same layout."""
+    if not smoke:
+        if not (data_dir / "chemistry" / "data_card.json").is_file():
+            prepare_chemistry(data_dir)
+        return
+    molecules = [f"C{'C' * (i % 7)}{'O' * (i % 3)}{'N' * (i % 2)}{'c1ccccc1' * (i % 2)}" for i in range(60)]
+    pool = data_dir / "chemistry" / "pretrain"
+    pool.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.table({"smiles": molecules[:40]}), pool / "train-00000-of-00001.parquet")
+    pq.write_table(pa.table({"smiles": molecules[40:]}), pool / "validation-00000-of-00001.parquet")
+    for task in TASKS:
+        spec = json.loads((TASKS_DIR / f"{task}.json").read_text())
+        for split, part in (("train", molecules[:40]), ("validation", molecules[40:50]), ("test", molecules[50:])):
+            labels = [float(len(m)) + (0.5 if task == "solubility" else 0.0) for m in part]
+            path = data_dir / spec["data_files"][split]
+            path.parent.mkdir(parents=True, exist_ok=True)
+            pq.write_table(pa.table({"smiles": part, "label": labels}), path)
+        (data_dir / f"{task}.json").write_text(json.dumps(spec))
+    tiny = {"input_type": "discrete", "encoder_type": "self_attention", "max_position_embeddings": 64,
+            "embedding_size": 16, "hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2,
+            "intermediate_size": 32, "decoder_hidden_size": 16, "decoder_num_attention_heads": 2,
+            "decoder_intermediate_size": 32, "masking_ratio": 0.3, "num_per_query": 3}  # fmt: skip
+    (data_dir / "self_guided.json").write_text(
+        json.dumps({**tiny, "head_aggregation": "random_mix", "mask_self": True})
+    )
+    (data_dir / "random_masks.json").write_text(json.dumps({**tiny, "masking_strategy": "random"}))
+
+
+def card_results(record: dict) -> list[dict]:
+    """The results a card shows: the self-guided model's own first (FreeSolv, then solubility, full budget; its
+    model-index), then every other arm and budget."""
+    own = [c for c in record["cells"] if c["arm"] == "self_guided" and c["budget"] == 1.0]  # one per task
+    others = [c for c in record["cells"] if c not in own]
+    return sorted(own, key=lambda c: TASKS.index(c["task"]["name"])) + others
+
+
+def publish(model_dir: Path, results: list[dict], data_dir: Path, card_path: Path | None) -> Path:
+    """Render the card of the hub-ready folder from its pretraining summary, the data card and `results` (the
+    model's own first); copy it to `card_path` (the committed card under model_cards/)."""
+    argv = [
+        "--model_dir",
+        str(model_dir),
+        "--domain",
+        "chemistry",
+        "--model_id",
+        MODEL_ID,
+        "--tags",
+        "chemistry",
+        "smiles",
+    ]
+    data_card = data_dir / "chemistry" / "data_card.json"
+    if data_card.is_file():
+        argv += ["--data_card", str(data_card)]
+    results_dir = model_dir.parent / "card_results"
+    results_dir.mkdir(exist_ok=True)
+    for index, result in enumerate(results):
+        path = results_dir / f"{index:02d}-{result['task']['name']}.json"
+        path.write_text(json.dumps(result))
+        argv += ["--results", str(path)] if index == 0 else [str(path)]
+    hub.main(argv)
+    if card_path is not None:
+        card_path.write_text((model_dir / "README.md").read_text())
+    return model_dir / "README.md"
+
+
+def main_job(data_dir: Path, work_dir: Path) -> dict:
+    """README's main job: prepare the data, pretrain the self-guided model with the recipe, fine-tune it on FreeSolv
+    (3 seeds), write its hub-ready folder whose card also cites the committed results of the other arms, load it."""
+    started = time.time()
+    prepare_data(data_dir, smoke=False)
+    experiment = chemistry_experiment(data_dir, smoke=False)
+    argv = ["--config_name", PRESETS["self_guided"], *experiment.pretrain_args, "--output_dir", str(work_dir)]
+    pretrain.pretrain(pretrain.parse_args(argv), command=pretrain.redacted_command(argv))
+    model_dir = work_dir / "model"
+    own = run_finetune(["--model_name_or_path", str(model_dir), "--task", "freesolv", "--data_dir", str(data_dir),
+                        "--output_dir", str(work_dir / "freesolv"), "--seeds", "0", "1", "2", "--label_fraction", "1",
+                        "--label", cell_label("self_guided", 1.0), *FINETUNE_ARGS])  # fmt: skip
+    committed = ROOT / "benchmarks" / "results" / "chemistry" / "results.json"
+    others = []
+    if committed.is_file():  # the other arms, from the committed experiment rather than run again
+        others = [c for c in card_results(json.loads(committed.read_text()))[1:]]
+    card = publish(model_dir, [own, *others], data_dir, card_path=None)
+    model = AutoModel.from_pretrained(model_dir, classifier_pooling="mean").eval()
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    embeddings = model(**tokenizer(["CCO", "c1ccccc1O"], padding=True, return_tensors="pt")).pooler_output
+    rmse = own["test"]["rmse"]
+    minutes = (time.time() - started) / 60
+    print(f"Loaded {model_dir}: {type(model).__name__}, embeddings {tuple(embeddings.shape)}; card {card}: FreeSolv "
+          f"test RMSE {rmse['mean']:.3f} ± {rmse['std']:.3f}; main job {minutes:.1f} min")  # fmt: skip
+    return own
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data_dir", type=Path, default=ROOT / "data")
+    parser.add_argument("--work_dir", type=Path, default=ROOT / "outputs" / "evidence" / "chemistry")
+    parser.add_argument("--results_dir", type=Path, default=ROOT / "benchmarks" / "results" / "chemistry")
+    parser.add_argument("--smoke", action="store_true", help="Tiny generated data and model: the plumbing only.")
+    parser.add_argument("--main_job", action="store_true", help="README's main job (see the module docstring).")
+    args = parser.parse_args(argv)
+    if args.main_job:
+        return main_job(args.data_dir, args.work_dir / "main_job")
+    prepare_data(args.data_dir, args.smoke)
+    experiment = chemistry_experiment(args.data_dir, args.smoke)
+    command = shlex.join(["python", "benchmarks/chemistry.py", *(argv if argv is not None else sys.argv[1:])])
+    record = run_experiment(experiment, args.work_dir, args.results_dir, command)
+    card_path = None if args.smoke else ROOT / "model_cards" / "sma-chemistry-small.md"
+    publish(Path(record["pretraining"]["self_guided"]["model_dir"]), card_results(record), args.data_dir, card_path)
+    return record
+
+
+if __name__ == "__main__":
+    main()
