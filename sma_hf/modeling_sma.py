@@ -180,6 +180,10 @@ class SMAAttention(nn.Module):
         query = self._split_heads(self.query, hidden_states)
         key = self._split_heads(self.key, key_value_states)
         value = self._split_heads(self.value, key_value_states)
+        return self._attend(query, key, value, attention_mask, **kwargs)
+
+    def _attend(self, query, key, value, attention_mask, **kwargs) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The attention of split-head projections through `config._attn_implementation`; merged heads, probs."""
         attention_fn: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
             self.config._attn_implementation, eager_attention_forward
         )
@@ -253,19 +257,8 @@ class SMAInputAttention(SMAAttention):
                 attention_mask=visible,
                 encoder_hidden_states=key_value_states,
             )
-        attention_fn: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
-            self.config._attn_implementation, eager_attention_forward
-        )
-        output, _ = attention_fn(
-            self,
-            query,
-            key,
-            value,
-            attention_mask,
-            dropout=self.config.attention_probs_dropout_prob if self.training else 0.0,
-            scaling=self.scaling,
-        )
-        return self._merge_heads(output), None, masked_positions
+        attended, _ = self._attend(query, key, value, attention_mask)
+        return attended, None, masked_positions
 
     def explicit_path(self, sample_mask: bool, output_attentions: bool) -> bool:
         """Whether this forward materialises every logit (see the class docstring for when)."""
