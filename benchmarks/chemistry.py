@@ -12,6 +12,7 @@ presets) was chosen on validation by `benchmarks/chemistry_recipe_study.py`.
 
 import argparse
 import json
+import os
 import shlex
 import sys
 import time
@@ -25,6 +26,7 @@ from transformers import AutoModel, AutoTokenizer
 from sma_hf.tools import hub, pretrain
 from sma_hf.tools.common import TASKS_DIR
 from sma_hf.tools.data import prepare_chemistry
+from sma_hf.tools.mask_health import MASK_FIGURE_FILE
 
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -117,9 +119,12 @@ def card_results(record: dict) -> list[dict]:
     return sorted(own, key=lambda c: TASKS.index(c["task"]["name"])) + others
 
 
-def publish(model_dir: Path, results: list[dict], data_dir: Path, card_path: Path | None) -> Path:
+def publish(
+    model_dir: Path, results: list[dict], data_dir: Path, card_path: Path | None = None, figure_dir: Path | None = None
+) -> Path:
     """Render the card of the hub-ready folder from its pretraining summary, the data card and `results` (the
-    model's own first); copy it to `card_path` (the committed card under model_cards/)."""
+    model's own first); copy it to `card_path` (the committed card under model_cards/), showing the committed copy
+    of the mask figure in `figure_dir` (the hub folder carries its own)."""
     argv = [
         "--model_dir",
         str(model_dir),
@@ -142,7 +147,9 @@ def publish(model_dir: Path, results: list[dict], data_dir: Path, card_path: Pat
         argv += ["--results", str(path)] if index == 0 else [str(path)]
     hub.main(argv)
     if card_path is not None:
-        card_path.write_text((model_dir / "README.md").read_text())
+        figure = os.path.relpath(figure_dir / MASK_FIGURE_FILE, card_path.parent)
+        card = (model_dir / "README.md").read_text().replace(f"]({MASK_FIGURE_FILE})", f"]({figure})")
+        card_path.write_text(card.replace(f"{ROOT}/", ""))  # its commands, run from the repository's root
     return model_dir / "README.md"
 
 
@@ -162,7 +169,7 @@ def main_job(data_dir: Path, work_dir: Path) -> dict:
     others = []
     if committed.is_file():  # the other arms, from the committed experiment rather than run again
         others = [c for c in card_results(json.loads(committed.read_text()))[1:]]
-    card = publish(model_dir, [own, *others], data_dir, card_path=None)
+    card = publish(model_dir, [own, *others], data_dir)
     model = AutoModel.from_pretrained(model_dir, classifier_pooling="mean").eval()
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     embeddings = model(**tokenizer(["CCO", "c1ccccc1O"], padding=True, return_tensors="pt")).pooler_output
@@ -188,7 +195,8 @@ def main(argv=None):
     command = shlex.join(["python", "benchmarks/chemistry.py", *(argv if argv is not None else sys.argv[1:])])
     record = run_experiment(experiment, args.work_dir, args.results_dir, command)
     card_path = None if args.smoke else ROOT / "model_cards" / "sma-chemistry-small.md"
-    publish(Path(record["pretraining"]["self_guided"]["model_dir"]), card_results(record), args.data_dir, card_path)
+    model_dir = Path(record["pretraining"]["self_guided"]["model_dir"])
+    publish(model_dir, card_results(record), args.data_dir, card_path, figure_dir=args.results_dir)
     return record
 
 
