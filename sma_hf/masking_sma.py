@@ -191,8 +191,6 @@ def self_guided_masked_positions(
         [batch, length] bool mask with exactly min(round(ratio x valid), valid - 1) True entries per row (or all of
         `already_masked`, if that is more).
     """
-    if mask_self and not queries_are_inputs:
-        raise ValueError("`mask_self=True` needs queries that are input positions (`queries_are_inputs=True`).")
     queries = sample_queries(valid, attention_scores.shape[2], ratio, num_per_query, queries_are_inputs, generator)
     # only the sampled rows are turned into probabilities, not every query's
     return masked_positions_from_rows(
