@@ -12,7 +12,6 @@ presets) was chosen on validation by `benchmarks/chemistry_recipe_study.py`.
 
 import argparse
 import json
-import os
 import shlex
 import sys
 import time
@@ -20,16 +19,14 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from evidence import Experiment, cell_label, run_experiment, run_finetune
+from evidence import ROOT, Experiment, card_results, cell_label, publish, run_experiment, run_finetune
 from transformers import AutoModel, AutoTokenizer
 
-from sma_hf.tools import hub, pretrain
+from sma_hf.tools import pretrain
 from sma_hf.tools.common import TASKS_DIR
 from sma_hf.tools.data import prepare_chemistry
-from sma_hf.tools.mask_health import MASK_FIGURE_FILE
 
 
-ROOT = Path(__file__).resolve().parents[1]
 MODEL_ID = "sma-hf/sma-chemistry-small"
 TASKS = ["freesolv", "solubility"]
 PRESETS = {"self_guided": "sma-chemistry-small", "random_masks": "sma-chemistry-small-random-masks"}
@@ -111,46 +108,11 @@ def prepare_data(data_dir: Path, smoke: bool):
     (data_dir / "random_masks.json").write_text(json.dumps({**tiny, "masking_strategy": "random"}))
 
 
-def card_results(record: dict) -> list[dict]:
-    """The results a card shows: the self-guided model's own first (FreeSolv, then solubility, full budget; its
-    model-index), then every other arm and budget."""
-    own = [c for c in record["cells"] if c["arm"] == "self_guided" and c["budget"] == 1.0]  # one per task
-    others = [c for c in record["cells"] if c not in own]
-    return sorted(own, key=lambda c: TASKS.index(c["task"]["name"])) + others
-
-
-def publish(
-    model_dir: Path, results: list[dict], data_dir: Path, card_path: Path | None = None, figure_dir: Path | None = None
-) -> Path:
-    """Render the card of the hub-ready folder from its pretraining summary, the data card and `results` (the
-    model's own first); copy it to `card_path` (the committed card under model_cards/), showing the committed copy
-    of the mask figure in `figure_dir` (the hub folder carries its own)."""
-    argv = [
-        "--model_dir",
-        str(model_dir),
-        "--domain",
-        "chemistry",
-        "--model_id",
-        MODEL_ID,
-        "--tags",
-        "chemistry",
-        "smiles",
-    ]
+def card_args(data_dir: Path) -> list[str]:
+    """`sma-model-card`'s arguments for the chemistry checkpoint (besides its folder and results)."""
+    argv = ["--domain", "chemistry", "--model_id", MODEL_ID, "--tags", "chemistry", "smiles"]
     data_card = data_dir / "chemistry" / "data_card.json"
-    if data_card.is_file():
-        argv += ["--data_card", str(data_card)]
-    results_dir = model_dir.parent / "card_results"
-    results_dir.mkdir(exist_ok=True)
-    for index, result in enumerate(results):
-        path = results_dir / f"{index:02d}-{result['task']['name']}.json"
-        path.write_text(json.dumps(result))
-        argv += ["--results", str(path)] if index == 0 else [str(path)]
-    hub.main(argv)
-    if card_path is not None:
-        figure = os.path.relpath(figure_dir / MASK_FIGURE_FILE, card_path.parent)
-        card = (model_dir / "README.md").read_text().replace(f"]({MASK_FIGURE_FILE})", f"]({figure})")
-        card_path.write_text(card.replace(f"{ROOT}/", ""))  # its commands, run from the repository's root
-    return model_dir / "README.md"
+    return argv + ["--data_card", str(data_card)] if data_card.is_file() else argv
 
 
 def main_job(data_dir: Path, work_dir: Path) -> dict:
@@ -168,8 +130,8 @@ def main_job(data_dir: Path, work_dir: Path) -> dict:
     committed = ROOT / "benchmarks" / "results" / "chemistry" / "results.json"
     others = []
     if committed.is_file():  # the other arms, from the committed experiment rather than run again
-        others = [c for c in card_results(json.loads(committed.read_text()))[1:]]
-    card = publish(model_dir, [own, *others], data_dir)
+        others = card_results(json.loads(committed.read_text()), TASKS)[1:]
+    card = publish(model_dir, [own, *others], card_args(data_dir))
     model = AutoModel.from_pretrained(model_dir, classifier_pooling="mean").eval()
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     embeddings = model(**tokenizer(["CCO", "c1ccccc1O"], padding=True, return_tensors="pt")).pooler_output
@@ -196,7 +158,7 @@ def main(argv=None):
     record = run_experiment(experiment, args.work_dir, args.results_dir, command)
     card_path = None if args.smoke else ROOT / "model_cards" / "sma-chemistry-small.md"
     model_dir = Path(record["pretraining"]["self_guided"]["model_dir"])
-    publish(model_dir, card_results(record), args.data_dir, card_path, figure_dir=args.results_dir)
+    publish(model_dir, card_results(record, TASKS), card_args(args.data_dir), card_path, figure_dir=args.results_dir)
     return record
 
 

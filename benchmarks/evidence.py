@@ -14,21 +14,24 @@ The pieces a user calls on their own task live in the package (`sma-pretrain`, `
 
 import importlib.metadata
 import json
+import os
 import platform
 import shlex
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from sma_hf.tools import finetune, pretrain
+from sma_hf.tools import finetune, hub, pretrain
 from sma_hf.tools.baselines import classical_baseline
 from sma_hf.tools.common import write_json_atomic
 from sma_hf.tools.finetune import load_task
+from sma_hf.tools.mask_health import MASK_FIGURE_FILE
 from sma_hf.tools.metrics import display_name
 
 
+ROOT = Path(__file__).resolve().parents[1]
 PRETRAINED_ARMS = ("self_guided", "random_masks")
 ARM_LABELS = {
     "self_guided": "(a) SMA, self-guided masks",
@@ -48,10 +51,13 @@ class Experiment:
     presets: dict[str, str]  # arm ("self_guided", "random_masks") -> the config it is pretrained with
     pretrain_args: list[str]  # the same for both pretrained arms: data, steps, optimizer, seed
     finetune_args: list[str]  # the same for every arm and budget: epochs, batch, learning rate, pooling
-    classical: list[tuple[str, str]]  # (features, model name) of `sma_hf.tools.baselines.classical_baseline`
+    classical: list[tuple]  # (features, model name[, grid]) of `sma_hf.tools.baselines.classical_baseline`
     data_cards: list[Path]  # whose file hashes identify the data
     budgets: tuple[float, ...] = (0.1, 1.0)
     seeds: tuple[int, ...] = (0, 1, 2)
+    task_budgets: dict[str, tuple[float, ...]] = field(default_factory=dict)  # task name -> instead of `budgets`
+    classical_only_tasks: list[str] = field(default_factory=list)  # task names whose neural rows did not fit
+    linear_probes: bool = True
 
 
 def cell_label(arm: str, budget: float) -> str:
@@ -85,36 +91,48 @@ def run_finetune(argv: list[str]) -> dict:
 def evaluate_arms(experiment: Experiment, arms: dict[str, dict], work_dir: Path) -> list[dict]:
     """Every cell of the grid: (task, budget, arm, protocol) -> results in `sma-finetune`'s format."""
     cells = []
-    seeds = [str(seed) for seed in experiment.seeds]
-    scratch_preset = experiment.presets["self_guided"]
     for task in experiment.tasks:
         name = load_task(task)["name"]
-        for budget in experiment.budgets:
-            models = {arm: ["--model_name_or_path", arms[arm]["model_dir"]] for arm in PRETRAINED_ARMS}
-            models["scratch"] = ["--config_name", scratch_preset]
-            for arm, model in models.items():
-                out = work_dir / "finetune" / name / f"{arm}-{budget:g}"
-                argv = [*model, "--task", task, "--data_dir", str(experiment.data_dir), "--output_dir", str(out),
-                        "--seeds", *seeds, "--label_fraction", f"{budget:g}", "--label", cell_label(arm, budget),
-                        *experiment.finetune_args]  # fmt: skip
-                cells.append({"budget": budget, "arm": arm, "row": ARM_LABELS[arm], **run_finetune(argv)})
-            for features, model_name in experiment.classical:
-                started = time.time()
-                row = f"(d) {model_name.replace('_', ' ')} on {features} features"
-                label = f"{row}, {budget:.0%} labels"
-                results = classical_baseline(task, str(experiment.data_dir), features, model_name,
-                                             list(experiment.seeds), budget, label)  # fmt: skip
-                results["wall_time_s"] = round(time.time() - started, 1)
-                cells.append({"budget": budget, "arm": f"classical_{model_name}", "row": row, **results})
-        probes = {arm: ["--model_name_or_path", arms[arm]["model_dir"]] for arm in PRETRAINED_ARMS}
-        probes["scratch"] = ["--config_name", scratch_preset]  # a random encoder per seed
-        for arm, model in probes.items():
-            out = work_dir / "probe" / name / arm
-            argv = [*model, "--task", task, "--data_dir", str(experiment.data_dir), "--output_dir", str(out),
-                    "--seeds", *seeds, "--linear_probe", "--label", f"{ARM_LABELS[arm]}, linear probe"]  # fmt: skip
-            row = f"{ARM_LABELS[arm]}: linear probe of the frozen encoder"
-            cells.append({"budget": 1.0, "arm": f"probe_{arm}", "row": row, **run_finetune(argv)})
+        neural = name not in experiment.classical_only_tasks
+        for budget in experiment.task_budgets.get(name, experiment.budgets):
+            if neural:
+                cells += [finetune_cell(experiment, arms, task, budget, arm, work_dir) for arm in ARM_LABELS]
+            cells += [classical_cell(experiment, task, budget, *tool) for tool in experiment.classical]
+        if neural and experiment.linear_probes:
+            cells += [probe_cell(experiment, arms, task, arm, work_dir) for arm in ARM_LABELS]
     return cells
+
+
+def _model_args(experiment: Experiment, arms: dict[str, dict], arm: str) -> list[str]:
+    if arm == "scratch":  # the self-guided arm's architecture, randomly initialised per seed
+        return ["--config_name", experiment.presets["self_guided"]]
+    return ["--model_name_or_path", arms[arm]["model_dir"]]
+
+
+def finetune_cell(experiment: Experiment, arms: dict, task: str, budget: float, arm: str, work_dir: Path) -> dict:
+    out = work_dir / "finetune" / load_task(task)["name"] / f"{arm}-{budget:g}"
+    argv = [*_model_args(experiment, arms, arm), "--task", task, "--data_dir", str(experiment.data_dir),
+            "--output_dir", str(out), "--seeds", *map(str, experiment.seeds), "--label_fraction", f"{budget:g}",
+            "--label", cell_label(arm, budget), *experiment.finetune_args]  # fmt: skip
+    return {"budget": budget, "arm": arm, "row": ARM_LABELS[arm], **run_finetune(argv)}
+
+
+def classical_cell(experiment: Experiment, task: str, budget: float, features: str, model_name: str, grid=None):
+    started = time.time()
+    row = f"(d) {model_name.replace('_', ' ')} on {features} features"
+    results = classical_baseline(task, str(experiment.data_dir), features, model_name, list(experiment.seeds),
+                                 budget, f"{row}, {budget:.0%} labels", grid)  # fmt: skip
+    results["wall_time_s"] = round(time.time() - started, 1)
+    return {"budget": budget, "arm": f"classical_{model_name}_{features}", "row": row, **results}
+
+
+def probe_cell(experiment: Experiment, arms: dict, task: str, arm: str, work_dir: Path) -> dict:
+    out = work_dir / "probe" / load_task(task)["name"] / arm
+    argv = [*_model_args(experiment, arms, arm), "--task", task, "--data_dir", str(experiment.data_dir),
+            "--output_dir", str(out), "--seeds", *map(str, experiment.seeds), "--linear_probe",
+            "--label", f"{ARM_LABELS[arm]}, linear probe"]  # fmt: skip
+    row = f"{ARM_LABELS[arm]}: linear probe of the frozen encoder"
+    return {"budget": 1.0, "arm": f"probe_{arm}", "row": row, **run_finetune(argv)}
 
 
 def data_hashes(cards: list[Path]) -> dict[str, str]:
@@ -148,6 +166,8 @@ def run_experiment(experiment: Experiment, work_dir: Path, results_dir: Path, co
         "versions": versions(),
         "seeds": list(experiment.seeds),
         "budgets": list(experiment.budgets),
+        "task_budgets": {task: list(budgets) for task, budgets in experiment.task_budgets.items()},
+        "classical_only_tasks": experiment.classical_only_tasks,
         "data_sha256": data_hashes(experiment.data_cards),
         "pretrain_args": experiment.pretrain_args,
         "finetune_args": experiment.finetune_args,
@@ -161,6 +181,35 @@ def run_experiment(experiment: Experiment, work_dir: Path, results_dir: Path, co
     return record
 
 
+def card_results(record: dict, tasks: list[str]) -> list[dict]:
+    """The results a card shows: the self-guided model's own first (full budget, in the order of `tasks`; its
+    model-index), then every other arm and budget."""
+    own = [c for c in record["cells"] if c["arm"] == "self_guided" and c["budget"] == 1.0]  # one per task
+    others = [c for c in record["cells"] if c not in own]
+    return sorted(own, key=lambda c: tasks.index(c["task"]["name"])) + others
+
+
+def publish(model_dir: Path, results: list[dict], card_args: list[str], card_path: Path | None = None,
+            figure_dir: Path | None = None) -> Path:  # fmt: skip
+    """Render the card of the hub-ready folder (`sma-model-card` with `card_args`: domain, model id, tags, data
+    card) from its pretraining summary and `results` (the model's own first); copy it to `card_path` (the committed
+    card under model_cards/), showing the committed copy of the mask figure in `figure_dir` (the hub folder carries
+    its own)."""
+    argv = ["--model_dir", str(model_dir), *card_args]
+    results_dir = model_dir.parent / "card_results"
+    results_dir.mkdir(exist_ok=True)
+    for index, result in enumerate(results):
+        path = results_dir / f"{index:02d}-{result['task']['name']}.json"
+        path.write_text(json.dumps(result))
+        argv += ["--results", str(path)] if index == 0 else [str(path)]
+    hub.main(argv)
+    if card_path is not None:
+        figure = os.path.relpath(figure_dir / MASK_FIGURE_FILE, card_path.parent)
+        card = (model_dir / "README.md").read_text().replace(f"]({MASK_FIGURE_FILE})", f"]({figure})")
+        card_path.write_text(card.replace(f"{ROOT}/", ""))  # its commands, run from the repository's root
+    return model_dir / "README.md"
+
+
 def _cell(record: dict, task: str, budget: float, arm: str) -> dict | None:
     return next(
         (c for c in record["cells"] if (c["task"]["name"], c["budget"], c["arm"]) == (task, budget, arm)), None
@@ -172,6 +221,10 @@ def _summary(cell: dict | None, split: str, metric: str) -> str:
         return "—"
     block = cell[split][metric]
     return f"{block['mean']:.3f} ± {block['std']:.3f}"
+
+
+def task_budgets(record: dict, task_name: str) -> list[float]:
+    return sorted({c["budget"] for c in record["cells"] if c["task"]["name"] == task_name})
 
 
 def row_order(record: dict) -> list[str]:
@@ -196,7 +249,7 @@ def results_markdown(record: dict) -> str:
         counts = f"{task['num_train']:,} / {task['num_validation']:,} / {task['num_test']:,}"
         lines.append(f"Train / validation / test: {counts}.")
         lines.append("")
-        budgets = [b for b in record["budgets"]]
+        budgets = task_budgets(record, task_name)
         header = [f"test {display_name(metric)} {arrow}, {b:.0%} labels" for b in budgets]
         header += [f"test {display_name(m)}, 100%" for m in others] + [f"validation {display_name(metric)}, 100%"]
         lines.append("| model | " + " | ".join(header) + " |")
@@ -251,13 +304,14 @@ def draw_result_figures(record: dict, results_dir: Path):
         metric = task["metric"]
         arms = [a for a in row_order(record) if _cell(record, task_name, 1.0, a)]
         figure, ax = plt.subplots(figsize=(1.2 + 0.9 * len(arms), 3.4))
-        width = 0.8 / len(record["budgets"])
-        for b_index, budget in enumerate(record["budgets"]):
+        budgets = task_budgets(record, task_name)
+        width = 0.8 / len(budgets)
+        for b_index, budget in enumerate(budgets):
             for a_index, arm in enumerate(arms):
                 cell = _cell(record, task_name, budget, arm)
                 if cell is None:
                     continue
-                x = a_index + (b_index - (len(record["budgets"]) - 1) / 2) * width
+                x = a_index + (b_index - (len(budgets) - 1) / 2) * width
                 block = cell["test"][metric]
                 ax.bar(x, block["mean"], width * 0.9, color=f"C{b_index}", alpha=0.75,
                        label=f"{budget:.0%} of the labels" if a_index == 0 else None)  # fmt: skip

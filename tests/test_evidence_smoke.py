@@ -28,7 +28,7 @@ def test_chemistry_experiment_smoke_run(tmp_path, monkeypatch):
     cells = {(c["task"]["name"], c["budget"], c["arm"]) for c in record["cells"]}
     for task in ("freesolv", "solubility"):
         for budget in (0.1, 1.0):
-            for arm in ("self_guided", "random_masks", "scratch", "classical_gradient_boosting"):
+            for arm in ("self_guided", "random_masks", "scratch", "classical_gradient_boosting_morgan"):
                 assert (task, budget, arm) in cells
         assert {(task, 1.0, f"probe_{arm}") for arm in ("self_guided", "random_masks", "scratch")} <= cells
     assert len(cells) == len(record["cells"]) == 2 * (2 * 4 + 3)

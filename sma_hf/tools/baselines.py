@@ -1,8 +1,8 @@
 """Baselines without pretraining: what a chemist or a biologist fits first, and the linear probe's fit.
 
 - Featurisers: `morgan_fingerprints` (RDKit), `amino_acid_composition` and `dipeptide_composition`.
-- `classical_baseline`: a random forest or gradient boosting (scikit-learn) on such features, hyper-parameters chosen
-  on the validation split, run per seed and label budget like `sma-finetune`; its results are written in
+- `classical_baseline`: a random forest, gradient boosting or (for classes) logistic regression (scikit-learn) on
+  such features, hyper-parameters chosen on the validation split, run per seed and label budget like `sma-finetune`; its results are written in
   `sma-finetune`'s format, so that tables and model cards read both alike.
 - `fit_linear_model`: ridge or logistic regression, regularisation chosen on validation (`sma-finetune
   --linear_probe` fits it on frozen embeddings).
@@ -100,26 +100,32 @@ def _select_on_validation(task: dict, candidates, features: dict, labels: dict):
     return {"validation": validation, "test": test, "hyperparameters": hyperparameters}
 
 
-def fit_linear_model(task: dict, features: dict, labels: dict) -> dict:
-    """Ridge (regression) or logistic regression on standardised features, the regularisation chosen on validation.
-
-    `features` and `labels` map "train", "validation" and "test" to arrays. Returns the validation and test metrics
-    of the chosen model and its `hyperparameters`."""
+def _linear_candidates(problem_type: str):
+    """Ridge (regression) or logistic regression on standardised features, one per regularisation strength."""
     _sklearn()
     from sklearn.linear_model import LogisticRegression, Ridge
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    if task["problem_type"] == "regression":
-        candidates = [({"alpha": a}, make_pipeline(StandardScaler(), Ridge(alpha=a))) for a in RIDGE_ALPHAS]
-    else:
-        candidates = [
-            ({"C": c}, make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=5000))) for c in LOGISTIC_CS
-        ]
-    return _select_on_validation(task, candidates, features, labels)
+    if problem_type == "regression":
+        return [({"alpha": a}, make_pipeline(StandardScaler(), Ridge(alpha=a))) for a in RIDGE_ALPHAS]
+    return [({"C": c}, make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=5000))) for c in LOGISTIC_CS]
 
 
-def _classical_candidates(model_name: str, problem_type: str, seed: int):
+def fit_linear_model(task: dict, features: dict, labels: dict) -> dict:
+    """Ridge (regression) or logistic regression on standardised features, the regularisation chosen on validation.
+
+    `features` and `labels` map "train", "validation" and "test" to arrays. Returns the validation and test metrics
+    of the chosen model and its `hyperparameters`."""
+    return _select_on_validation(task, _linear_candidates(task["problem_type"]), features, labels)
+
+
+def _classical_candidates(model_name: str, problem_type: str, seed: int, grid: dict | None):
+    if model_name == "logistic_regression":
+        if problem_type == "regression" or grid is not None:
+            raise ValueError("`model_name='logistic_regression'` is for classification tasks, with its own grid.")
+        yield from _linear_candidates(problem_type)
+        return
     _sklearn()
     from sklearn.ensemble import (
         HistGradientBoostingClassifier,
@@ -132,18 +138,22 @@ def _classical_candidates(model_name: str, problem_type: str, seed: int):
 
     regression = problem_type == "regression"
     if model_name == "random_forest":
-        model_class, grid = (RandomForestRegressor if regression else RandomForestClassifier), RANDOM_FOREST_GRID
-        fixed = {"n_estimators": 500, "n_jobs": -1, "random_state": seed}
+        model_class = RandomForestRegressor if regression else RandomForestClassifier
+        default_grid, fixed = RANDOM_FOREST_GRID, {"n_estimators": 500, "n_jobs": -1, "random_state": seed}
     elif model_name == "gradient_boosting":
         model_class = HistGradientBoostingRegressor if regression else HistGradientBoostingClassifier
-        grid, fixed = GRADIENT_BOOSTING_GRID, {"max_iter": 200, "early_stopping": False, "random_state": seed}
+        default_grid, fixed = GRADIENT_BOOSTING_GRID, {"max_iter": 200, "early_stopping": False, "random_state": seed}
     else:
-        raise ValueError(f"`model_name` must be 'random_forest' or 'gradient_boosting', got {model_name!r}.")
+        raise ValueError(
+            f"`model_name` must be 'random_forest', 'gradient_boosting' or 'logistic_regression', got {model_name!r}."
+        )
+    grid = default_grid if grid is None else grid
     for values in itertools.product(*grid.values()):
         hyperparameters = dict(zip(grid, values))
         # features constant on the training rows (most fingerprint bits of a small set) carry nothing: dropping them
         # makes gradient boosting several times faster
-        yield hyperparameters, make_pipeline(VarianceThreshold(), model_class(**hyperparameters, **fixed))
+        model = model_class(**{**fixed, **hyperparameters})
+        yield hyperparameters, make_pipeline(VarianceThreshold(), model)
 
 
 def classical_baseline(
@@ -154,6 +164,7 @@ def classical_baseline(
     seeds: list[int] = (0, 1, 2),
     label_fraction: float = 1.0,
     label: str | None = None,
+    grid: dict[str, list] | None = None,
 ) -> dict:
     """A random forest or gradient boosting on fixed features of a task's inputs, per seed and label budget.
 
@@ -162,9 +173,13 @@ def classical_baseline(
         data_dir: the root of the task's data files.
         features: "morgan" (fingerprints of SMILES), "aac" (amino-acid composition), "dipeptide", or a function
             from a list of inputs to a [rows, features] array.
-        model_name: "random_forest" or "gradient_boosting"; hyper-parameters are chosen on validation per seed.
+        model_name: "random_forest", "gradient_boosting" or, for classification, "logistic_regression" (on
+            standardised features); hyper-parameters are chosen on validation per seed.
         seeds: one model per seed (and one label-budget subset per seed, the same as `sma-finetune`'s).
         label_fraction: the label budget, a share of the training rows.
+        grid: the hyper-parameters searched on validation (each a list of values), instead of the model's default
+            grid (`RANDOM_FOREST_GRID`, `GRADIENT_BOOSTING_GRID`); a value also replaces a fixed setting such as
+            `n_estimators`.
     Returns the results in `sma-finetune`'s format (`results.json`).
     """
     task = load_task(task_name_or_path)
@@ -181,12 +196,13 @@ def classical_baseline(
         train = label_subset(rows["train"], task, label_fraction, seed)
         features_by_split = {"train": featurise(list(train[task["input_column"]])), **fixed}
         labels_by_split = {"train": np.asarray(train[task["label_column"]]), **labels}
-        candidates = _classical_candidates(model_name, task["problem_type"], seed)
+        candidates = _classical_candidates(model_name, task["problem_type"], seed, grid)
         fitted = _select_on_validation(task, candidates, features_by_split, labels_by_split)
         runs.append({"seed": seed, "num_train": len(train), **fitted})
     command = (
         f"sma_hf.tools.baselines.classical_baseline({task['name']!r}, {data_dir!r}, features={feature_name!r}, "
-        f"model_name={model_name!r}, seeds={list(seeds)}, label_fraction={label_fraction})"
+        f"model_name={model_name!r}, seeds={list(seeds)}, label_fraction={label_fraction}"
+        + (f", grid={grid!r})" if grid is not None else ")")
     )
     return results_record(
         task,

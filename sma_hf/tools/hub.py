@@ -52,7 +52,7 @@ from .metrics import display_name, greater_is_better
 
 
 CARD_TEMPLATE = TEMPLATES_DIR / "model_card.md"
-CARD_DOMAINS = ("generic", "chemistry", "peptides", "images")  # the domains whose text the template holds
+CARD_DOMAINS = ("generic", "chemistry", "peptides", "proteins", "images")  # the domains whose text the template holds
 CUSTOM_CODE_TAG = "custom_code"
 
 

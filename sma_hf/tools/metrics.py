@@ -22,7 +22,7 @@ DISPLAY_NAMES = {
     "mcc": "MCC",
 }
 # every metric `task_metrics` reports, in the order results list them
-METRICS = ("rmse", "mae", "spearman", "roc_auc", "accuracy")
+METRICS = ("rmse", "mae", "spearman", "roc_auc", "accuracy", "macro_f1")
 
 
 def greater_is_better(metric: str) -> bool:
@@ -62,8 +62,19 @@ def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
     return float((ranks[positives].sum() - num_positive * (num_positive + 1) / 2) / (num_positive * num_negative))
 
 
+def macro_f1(predictions: np.ndarray, labels: np.ndarray) -> float:
+    """The unweighted mean of the per-class F1 over the classes that occur in `labels` or `predictions` (as
+    scikit-learn's `f1_score(average="macro")`): a rare class counts as much as a common one."""
+    scores = []
+    for label in np.union1d(labels, predictions):
+        true_positive = np.sum((predictions == label) & (labels == label))
+        scores.append(2 * true_positive / (np.sum(predictions == label) + np.sum(labels == label)))
+    return float(np.mean(scores))
+
+
 def task_metrics(problem_type: str, logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-    """RMSE, MAE and Spearman for regression; accuracy (and ROC-AUC with two classes) for classification."""
+    """RMSE, MAE and Spearman for regression; accuracy for classification, with ROC-AUC for two classes and
+    macro-F1 for more."""
     if problem_type == "regression":
         predictions, labels = logits.reshape(-1), labels.reshape(-1)
         errors = predictions - labels
@@ -75,7 +86,10 @@ def task_metrics(problem_type: str, logits: np.ndarray, labels: np.ndarray) -> d
     if problem_type == "token_classification":
         keep = labels != -100
         logits, labels = logits[keep], labels[keep]
-    metrics = {"accuracy": float(np.mean(logits.argmax(-1) == labels))}
+    predictions = logits.argmax(-1)
+    metrics = {"accuracy": float(np.mean(predictions == labels))}
     if logits.shape[-1] == 2:
         metrics["roc_auc"] = roc_auc(logits[:, 1] - logits[:, 0], labels)
+    elif problem_type == "single_label_classification":
+        metrics["macro_f1"] = macro_f1(predictions, labels)
     return metrics

@@ -289,6 +289,7 @@ class DataPosition:
         self.batches_done = 0
         self.skipped = {}  # reason -> rows never used (counted each time a row is read, i.e. once per epoch)
         self.truncated = 0  # rows cut to max_seq_length
+        self.elements_seen = 0  # input elements of the training batches after truncation ([SEP] included)
         self.history = []  # logged metrics, so that a resumed run's summary covers the whole run
         self.elapsed_s = 0.0  # training wall time before this process started
 
@@ -347,7 +348,9 @@ def training_batches(stream, builder: BatchBuilder, batch_size: int, position: D
             for index in range(position.batches_done, len(batches)):
                 epoch_had_batches = True
                 position.batches_done = index + 1
-                position.truncated += sum(builder.length(v) > builder.max_seq_length for v in batches[index])
+                lengths = [builder.length(v) for v in batches[index]]
+                position.truncated += sum(length > builder.max_seq_length for length in lengths)
+                position.elements_seen += sum(min(length, builder.max_seq_length) for length in lengths)
                 yield builder.collate(batches[index])
             position.window_start += len(window)
             position.batches_done = 0
@@ -672,11 +675,13 @@ def optimizer_step(args, accelerator, model, optimizer, scheduler, batches, step
 
 def run_summary(args, accelerator: Accelerator, position: DataPosition, max_seq_length: int, command) -> dict:
     """What the run did, over every rank: steps, time, hardware, rows skipped or truncated, the logged history."""
-    skipped, truncated = {}, 0
-    for rank_skipped, rank_truncated in gather_object([(position.skipped, position.truncated)]):
+    skipped, truncated, elements_seen = {}, 0, 0
+    ranks = gather_object([(position.skipped, position.truncated, position.elements_seen)])
+    for rank_skipped, rank_truncated, rank_elements in ranks:
         for reason, count in rank_skipped.items():
             skipped[reason] = skipped.get(reason, 0) + count
         truncated += rank_truncated
+        elements_seen += rank_elements
     if skipped:
         accelerator.print(f"Skipped training rows (never used; counted each epoch they were read): {skipped}")
     accelerator.print(f"Rows truncated to {max_seq_length} elements: {truncated}")
@@ -692,6 +697,7 @@ def run_summary(args, accelerator: Accelerator, position: DataPosition, max_seq_
         * accelerator.num_processes,
         "skipped_rows": skipped,  # all ranks; a row is counted each epoch it is read
         "truncated_rows": truncated,
+        "elements_seen": elements_seen,  # all ranks, after truncation
         "final": history[-1] if history else {},
         "history": history,
         "args": public_args(args),

@@ -12,8 +12,8 @@ PyPI packages ship (see the project's DATA_SOURCES notes).
 - AMP vs UniProt is the peptides corpus's task; its validation and test sequences leave the pool too.
 
 Sequences are upper-cased; one with a letter outside the 25 IUPAC amino-acid codes is dropped and counted. Nothing is
-truncated here: the pretraining reads `--max_seq_length` residues, and the data card counts the sequences longer than
-`POOL_MAX_LENGTH`. Every source package is GPL-licensed software; the data cards say so.
+truncated here: the models read at most `MAX_LENGTH` tokens (residues plus the closing `[SEP]`), and the data card
+counts, for the pool and every task split, the sequences that this cuts. Every source package is GPL-licensed software; the data cards say so.
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ LOCATIONS = {
     "gol": "Golgi apparatus",
 }
 AMINO_ACID_CODES = frozenset("ACDEFGHIKLMNPQRSTVWYBXZUO")
-POOL_MAX_LENGTH = 1024  # the protein preset's max_position_embeddings: longer sequences are cut when read
+MAX_LENGTH = 512  # tokens (residues + [SEP]): the protein presets' max_position_embeddings; longer ones are cut when read
 POOL_VALIDATION_FRACTION = 0.005
 POOL_MIN_VALIDATION = 1000
 CLUSTER_MIN_IDENTITY = 0.3
@@ -175,6 +175,10 @@ def _labelled_table(rows: list[tuple[str, int]], indices) -> pa.Table:
     )
 
 
+def _cut_counts(sequences) -> dict[str, int]:
+    return {f"cut_at_{MAX_LENGTH}_tokens": sum(len(s) + 1 > MAX_LENGTH for s in sequences)}
+
+
 def _class_counts(labels, parts, num_classes):
     return {
         split: np.bincount([labels[i] for i in part], minlength=num_classes).tolist()
@@ -235,6 +239,7 @@ def _write_localisation(folder: Path, root: Path, predictnls_dir: Path, seed: in
                 "labels": {str(i): f"{LOCATIONS[n]} ({n})" for i, n in enumerate(names)},
                 "class_counts": _class_counts(labels, parts, len(names)),
                 "clusters": len(set(clusters)),
+                **_cut_counts(s for s, _ in rows),
             },
         )
         held_out[name] = {rows[i][0] for part in parts[1:] for i in part}
@@ -267,7 +272,11 @@ def _write_toxicity(folder: Path, root: Path, toxinpred_dir: Path, seed: int, ca
         },
         files,
         "stratified (per label) seeded random split 80/10/10",
-        info={"label": "1 = toxic (P_), 0 = non-toxic (N_)", "class_counts": _class_counts(labels, parts, 2)},
+        info={
+            "label": "1 = toxic (P_), 0 = non-toxic (N_)",
+            "class_counts": _class_counts(labels, parts, 2),
+            **_cut_counts(s for s, _ in rows),
+        },
     )
     return {rows[i][0] for part in parts[1:] for i in part}
 
@@ -324,8 +333,8 @@ def _write_pool(folder, root, swissprot_dir, held_out: dict[str, set], seed, num
             "removed_per_task": removed,
             "residues": int(lengths.sum()),
             "median_length": int(np.median(lengths)),
-            f"longer_than_{POOL_MAX_LENGTH}": int((lengths > POOL_MAX_LENGTH).sum()),
-            "truncation": f"none here; sma-pretrain --max_seq_length {POOL_MAX_LENGTH} cuts the longer ones",
+            **_cut_counts(pool),
+            "truncation": f"none here; a model reads at most {MAX_LENGTH} tokens (residues + [SEP]) of a sequence",
         },
     )
 

@@ -9,7 +9,7 @@ from datasets import Dataset
 from test_finetuning_sma import TINY_CONFIG, smiles_rows, write_task
 
 from sma_hf.tools.baselines import (
-    RANDOM_FOREST_GRID,
+    LOGISTIC_CS, RANDOM_FOREST_GRID,
     amino_acid_composition,
     classical_baseline,
     dipeptide_composition,
@@ -78,6 +78,25 @@ def test_classical_baselines_choose_on_validation(tmp_path):
     assert set(boosted["test"]) == {"accuracy", "roc_auc"} and boosted["runs"][0]["num_train"] == 12
     with pytest.raises(ValueError, match="`model_name` must be"):
         classical_baseline(str(tmp_path / "atoms.json"), str(tmp_path / "data"), "morgan", "svm", seeds=[0])
+
+
+def test_logistic_regression_and_a_smaller_forest_grid(tmp_path):
+    rng = np.random.default_rng(0)
+    sequences = ["".join(rng.choice(list("ACDEKLR"), size=20)) for _ in range(60)]
+    rows = [{"sequence": s, "label": int(s.count("K") + s.count("R") > s.count("D") + s.count("E"))} for s in sequences]
+    write_task(tmp_path, "charge", rows, "single_label_classification", 2, "roc_auc", "sequence")
+    task, data = str(tmp_path / "charge.json"), str(tmp_path / "data")
+    linear = classical_baseline(task, data, "aac", "logistic_regression", seeds=[0])
+    assert linear["runs"][0]["hyperparameters"]["C"] in LOGISTIC_CS
+    assert linear["test"]["roc_auc"]["mean"] > 0.8  # composition decides the label: a linear model sees it
+    grid = {"n_estimators": [20], "min_samples_leaf": [1, 5]}
+    forest = classical_baseline(task, data, "aac", "random_forest", seeds=[0], grid=grid)
+    assert forest["runs"][0]["hyperparameters"]["min_samples_leaf"] in (1, 5)
+    assert forest["runs"][0]["hyperparameters"]["n_estimators"] == 20 and "grid=" in forest["command"]
+    write_task(tmp_path, "length", [{"sequence": s, "label": float(len(set(s)))} for s in sequences], "regression", 1,
+               "rmse", "sequence")  # fmt: skip
+    with pytest.raises(ValueError, match="logistic_regression'` is for classification"):
+        classical_baseline(str(tmp_path / "length.json"), data, "aac", "logistic_regression", seeds=[0])
 
 
 def test_featurisers():

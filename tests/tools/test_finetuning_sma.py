@@ -12,7 +12,7 @@ from test_pretraining_sma import TINY_CONFIG, smiles_rows
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from sma_hf.tools.finetune import main
-from sma_hf.tools.metrics import average_ranks, roc_auc, spearman, task_metrics
+from sma_hf.tools.metrics import average_ranks, macro_f1, roc_auc, spearman, task_metrics
 
 
 def write_task(tmp_path, name, rows, problem_type, num_labels, metric, input_column="smiles", input_type="discrete"):
@@ -120,7 +120,7 @@ def test_continuous_inputs_and_skipped_rows(tmp_path):
     _, results = run(tmp_path, path, task)
     assert results["skipped_rows"] == {"train": {"non-finite input values": 1}}
     assert results["task"]["num_train"] == 26
-    assert set(results["test"]) == {"accuracy"}
+    assert set(results["test"]) == {"accuracy", "macro_f1"}
 
 
 def test_bad_labels_are_counted_or_refused(tmp_path, config_path):
@@ -160,6 +160,18 @@ def test_metrics_against_brute_force():
     assert spearman(x, -x) == pytest.approx(-1.0)
     metrics = task_metrics("regression", np.array([[1.0], [2.0], [4.0]]), np.array([1.0, 3.0, 3.0]))
     assert metrics["rmse"] == pytest.approx(np.sqrt(2 / 3)) and metrics["mae"] == pytest.approx(2 / 3)
+
+
+def test_macro_f1_weighs_every_class_alike_as_scikit_learn_does():
+    from sklearn.metrics import f1_score
+
+    rng = np.random.default_rng(1)
+    labels = rng.choice(5, size=200, p=[0.6, 0.25, 0.1, 0.04, 0.01])  # unbalanced, as localisation is
+    for predictions in (rng.integers(0, 5, 200), np.zeros(200, dtype=int), np.where(labels == 4, 3, labels)):
+        assert macro_f1(predictions, labels) == pytest.approx(f1_score(labels, predictions, average="macro"))
+    logits = np.eye(3)[[0, 0, 1, 2]]  # class 0 always right, classes 1 and 2 once each
+    metrics = task_metrics("single_label_classification", logits, np.array([0, 0, 1, 1]))
+    assert metrics == {"accuracy": 0.75, "macro_f1": pytest.approx((1 + 2 / 3 + 0) / 3)}
 
 
 def test_the_log_says_each_thing_once(tmp_path, config_path, recwarn, caplog, capfd):

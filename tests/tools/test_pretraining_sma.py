@@ -180,6 +180,7 @@ def test_batches_cover_each_epoch_and_resume_anywhere(corpus, group_size):
     two_epochs = pretraining.DataPosition()
     take(two_epochs, 28)
     assert two_epochs.truncated == 2 * sum(len(r) + 1 > 12 for r in smiles_rows(40))
+    assert two_epochs.elements_seen == 2 * sum(min(len(r) + 1, 12) for r in smiles_rows(40))
     if group_size > 1:  # each window of 3 batches is sorted by length before it is cut: batches do not interleave
         for window in range(4):
             batches = sorted(reference[3 * window : 3 * window + 3], key=lambda b: min(map(len, b)))
