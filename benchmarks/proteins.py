@@ -33,13 +33,15 @@ from sma_hf.tools.protein_data import prepare_proteins
 MODEL_ID = "sma-hf/sma-protein"
 TASKS = ["localisation_clustered", "localisation", "toxicity", "amp"]
 PRESETS = {"self_guided": "sma-protein-small", "random_masks": "sma-protein-small-random-masks"}
-# the same for both pretrained arms: about 12 minutes each on 2 cores (32 proteins per step, up to 512 tokens each)
+# the same for both pretrained arms: about 18 minutes each on 2 cores (32 proteins per step, up to 512 tokens each)
 PRETRAIN_ARGS = [
-    "--max_steps", "3000", "--per_device_train_batch_size", "32", "--group_by_length",
-    "--learning_rate", "5e-4", "--warmup_steps", "300", "--mask_noise_warmup_ratio", "0.25",
+    "--max_steps", "5000", "--per_device_train_batch_size", "32", "--group_by_length",
+    "--learning_rate", "5e-4", "--warmup_steps", "500", "--mask_noise_warmup_ratio", "0.25",
     "--eval_steps", "500", "--save_steps", "1000", "--logging_steps", "50", "--seed", "0", "--report_to", "none",
     "--max_eval_samples", "500", "--model_card_domain", "proteins",
 ]  # fmt: skip
+SMOKE_PRETRAIN_ARGS = ["--max_steps", "2", "--per_device_train_batch_size", "8", "--eval_steps", "2",
+                       "--report_to", "none", "--model_card_domain", "proteins"]  # fmt: skip
 # the same for every arm and budget; few epochs, as the grid must fit the time (best epoch on validation)
 FINETUNE_ARGS = ["--num_train_epochs", "2", "--per_device_train_batch_size", "32", "--learning_rate", "3e-4"]
 TASK_BUDGETS = {"localisation_clustered": (0.1, 1.0), "localisation": (1.0,), "toxicity": (1.0,), "amp": (1.0,)}
@@ -63,8 +65,7 @@ def protein_experiment(data_dir: Path, smoke: bool) -> Experiment:
             data_dir=data_dir,
             tasks=[str(data_dir / f"{task}.json") for task in TASKS],
             presets={arm: str(data_dir / f"{arm}.json") for arm in PRESETS},
-            pretrain_args=[*data, "--max_steps", "2", "--per_device_train_batch_size", "8", "--eval_steps", "2",
-                           "--report_to", "none", "--model_card_domain", "proteins"],  # fmt: skip
+            pretrain_args=[*data, *SMOKE_PRETRAIN_ARGS],
             finetune_args=["--num_train_epochs", "1", "--per_device_train_batch_size", "8"],
             classical=[("aac", "logistic_regression"), ("dipeptide", "random_forest", {"n_estimators": [5]})],
             data_cards=[],

@@ -2,8 +2,8 @@
 
 - Featurisers: `morgan_fingerprints` (RDKit), `amino_acid_composition` and `dipeptide_composition`.
 - `classical_baseline`: a random forest, gradient boosting or (for classes) logistic regression (scikit-learn) on
-  such features, hyper-parameters chosen on the validation split, run per seed and label budget like `sma-finetune`; its results are written in
-  `sma-finetune`'s format, so that tables and model cards read both alike.
+  such features, hyper-parameters chosen on the validation split, run per seed and label budget like `sma-finetune`;
+  its results are written in `sma-finetune`'s format, so that tables and model cards read both alike.
 - `fit_linear_model`: ridge or logistic regression, regularisation chosen on validation (`sma-finetune
   --linear_probe` fits it on frozen embeddings).
 

@@ -13,7 +13,8 @@ PyPI packages ship (see the project's DATA_SOURCES notes).
 
 Sequences are upper-cased; one with a letter outside the 25 IUPAC amino-acid codes is dropped and counted. Nothing is
 truncated here: the models read at most `MAX_LENGTH` tokens (residues plus the closing `[SEP]`), and the data card
-counts, for the pool and every task split, the sequences that this cuts. Every source package is GPL-licensed software; the data cards say so.
+counts, for the pool and every task, the sequences that this cuts. Every source package is GPL-licensed software;
+the data cards say so.
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ LOCATIONS = {
     "gol": "Golgi apparatus",
 }
 AMINO_ACID_CODES = frozenset("ACDEFGHIKLMNPQRSTVWYBXZUO")
-MAX_LENGTH = 512  # tokens (residues + [SEP]): the protein presets' max_position_embeddings; longer ones are cut when read
+MAX_LENGTH = 512  # tokens (residues + [SEP]): the protein presets' max_position_embeddings; longer ones are cut
 POOL_VALIDATION_FRACTION = 0.005
 POOL_MIN_VALIDATION = 1000
 CLUSTER_MIN_IDENTITY = 0.3

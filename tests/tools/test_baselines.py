@@ -9,7 +9,8 @@ from datasets import Dataset
 from test_finetuning_sma import TINY_CONFIG, smiles_rows, write_task
 
 from sma_hf.tools.baselines import (
-    LOGISTIC_CS, RANDOM_FOREST_GRID,
+    LOGISTIC_CS,
+    RANDOM_FOREST_GRID,
     amino_acid_composition,
     classical_baseline,
     dipeptide_composition,
@@ -83,7 +84,8 @@ def test_classical_baselines_choose_on_validation(tmp_path):
 def test_logistic_regression_and_a_smaller_forest_grid(tmp_path):
     rng = np.random.default_rng(0)
     sequences = ["".join(rng.choice(list("ACDEKLR"), size=20)) for _ in range(60)]
-    rows = [{"sequence": s, "label": int(s.count("K") + s.count("R") > s.count("D") + s.count("E"))} for s in sequences]
+    charge = [s.count("K") + s.count("R") - s.count("D") - s.count("E") for s in sequences]
+    rows = [{"sequence": s, "label": int(c > 0)} for s, c in zip(sequences, charge)]
     write_task(tmp_path, "charge", rows, "single_label_classification", 2, "roc_auc", "sequence")
     task, data = str(tmp_path / "charge.json"), str(tmp_path / "data")
     linear = classical_baseline(task, data, "aac", "logistic_regression", seeds=[0])

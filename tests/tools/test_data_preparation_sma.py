@@ -497,35 +497,46 @@ def test_tabular(data_root, tabular):
     assert max(ratios) - min(ratios) < 0.03
 
 
+# the shipped tasks: (problem type, labels, selection metric); the protein ones are checked in test_protein_data.py
+SHIPPED_TASKS = {
+    "amp": ("single_label_classification", 2, "roc_auc"),
+    "breast_cancer": ("single_label_classification", 2, "roc_auc"),
+    "digits": ("single_label_classification", 10, "accuracy"),
+    "freesolv": ("regression", 1, "rmse"),
+    "mnist": ("single_label_classification", 10, "accuracy"),
+    "mnist_permuted": ("single_label_classification", 10, "accuracy"),
+    "solubility": ("regression", 1, "rmse"),
+}
+PROTEIN_TASKS = {
+    "localisation": ("single_label_classification", 10, "macro_f1"),
+    "localisation_clustered": ("single_label_classification", 10, "macro_f1"),
+    "toxicity": ("single_label_classification", 2, "roc_auc"),
+}
+
+
+def check_shipped_spec(name: str, expected: tuple, data_root):
+    """The spec is found by name, says what `expected` says and describes the prepared files exactly."""
+    spec = load_task(name)
+    assert spec["name"] == name
+    assert (spec["problem_type"], spec["num_labels"], spec["metric"]) == expected
+    assert spec["greater_is_better"] == (spec["metric"] != "rmse")
+    assert set(spec["data_files"]) == set(SPLITS)
+    for split, relative in spec["data_files"].items():
+        table = pq.read_table(data_root / relative)
+        assert table.column_names == [spec["input_column"], spec["label_column"]]
+        labels = table.column(spec["label_column"]).to_numpy()
+        if spec["problem_type"] == "regression":
+            assert spec["num_labels"] == 1 and labels.dtype == np.float64
+        else:
+            assert labels.dtype == np.int64 and labels.min() >= 0 and labels.max() < spec["num_labels"]
+        input_type = table.schema.field(spec["input_column"]).type
+        assert (spec["input_type"] == "discrete") == (input_type == pa.string())
+
+
 def test_shipped_task_specs_match_the_prepared_data(data_root, chemistry, peptides, images, tabular):
-    # the shipped tasks: (problem type, labels, selection metric)
-    expected = {
-        "amp": ("single_label_classification", 2, "roc_auc"),
-        "breast_cancer": ("single_label_classification", 2, "roc_auc"),
-        "digits": ("single_label_classification", 10, "accuracy"),
-        "freesolv": ("regression", 1, "rmse"),
-        "mnist": ("single_label_classification", 10, "accuracy"),
-        "mnist_permuted": ("single_label_classification", 10, "accuracy"),
-        "solubility": ("regression", 1, "rmse"),
-    }
-    files = sorted(TASKS_DIR.glob("*.json"))
-    assert {path.stem for path in files} == set(expected)
-    for path in files:
-        spec = load_task(path.stem)  # found by name
-        assert spec["name"] == path.stem
-        assert (spec["problem_type"], spec["num_labels"], spec["metric"]) == expected[path.stem]
-        assert spec["greater_is_better"] == (spec["metric"] != "rmse")
-        assert set(spec["data_files"]) == set(SPLITS)
-        for split, relative in spec["data_files"].items():
-            table = pq.read_table(data_root / relative)
-            assert table.column_names == [spec["input_column"], spec["label_column"]]
-            labels = table.column(spec["label_column"]).to_numpy()
-            if spec["problem_type"] == "regression":
-                assert spec["num_labels"] == 1 and labels.dtype == np.float64
-            else:
-                assert labels.dtype == np.int64 and labels.min() >= 0 and labels.max() < spec["num_labels"]
-            input_type = table.schema.field(spec["input_column"]).type
-            assert (spec["input_type"] == "discrete") == (input_type == pa.string())
+    assert {path.stem for path in TASKS_DIR.glob("*.json")} == set(SHIPPED_TASKS) | set(PROTEIN_TASKS)
+    for name, expected in SHIPPED_TASKS.items():
+        check_shipped_spec(name, expected, data_root)
 
 
 def test_cli_and_console_script(tmp_path, tabular, capsys, monkeypatch):

@@ -11,6 +11,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from test_data_preparation_sma import PROTEIN_TASKS, check_shipped_spec
 
 from sma_hf.tools import protein_data
 
@@ -127,3 +128,20 @@ def test_toxicity_labels_and_a_missing_tool_names_its_install_line(sources, monk
     monkeypatch.undo()
     with pytest.raises(FileNotFoundError, match="apt-get install metastudent-data"):
         protein_data.prepare_proteins(tmp_path, swissprot_dir=tmp_path / "absent")
+
+
+def test_the_shipped_protein_task_specs_match_the_prepared_data(sources):
+    root, _ = sources
+    for name, expected in PROTEIN_TASKS.items():
+        check_shipped_spec(name, expected, root / "data")
+
+
+def test_the_data_card_counts_the_sequences_a_model_cuts(sources, monkeypatch):
+    root, card = sources
+    pool = [s for path in sorted((root / "data/proteins/pretrain").glob("*.parquet"))
+            for s in pq.read_table(path).column("sequence").to_pylist()]  # fmt: skip
+    key = f"cut_at_{protein_data.MAX_LENGTH}_tokens"
+    assert card["datasets"]["pretrain"]["info"][key] == sum(len(s) + 1 > protein_data.MAX_LENGTH for s in pool)
+    assert key in card["datasets"]["toxicity"]["info"] and key in card["datasets"]["localisation"]["info"]
+    monkeypatch.setattr(protein_data, "MAX_LENGTH", 11)  # 10 residues and [SEP] fit, 11 residues do not
+    assert protein_data._cut_counts(["A" * 10, "A" * 11, "A" * 30]) == {"cut_at_11_tokens": 2}
