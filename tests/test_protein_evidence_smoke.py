@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 from huggingface_hub import ModelCard
+from transformers import pipeline
 
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
@@ -45,9 +46,13 @@ def test_protein_experiment_smoke_run(tmp_path, monkeypatch):
     for figure in ("localisation_clustered.png", "toxicity.png", "amp.png", "pretraining.png", "masks.png"):
         assert (results_dir / figure).read_bytes().startswith(b"\x89PNG"), figure
 
-    card_file = Path(record["pretraining"]["self_guided"]["model_dir"]) / "README.md"
-    card = ModelCard.load(card_file)
+    model_dir = Path(record["pretraining"]["self_guided"]["model_dir"])
+    card = ModelCard.load(model_dir / "README.md")
     own = {(r.dataset_name, r.metric_type) for r in card.data.eval_results}
     assert {("localisation_clustered", "macro_f1"), ("toxicity", "roc_auc"), ("amp", "roc_auc")} <= own
     assert 'pipeline("fill-mask", model="sma-hf/sma-protein")' in card.text
     assert "(d) random forest on dipeptide features, 100% labels" in card.text  # the other rows in the table
+    # the card's fill-mask example, on the hub-ready folder
+    filled = pipeline("fill-mask", model=str(model_dir))("MKTAYIAKQR[MASK]ISFVKSHFSRQ", top_k=3)
+    assert len(filled) == 3
+    assert all(c["sequence"] == f"MKTAYIAKQR{c['token_str']}ISFVKSHFSRQ" for c in filled)

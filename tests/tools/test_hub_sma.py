@@ -22,7 +22,7 @@ from sma_hf.tools.hub import CARD_TEMPLATE, render_model_card, save_hub_folder
 
 pytest_plugins = ["fake_hub"]  # the `fake_hub` fixture: a FakeHub on a free loopback port
 
-DOMAINS = ("chemistry", "peptides", "images")  # those with their own text in the card template
+DOMAINS = ("chemistry", "peptides", "proteins", "images")  # those with their own text in the card template
 
 
 def _result(label, path, task, metrics, seeds=(0, 1, 2)):
@@ -56,6 +56,8 @@ FREESOLV = {
 }
 AMP = dict(FREESOLV, name="amp", description="antimicrobial peptides vs. UniProt peptides",
            problem_type="single_label_classification", metric="roc_auc", greater_is_better=True)  # fmt: skip
+LOCALISATION = dict(FREESOLV, name="localisation_clustered", description="subcellular localisation, clustered split",
+                    problem_type="single_label_classification", metric="macro_f1", greater_is_better=True)  # fmt: skip
 MNIST = dict(FREESOLV, name="mnist", description="MNIST digits", problem_type="single_label_classification",
              metric="accuracy", greater_is_better=True)  # fmt: skip
 # domain -> (task, this model's test values per metric, the baseline's, card_data)
@@ -71,6 +73,12 @@ CASES = {
         {"roc_auc": [0.90, 0.91, 0.93], "accuracy": [0.8, 0.82, 0.84]},
         {"roc_auc": [0.70, 0.75, 0.80], "accuracy": [0.6, 0.65, 0.7]},
         {"license": "apache-2.0", "tags": ["biology"], "pipeline_tag": "text-classification"},
+    ),
+    "proteins": (
+        LOCALISATION,
+        {"macro_f1": [0.30, 0.32, 0.31], "accuracy": [0.6, 0.62, 0.61]},
+        {"macro_f1": [0.20, 0.22, 0.21], "accuracy": [0.5, 0.52, 0.51]},
+        {"license": "apache-2.0", "tags": ["biology", "protein"], "pipeline_tag": "fill-mask"},
     ),
     "images": (
         MNIST,
@@ -164,12 +172,13 @@ def test_card_usage_snippet_runs(tmp_path, domain):
 
 def test_one_template_holds_the_text_of_every_domain():
     titles = {"generic": "SMA model", "chemistry": "SMA chemistry model", "peptides": "SMA peptide model",
-              "images": "SMA image model"}  # fmt: skip
+              "proteins": "SMA protein model", "images": "SMA image model"}  # fmt: skip
     assert set(titles) == set(hub.CARD_DOMAINS)
     texts = {domain: render_model_card(domain=domain, model_id="", results=[], card_data={}).text for domain in titles}
     for domain, title in titles.items():
         assert texts[domain].startswith(f"\n# {title}\n") and "## Citation" in texts[domain]
     assert "SMILES strings as UTF-8 bytes" in texts["chemistry"] and "SMILES" not in texts["peptides"]
+    assert 'pipeline("fill-mask"' in texts["proteins"] and "fill-mask" not in texts["peptides"]
     assert len(set(texts.values())) == len(texts)
     with pytest.raises(ValueError, match="`domain` must be one of"):
         render_model_card(domain="astronomy", model_id="org/sma", results=[], card_data={})
