@@ -17,13 +17,20 @@ import sys
 import time
 from pathlib import Path
 
-import pyarrow as pa
-import pyarrow.parquet as pq
-from evidence import ROOT, Experiment, card_results, cell_label, publish, run_experiment, run_finetune
+from evidence import (
+    ROOT,
+    Experiment,
+    card_args,
+    card_results,
+    cell_label,
+    publish,
+    run_experiment,
+    run_finetune,
+    write_smoke_data,
+)
 from transformers import AutoModel, AutoTokenizer
 
 from sma_hf.tools import pretrain
-from sma_hf.tools.common import TASKS_DIR
 from sma_hf.tools.data import prepare_chemistry
 
 
@@ -79,6 +86,10 @@ def chemistry_experiment(data_dir: Path, smoke: bool) -> Experiment:
     )
 
 
+def smoke_label(spec: dict, index: int, molecule: str) -> float:
+    return float(len(molecule)) + (0.5 if spec["name"] == "solubility" else 0.0)
+
+
 def prepare_data(data_dir: Path, smoke: bool):
     """The chemistry corpus of `sma-prepare-data`, or, for the smoke run, tiny made-up files of the same layout."""
     if not smoke:
@@ -86,18 +97,7 @@ def prepare_data(data_dir: Path, smoke: bool):
             prepare_chemistry(data_dir)
         return
     molecules = [f"C{'C' * (i % 7)}{'O' * (i % 3)}{'N' * (i % 2)}{'c1ccccc1' * (i % 2)}" for i in range(60)]
-    pool = data_dir / "chemistry" / "pretrain"
-    pool.mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.table({"smiles": molecules[:40]}), pool / "train-00000-of-00001.parquet")
-    pq.write_table(pa.table({"smiles": molecules[40:]}), pool / "validation-00000-of-00001.parquet")
-    for task in TASKS:
-        spec = json.loads((TASKS_DIR / f"{task}.json").read_text())
-        for split, part in (("train", molecules[:40]), ("validation", molecules[40:50]), ("test", molecules[50:])):
-            labels = [float(len(m)) + (0.5 if task == "solubility" else 0.0) for m in part]
-            path = data_dir / spec["data_files"][split]
-            path.parent.mkdir(parents=True, exist_ok=True)
-            pq.write_table(pa.table({"smiles": part, "label": labels}), path)
-        (data_dir / f"{task}.json").write_text(json.dumps(spec))
+    write_smoke_data(data_dir, "chemistry", "smiles", molecules, TASKS, smoke_label)
     tiny = {"input_type": "discrete", "encoder_type": "self_attention", "max_position_embeddings": 64,
             "embedding_size": 16, "hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2,
             "intermediate_size": 32, "decoder_hidden_size": 16, "decoder_num_attention_heads": 2,
@@ -108,11 +108,8 @@ def prepare_data(data_dir: Path, smoke: bool):
     (data_dir / "random_masks.json").write_text(json.dumps({**tiny, "masking_strategy": "random"}))
 
 
-def card_args(data_dir: Path) -> list[str]:
-    """`sma-model-card`'s arguments for the chemistry checkpoint (besides its folder and results)."""
-    argv = ["--domain", "chemistry", "--model_id", MODEL_ID, "--tags", "chemistry", "smiles"]
-    data_card = data_dir / "chemistry" / "data_card.json"
-    return argv + ["--data_card", str(data_card)] if data_card.is_file() else argv
+def chemistry_card_args(data_dir: Path) -> list[str]:
+    return card_args("chemistry", MODEL_ID, ["chemistry", "smiles"], data_dir / "chemistry" / "data_card.json")
 
 
 def main_job(data_dir: Path, work_dir: Path) -> dict:
@@ -131,7 +128,7 @@ def main_job(data_dir: Path, work_dir: Path) -> dict:
     others = []
     if committed.is_file():  # the other arms, from the committed experiment rather than run again
         others = card_results(json.loads(committed.read_text()), TASKS)[1:]
-    card = publish(model_dir, [own, *others], card_args(data_dir))
+    card = publish(model_dir, [own, *others], chemistry_card_args(data_dir))
     model = AutoModel.from_pretrained(model_dir, classifier_pooling="mean").eval()
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     embeddings = model(**tokenizer(["CCO", "c1ccccc1O"], padding=True, return_tensors="pt")).pooler_output
@@ -158,7 +155,13 @@ def main(argv=None):
     record = run_experiment(experiment, args.work_dir, args.results_dir, command)
     card_path = None if args.smoke else ROOT / "model_cards" / "sma-chemistry-small.md"
     model_dir = Path(record["pretraining"]["self_guided"]["model_dir"])
-    publish(model_dir, card_results(record, TASKS), card_args(args.data_dir), card_path, figure_dir=args.results_dir)
+    publish(
+        model_dir,
+        card_results(record, TASKS),
+        chemistry_card_args(args.data_dir),
+        card_path,
+        figure_dir=args.results_dir,
+    )
     return record
 
 

@@ -21,11 +21,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import torch
 
 from sma_hf.tools import finetune, hub, pretrain
 from sma_hf.tools.baselines import classical_baseline
-from sma_hf.tools.common import write_json_atomic
+from sma_hf.tools.common import TASKS_DIR, write_json_atomic
 from sma_hf.tools.finetune import load_task
 from sma_hf.tools.mask_health import MASK_FIGURE_FILE
 from sma_hf.tools.metrics import display_name
@@ -179,6 +181,30 @@ def run_experiment(experiment: Experiment, work_dir: Path, results_dir: Path, co
     (results_dir / "results.md").write_text(results_markdown(record))
     draw_result_figures(record, results_dir)
     return record
+
+
+def write_smoke_data(data_dir: Path, corpus: str, column: str, inputs: list[str], tasks: list[str], label):
+    """Tiny made-up files in a corpus's layout, for a smoke run: a pretraining pool of `inputs[:40]` (the other 20
+    held out), and per shipped task its spec (as `data_dir/<task>.json`) and splits of rows 0-39, 40-49 and 50-59
+    (train, validation, test), labelled `label(spec, index in the split, input)`."""
+    pool = data_dir / corpus / "pretrain"
+    pool.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.table({column: inputs[:40]}), pool / "train-00000-of-00001.parquet")
+    pq.write_table(pa.table({column: inputs[40:]}), pool / "validation-00000-of-00001.parquet")
+    for task in tasks:
+        spec = json.loads((TASKS_DIR / f"{task}.json").read_text())
+        for split, part in (("train", inputs[:40]), ("validation", inputs[40:50]), ("test", inputs[50:])):
+            path = data_dir / spec["data_files"][split]
+            path.parent.mkdir(parents=True, exist_ok=True)
+            labels = [label(spec, index, value) for index, value in enumerate(part)]
+            pq.write_table(pa.table({column: part, "label": labels}), path)
+        (data_dir / f"{task}.json").write_text(json.dumps(spec))
+
+
+def card_args(domain: str, model_id: str, tags: list[str], data_card: Path) -> list[str]:
+    """`sma-model-card`'s arguments for a checkpoint (besides its folder and results); the data card if it exists."""
+    argv = ["--domain", domain, "--model_id", model_id, "--tags", *tags]
+    return argv + ["--data_card", str(data_card)] if data_card.is_file() else argv
 
 
 def card_results(record: dict, tasks: list[str]) -> list[dict]:

@@ -21,11 +21,8 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
-from evidence import ROOT, Experiment, card_results, publish, run_experiment
+from evidence import ROOT, Experiment, card_args, card_results, publish, run_experiment, write_smoke_data
 
-from sma_hf.tools.common import TASKS_DIR
 from sma_hf.tools.data import prepare_peptides
 from sma_hf.tools.protein_data import prepare_proteins
 
@@ -96,18 +93,8 @@ def prepare_data(data_dir: Path, smoke: bool):
         return
     rng = np.random.default_rng(0)
     proteins = ["M" + "".join(rng.choice(list(AMINO_ACIDS), size=rng.integers(10, 60))) for _ in range(60)]
-    pool = data_dir / "proteins" / "pretrain"
-    pool.mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.table({"sequence": proteins[:40]}), pool / "train-00000-of-00001.parquet")
-    pq.write_table(pa.table({"sequence": proteins[40:]}), pool / "validation-00000-of-00001.parquet")
-    for task in TASKS:
-        spec = json.loads((TASKS_DIR / f"{task}.json").read_text())
-        for split, part in (("train", proteins[:40]), ("validation", proteins[40:50]), ("test", proteins[50:])):
-            labels = [i % spec["num_labels"] for i in range(len(part))]  # every class in every split
-            path = data_dir / spec["data_files"][split]
-            path.parent.mkdir(parents=True, exist_ok=True)
-            pq.write_table(pa.table({"sequence": part, "label": labels}), path)
-        (data_dir / f"{task}.json").write_text(json.dumps(spec))
+    labels = lambda spec, index, protein: index % spec["num_labels"]  # noqa: E731 (every class in every split)
+    write_smoke_data(data_dir, "proteins", "sequence", proteins, TASKS, labels)
     tiny = {"input_type": "discrete", "encoder_type": "cross_attention", "num_latents": 8,
             "max_position_embeddings": 64, "embedding_size": 16, "hidden_size": 16, "num_hidden_layers": 1,
             "num_attention_heads": 2, "intermediate_size": 32, "decoder_hidden_size": 16,
@@ -117,11 +104,8 @@ def prepare_data(data_dir: Path, smoke: bool):
     (data_dir / "random_masks.json").write_text(json.dumps({**tiny, "masking_strategy": "random"}))
 
 
-def card_args(data_dir: Path) -> list[str]:
-    """`sma-model-card`'s arguments for the protein checkpoint (besides its folder and results)."""
-    argv = ["--domain", "proteins", "--model_id", MODEL_ID, "--tags", "biology", "protein"]
-    data_card = data_dir / "proteins" / "data_card.json"
-    return argv + ["--data_card", str(data_card)] if data_card.is_file() else argv
+def protein_card_args(data_dir: Path) -> list[str]:
+    return card_args("proteins", MODEL_ID, ["biology", "protein"], data_dir / "proteins" / "data_card.json")
 
 
 def main(argv=None):
@@ -138,7 +122,7 @@ def main(argv=None):
     card_path = None if args.smoke else ROOT / "model_cards" / "sma-protein.md"
     model_dir = Path(record["pretraining"]["self_guided"]["model_dir"])
     own_first = ["localisation_clustered", "toxicity", "amp"]  # the tasks (a) was fine-tuned on
-    publish(model_dir, card_results(record, own_first), card_args(args.data_dir), card_path, args.results_dir)
+    publish(model_dir, card_results(record, own_first), protein_card_args(args.data_dir), card_path, args.results_dir)
     return record
 
 
