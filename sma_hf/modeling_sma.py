@@ -51,16 +51,19 @@ AUTO_MAP = {
 @dataclass
 class SMAModelOutput(ModelOutput):
     r"""
-    last_hidden_state (`torch.FloatTensor` of shape `(batch_size, num_latents or num_visible, hidden_size)`):
-        Final hidden states: the latents (`cross_attention`) or the visible input elements, packed to the front
-        (`self_attention`).
+    last_hidden_state (`torch.FloatTensor` of shape `(batch_size, num_latents or num_slots, hidden_size)`):
+        Final hidden states: the latents (`cross_attention`), or one slot per input element (`self_attention`). In
+        `self_attention` mode the elements stay in place (`num_slots` = sequence length) unless a mask of pretraining
+        size was drawn or given as `masked_positions`; then the visible elements are packed to the front and the rest
+        dropped (`num_slots` = the longest row's visible count), as the masked ones need no compute in layers 2 on.
     pooler_output (`torch.FloatTensor` of shape `(batch_size, hidden_size)`, *optional*):
         One vector per example, pooled as `config.classifier_pooling` says.
     mask (`torch.BoolTensor` of shape `(batch_size, sequence_length)`):
         True where an input element was masked (hidden from the encoder).
-    hidden_mask (`torch.BoolTensor` of shape `(batch_size, num_visible)`, *optional*):
-        `self_attention` mode: True where `last_hidden_state` holds a visible element (False = padding slot).
-        `None` in `cross_attention` mode, where every latent is real.
+    hidden_mask (`torch.BoolTensor` of shape `(batch_size, num_slots)`, *optional*):
+        `self_attention` mode: True where `last_hidden_state` holds a visible element (False = a padded or masked
+        element, or an unused slot; its state is not meant to be read). `None` in `cross_attention` mode, where every
+        latent is real.
     """
 
     last_hidden_state: torch.FloatTensor | None = None
@@ -115,6 +118,9 @@ class SMAElements:
     masked_positions (`torch.BoolTensor` of shape `(batch_size, sequence_length)`):
         Valid elements hidden from the encoder whatever mask is drawn: the given `masked_positions` and the positions
         holding `config.mask_token_id`.
+    mask_given (`bool`):
+        Whether `masked_positions` was given (a mask of pretraining size, typically), not only read off `[MASK]`
+        tokens. `self_attention` mode then packs the visible elements after its first layer, as for a drawn mask.
     """
 
     input_ids: torch.LongTensor | None
@@ -122,6 +128,25 @@ class SMAElements:
     valid: torch.BoolTensor
     position_ids: torch.LongTensor
     masked_positions: torch.BoolTensor
+    mask_given: bool
+
+
+def key_mask(
+    config: SMAConfig,
+    queries: torch.Tensor,
+    visible_keys: torch.Tensor | None,
+    key_states: torch.Tensor | None = None,
+) -> torch.Tensor | None:
+    """The attention mask that hides the keys where `visible_keys` [batch, keys] is False, in the format of
+    `config._attn_implementation`. For sdpa a bool [batch, 1, 1, keys] mask (True = attend) is built directly:
+    `create_bidirectional_mask` reads the mask on the host to drop it when nothing is hidden, a sync per layer."""
+    if visible_keys is None:
+        return None
+    if config._attn_implementation == "sdpa":
+        return visible_keys[:, None, None, :]
+    return create_bidirectional_mask(
+        config=config, inputs_embeds=queries, attention_mask=visible_keys, encoder_hidden_states=key_states
+    )
 
 
 def eager_attention_forward(
@@ -247,16 +272,8 @@ class SMAInputAttention(SMAAttention):
             masked_positions = self.draw_mask(
                 hidden_states, key_value_states, valid, masked_positions, generator, query=query, key=key
             )
-        visible = valid & ~masked_positions  # padded and masked inputs leave every query's softmax
-        if self.config._attn_implementation == "sdpa":
-            attention_mask = visible[:, None, None, :]  # bool, True = attend; broadcast over heads and queries
-        else:  # another registered implementation: the mask in its own format
-            attention_mask = create_bidirectional_mask(
-                config=self.config,
-                inputs_embeds=hidden_states,
-                attention_mask=visible,
-                encoder_hidden_states=key_value_states,
-            )
+        # padded and masked inputs leave every query's softmax
+        attention_mask = key_mask(self.config, hidden_states, valid & ~masked_positions, key_value_states)
         attended, _ = self._attend(query, key, value, attention_mask)
         return attended, None, masked_positions
 
@@ -423,11 +440,11 @@ class SMAInputLayer(nn.Module):
         self.mlp = SMAMLP(config, config.hidden_size, config.intermediate_size)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
-    def forward(self, embeddings, valid, masked_positions, sample_mask, generator, output_attentions=False):
-        """The layer's output, the probabilities (explicit path only), the mask, and in `self_attention` mode on the
-        fused path the slots of the visible elements (the output then holds only those, packed to the front)."""
+    def forward(self, embeddings, valid, masked_positions, sample_mask, pack, generator, output_attentions=False):
+        """The layer's output, the probabilities (explicit path only), the mask, and in `self_attention` mode which
+        slots of the output hold a visible element (see `visible_elements` for `pack`)."""
         if not self.cross_attention and not self.attention.explicit_path(sample_mask, output_attentions):
-            return self._visible_elements_only(embeddings, valid, masked_positions, sample_mask, generator)
+            return self._fused_self_attention(embeddings, valid, masked_positions, sample_mask, pack, generator)
         normed_inputs = self.input_layer_norm(embeddings)
         if self.cross_attention:
             residual = self.latents.expand(embeddings.shape[0], -1, -1)
@@ -439,20 +456,24 @@ class SMAInputLayer(nn.Module):
         )
         hidden_states = residual + self.dropout(attended)
         hidden_states = hidden_states + self.mlp(self.mlp_layer_norm(hidden_states))
-        return hidden_states, probs, masked_positions, None
+        if self.cross_attention:
+            return hidden_states, probs, masked_positions, None
+        hidden_states, hidden_mask = visible_elements(hidden_states, valid & ~masked_positions, pack)
+        return hidden_states, probs, masked_positions, hidden_mask
 
-    def _visible_elements_only(self, embeddings, valid, masked_positions, sample_mask, generator):
-        """`self_attention` mode without probabilities: the mask first, then the layer over the visible elements
-        only. Masked and padded elements are hidden from every key and dropped after this layer anyway, so their
-        queries, values, outputs and MLP would be computed for nothing (the explicit path still computes them)."""
+    def _fused_self_attention(self, embeddings, valid, masked_positions, sample_mask, pack, generator):
+        """`self_attention` mode without probabilities: the mask first, then the layer through the attention
+        interface. Packed, the layer runs over the visible elements only: the masked ones are hidden from every key
+        and dropped after this layer anyway, so their queries, values, outputs and MLP would be computed for nothing
+        (the explicit path still computes them)."""
         if sample_mask:
             with torch.no_grad():
                 normed = self.input_layer_norm(embeddings)
                 masked_positions = self.attention.draw_mask(normed, normed, valid, masked_positions, generator)
-        packed, hidden_mask = pack_visible(embeddings, valid & ~masked_positions)
-        normed = self.input_layer_norm(packed)
+        states, hidden_mask = visible_elements(embeddings, valid & ~masked_positions, pack)
+        normed = self.input_layer_norm(states)
         attended, _, _ = self.attention(normed, normed, hidden_mask, torch.zeros_like(hidden_mask), sample_mask=False)
-        hidden_states = packed + self.dropout(attended)
+        hidden_states = states + self.dropout(attended)
         hidden_states = hidden_states + self.mlp(self.mlp_layer_norm(hidden_states))
         return hidden_states, None, masked_positions, hidden_mask
 
@@ -493,19 +514,19 @@ class SMAEncoder(nn.Module):
         self.layers = nn.ModuleList(SMALayer(config, rate) for rate in drop_path_rates)
         self.layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
 
-    def forward(self, embeddings, valid, masked_positions, sample_mask, generator, **kwargs):
+    def forward(self, embeddings, elements: SMAElements, sample_mask, generator, **kwargs):
         # the first layer materialises its probabilities only when they are asked for (or its mask needs them)
         output_attentions = kwargs.get("output_attentions", getattr(self.config, "output_attentions", False))
         hidden_states, _, masked_positions, hidden_mask = self.input_layer(
-            embeddings, valid, masked_positions, sample_mask, generator, bool(output_attentions)
+            embeddings,
+            elements.valid,
+            elements.masked_positions,
+            sample_mask,
+            pack=sample_mask or elements.mask_given,
+            generator=generator,
+            output_attentions=bool(output_attentions),
         )
-        attention_mask = None
-        if self.config.encoder_type == "self_attention":
-            if hidden_mask is None:  # the explicit path ran over every element: drop the masked and padded ones now
-                hidden_states, hidden_mask = pack_visible(hidden_states, valid & ~masked_positions)
-            attention_mask = create_bidirectional_mask(
-                config=self.config, inputs_embeds=hidden_states, attention_mask=hidden_mask
-            )
+        attention_mask = key_mask(self.config, hidden_states, hidden_mask)
         for layer in self.layers:
             hidden_states = layer(hidden_states, attention_mask, **kwargs)
         return self.layer_norm(hidden_states), masked_positions, hidden_mask
@@ -526,6 +547,15 @@ def kept_indices(keep: torch.Tensor, num_slots: int) -> tuple[torch.Tensor, torc
     longest row's count); and which slots hold a kept position."""
     order = torch.argsort((~keep).to(torch.int8), dim=1, stable=True)[:, :num_slots]
     return order, keep.gather(1, order)
+
+
+def visible_elements(hidden_states: torch.Tensor, keep: torch.Tensor, pack: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """The elements where `keep` and which slots hold one: packed to the front (`pack`, for a mask of pretraining
+    size, whose masked elements then cost nothing in later layers), or left in place with the others hidden from the
+    keys (no argsort, no gather, no host sync: fine-tuning and inference, where little or nothing is hidden)."""
+    if pack:
+        return pack_visible(hidden_states, keep)
+    return hidden_states, keep
 
 
 def pack_visible(hidden_states: torch.Tensor, keep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -593,9 +623,7 @@ class SMADecoder(nn.Module):
 
     def forward(self, hidden_states, hidden_mask, position_ids) -> torch.Tensor:
         queries = self.query_embeddings(position_ids)
-        attention_mask = create_bidirectional_mask(
-            config=self.config, inputs_embeds=queries, attention_mask=hidden_mask, encoder_hidden_states=hidden_states
-        )
+        attention_mask = key_mask(self.config, queries, hidden_mask, hidden_states)
         attended, _ = self.attention(self.query_layer_norm(queries), hidden_states, attention_mask)
         decoded = queries + attended
         decoded = decoded + self.mlp(self.mlp_layer_norm(decoded))
@@ -708,9 +736,7 @@ class SMAModel(SMAPreTrainedModel):
         elif any(value is not None for value in (input_ids, inputs, attention_mask, position_ids, masked_positions)):
             raise ValueError("Pass `elements` or the input arguments it is derived from, not both (one is ignored).")
         embeddings = self.embeddings(elements.input_ids, elements.inputs, elements.position_ids)
-        hidden_states, mask, hidden_mask = self.encoder(
-            embeddings, elements.valid, elements.masked_positions, sample_mask, generator, **kwargs
-        )
+        hidden_states, mask, hidden_mask = self.encoder(embeddings, elements, sample_mask, generator, **kwargs)
         pooled = self.pooler(hidden_states, hidden_mask) if self.pooler is not None else None
         return SMAModelOutput(
             last_hidden_state=hidden_states, pooler_output=pooled, mask=mask, hidden_mask=hidden_mask
@@ -736,11 +762,12 @@ class SMAModel(SMAPreTrainedModel):
             valid = attention_mask.bool()
         if position_ids is None:  # counted over the valid elements, so that left and right padding give the same
             position_ids = (valid.long().cumsum(dim=1) - 1).clamp(min=0)
+        mask_given = masked_positions is not None
         if masked_positions is None:
             masked_positions = torch.zeros_like(valid)
         if input_ids is not None:
             masked_positions = masked_positions | (input_ids == self.config.mask_token_id)
-        elements = SMAElements(input_ids, inputs, valid, position_ids, masked_positions & valid)
+        elements = SMAElements(input_ids, inputs, valid, position_ids, masked_positions & valid, mask_given)
         # reading the values costs a host sync and breaks a torch.compile graph, so a compiled model skips it
         if not torch.compiler.is_compiling():
             self._check_values(elements, attention_mask)

@@ -50,6 +50,12 @@ def ragged_attention_mask(batch_size: int, length: int, side: str = "right") -> 
     return mask
 
 
+def visible_states(states: torch.Tensor, hidden_mask: torch.Tensor | None) -> torch.Tensor:
+    """The states of the visible elements, [num_visible, width] in row order, however the slots are laid out
+    (in place or packed; see `SMAModelOutput.hidden_mask`); all of them where there is no `hidden_mask`."""
+    return states if hidden_mask is None else states[hidden_mask]
+
+
 @pytest.fixture(autouse=True)
 def _deterministic():
     torch.manual_seed(0)

@@ -65,30 +65,30 @@ def count_syncs(model, **inputs) -> tuple[int, int]:
 def test_host_syncs_per_forward(encoder_type, input_type):
     """One sync reads every checked value; the others are the ones the packed shapes need.
 
-    Self-attention mode packs the visible elements (one sync for the longest row), and transformers'
-    `create_bidirectional_mask` reads a padding mask to drop it when it holds no padding (sdpa), which is not counted
-    here. Before the input handling was reworked (commit 016105a) these forwards took 7 to 12 SMA syncs.
+    Self-attention mode packs the visible elements only where a mask is drawn (one sync for the longest row); the key
+    masks are built without transformers' `create_bidirectional_mask`, which reads a padding mask on the host to drop
+    it where it holds no padding. Before the input handling was reworked (commit 016105a) these forwards took 7 to 12
+    SMA syncs.
     """
     config = tiny_config(encoder_type=encoder_type, input_type=input_type, num_labels=3)
     inputs = random_inputs(config, 4, 12)
     attention_mask = ragged_attention_mask(4, 12)
     packing = int(encoder_type == "self_attention")
+    masked_modeling = SMAForMaskedModeling(config)
+    sequence = SMAForSequenceClassification(config)
+    tokens = SMAForTokenClassification(config)
     with torch.no_grad():
-        assert count_syncs(SMAModel(config).eval(), **inputs)[0] == 1 + packing
-        assert count_syncs(SMAModel(config).eval(), **inputs, attention_mask=attention_mask)[0] == 1 + packing
-        masked_modeling = SMAForMaskedModeling(config)
-        assert count_syncs(masked_modeling.eval(), **inputs, attention_mask=attention_mask)[0] == 1 + packing
+        assert count_syncs(SMAModel(config).eval(), **inputs) == (1, 0)
+        assert count_syncs(SMAModel(config).eval(), **inputs, attention_mask=attention_mask) == (1, 0)
+        assert count_syncs(masked_modeling.eval(), **inputs, attention_mask=attention_mask) == (1, 0)
+        assert count_syncs(sequence.eval(), **inputs, attention_mask=attention_mask) == (1, 0)
     # training decodes the masked positions only: one more sync for their longest row
-    assert count_syncs(masked_modeling.train(), **inputs, attention_mask=attention_mask)[0] == 2 + packing
+    assert count_syncs(masked_modeling.train(), **inputs, attention_mask=attention_mask) == (2 + packing, 0)
     # given labels are checked in one sync
     labels = torch.tensor([0, 1, 2, 1])
-    sequence = SMAForSequenceClassification(config).train()
-    assert count_syncs(sequence, **inputs, attention_mask=attention_mask, labels=labels)[0] == 2 + packing
-    tokens = SMAForTokenClassification(config).train()
+    assert count_syncs(sequence.train(), **inputs, attention_mask=attention_mask, labels=labels) == (2, 0)
     token_labels = torch.randint(0, 3, (4, 12))
-    assert count_syncs(tokens, **inputs, attention_mask=attention_mask, labels=token_labels)[0] == 2 + packing
-    if encoder_type == "cross_attention":  # every latent is real: no padding mask after the first layer
-        assert count_syncs(masked_modeling.train(), **inputs, attention_mask=attention_mask)[1] == 0
+    assert count_syncs(tokens.train(), **inputs, attention_mask=attention_mask, labels=token_labels) == (2, 0)
 
 
 @pytest.mark.parametrize("model_class", MODEL_CLASSES)

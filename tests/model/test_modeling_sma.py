@@ -2,7 +2,15 @@ import itertools
 
 import pytest
 import torch
-from conftest import ENCODER_TYPES, INPUT_TYPES, STRATEGIES, ragged_attention_mask, random_inputs, tiny_config
+from conftest import (
+    ENCODER_TYPES,
+    INPUT_TYPES,
+    STRATEGIES,
+    ragged_attention_mask,
+    random_inputs,
+    tiny_config,
+    visible_states,
+)
 
 from sma_hf import SMAForMaskedModeling, SMAForSequenceClassification, SMAForTokenClassification, SMAModel
 
@@ -97,9 +105,40 @@ def test_masking_equals_deleting_equals_padding(encoder_type, input_type):
     with_other_content = model(**replaced, masked_positions=masked)
 
     for out in (deleted, as_padding, with_other_content):
-        torch.testing.assert_close(out.last_hidden_state, with_mask.last_hidden_state, atol=1e-5, rtol=0)
+        torch.testing.assert_close(
+            visible_states(out.last_hidden_state, out.hidden_mask),
+            visible_states(with_mask.last_hidden_state, with_mask.hidden_mask),
+            atol=1e-5,
+            rtol=0,
+        )
         torch.testing.assert_close(out.pooler_output, with_mask.pooler_output, atol=1e-5, rtol=0)
     assert with_mask.mask.tolist() == masked.tolist()
+
+
+@pytest.mark.parametrize("input_type", INPUT_TYPES)
+def test_self_attention_packs_the_visible_elements_only_for_a_mask_of_pretraining_size(input_type):
+    """Without a drawn or given mask the elements stay in place (padding hidden from the keys); with one they are
+    packed to the front. Either way each visible element's state is the one it has in its row alone."""
+    config = config_for("self_attention", input_type)
+    model = SMAModel(config).eval()
+    inputs = random_inputs(config, 3, 9)
+    attention_mask = ragged_attention_mask(3, 9, side="left")
+    masked = torch.zeros(3, 9, dtype=torch.bool)
+    masked[:, [6, 7]] = True
+
+    in_place = model(**inputs, attention_mask=attention_mask)
+    packed = model(**inputs, attention_mask=attention_mask, masked_positions=masked)
+    assert in_place.last_hidden_state.shape[1] == 9
+    assert torch.equal(in_place.hidden_mask, attention_mask.bool())
+    assert packed.last_hidden_state.shape[1] == 7  # the longest row's visible count
+    assert packed.hidden_mask.sum(dim=1).tolist() == (attention_mask.bool() & ~masked).sum(dim=1).tolist()
+    for output, hidden in ((in_place, torch.zeros_like(masked)), (packed, masked)):
+        for row in range(3):
+            keep = attention_mask[row].bool() & ~hidden[row]
+            positions = (attention_mask[row].cumsum(dim=0) - 1)[keep][None, :]  # the defaults of the full row
+            alone = model(**select(inputs, (slice(row, row + 1), keep)), position_ids=positions)
+            states = visible_states(output.last_hidden_state[row : row + 1], output.hidden_mask[row : row + 1])
+            torch.testing.assert_close(states, alone.last_hidden_state[0], atol=1e-5, rtol=0)
 
 
 @pytest.mark.parametrize("encoder_type,input_type", MODES)
