@@ -54,8 +54,9 @@ class SMAModelOutput(ModelOutput):
     last_hidden_state (`torch.FloatTensor` of shape `(batch_size, num_latents or num_slots, hidden_size)`):
         Final hidden states: the latents (`cross_attention`), or one slot per input element (`self_attention`). In
         `self_attention` mode the elements stay in place (`num_slots` = sequence length) unless a mask of pretraining
-        size was drawn or given as `masked_positions`; then the visible elements are packed to the front and the rest
-        dropped (`num_slots` = the longest row's visible count), as the masked ones need no compute in layers 2 on.
+        size was drawn or any `masked_positions` was given; then the visible elements are packed to the front and the
+        rest dropped (`num_slots` = the longest row's visible count), as the masked ones need no compute in layers 2
+        on.
     pooler_output (`torch.FloatTensor` of shape `(batch_size, hidden_size)`, *optional*):
         One vector per example, pooled as `config.classifier_pooling` says.
     mask (`torch.BoolTensor` of shape `(batch_size, sequence_length)`):
@@ -118,7 +119,7 @@ class SMAElements:
     masked_positions (`torch.BoolTensor` of shape `(batch_size, sequence_length)`):
         Valid elements hidden from the encoder whatever mask is drawn: the given `masked_positions` and the positions
         holding `config.mask_token_id`.
-    mask_given (`bool`):
+    mask_given (`bool`, defaults to `False`):
         Whether `masked_positions` was given (a mask of pretraining size, typically), not only read off `[MASK]`
         tokens. `self_attention` mode then packs the visible elements after its first layer, as for a drawn mask.
     """
@@ -128,7 +129,7 @@ class SMAElements:
     valid: torch.BoolTensor
     position_ids: torch.LongTensor
     masked_positions: torch.BoolTensor
-    mask_given: bool
+    mask_given: bool = False
 
 
 def key_mask(
@@ -139,7 +140,7 @@ def key_mask(
 ) -> torch.Tensor | None:
     """The attention mask that hides the keys where `visible_keys` [batch, keys] is False, in the format of
     `config._attn_implementation`. For sdpa a bool [batch, 1, 1, keys] mask (True = attend) is built directly:
-    `create_bidirectional_mask` reads the mask on the host to drop it when nothing is hidden, a sync per layer."""
+    `create_bidirectional_mask` reads the mask on the host to drop it when nothing is hidden, a sync per mask."""
     if visible_keys is None:
         return None
     if config._attn_implementation == "sdpa":

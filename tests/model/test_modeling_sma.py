@@ -141,6 +141,30 @@ def test_self_attention_packs_the_visible_elements_only_for_a_mask_of_pretrainin
             torch.testing.assert_close(states, alone.last_hidden_state[0], atol=1e-5, rtol=0)
 
 
+def test_mask_tokens_stay_in_place_and_equal_the_same_given_mask():
+    """`[MASK]` tokens hide their elements without packing (fill-mask reads every position); the visible states and
+    the pooled output are those of the same positions given as `masked_positions` (packed)."""
+    config = config_for("self_attention", "discrete")
+    model = SMAModel(config).eval()
+    input_ids = random_inputs(config, 2, 10)["input_ids"]
+    masked = torch.zeros(2, 10, dtype=torch.bool)
+    masked[0, [2, 5]] = True
+    masked[1, [0, 7, 8]] = True
+
+    with_tokens = model(input_ids=input_ids.masked_fill(masked, config.mask_token_id))
+    given = model(input_ids=input_ids, masked_positions=masked)
+    assert with_tokens.last_hidden_state.shape[1] == 10
+    assert torch.equal(with_tokens.hidden_mask, ~masked)
+    assert given.last_hidden_state.shape[1] == 8
+    torch.testing.assert_close(
+        visible_states(with_tokens.last_hidden_state, with_tokens.hidden_mask),
+        visible_states(given.last_hidden_state, given.hidden_mask),
+        atol=1e-5,
+        rtol=0,
+    )
+    torch.testing.assert_close(with_tokens.pooler_output, given.pooler_output, atol=1e-5, rtol=0)
+
+
 @pytest.mark.parametrize("encoder_type,input_type", MODES)
 @pytest.mark.parametrize("side", ["left", "right"])
 def test_padding_invariance(encoder_type, input_type, side):
