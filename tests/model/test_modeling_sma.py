@@ -26,6 +26,17 @@ def select(inputs: dict, index) -> dict:
     return {name: value[index] for name, value in inputs.items()}
 
 
+def assert_same_visible_outputs(output, reference):
+    """The same states of the visible elements (in place or packed) and the same pooled output."""
+    torch.testing.assert_close(
+        visible_states(output.last_hidden_state, output.hidden_mask),
+        visible_states(reference.last_hidden_state, reference.hidden_mask),
+        atol=1e-5,
+        rtol=0,
+    )
+    torch.testing.assert_close(output.pooler_output, reference.pooler_output, atol=1e-5, rtol=0)
+
+
 @pytest.mark.parametrize("encoder_type,input_type", MODES)
 @pytest.mark.parametrize("strategy", STRATEGIES)
 def test_training_masks_exact_counts_and_never_padding(encoder_type, input_type, strategy):
@@ -105,13 +116,7 @@ def test_masking_equals_deleting_equals_padding(encoder_type, input_type):
     with_other_content = model(**replaced, masked_positions=masked)
 
     for out in (deleted, as_padding, with_other_content):
-        torch.testing.assert_close(
-            visible_states(out.last_hidden_state, out.hidden_mask),
-            visible_states(with_mask.last_hidden_state, with_mask.hidden_mask),
-            atol=1e-5,
-            rtol=0,
-        )
-        torch.testing.assert_close(out.pooler_output, with_mask.pooler_output, atol=1e-5, rtol=0)
+        assert_same_visible_outputs(out, with_mask)
     assert with_mask.mask.tolist() == masked.tolist()
 
 
@@ -156,13 +161,7 @@ def test_mask_tokens_stay_in_place_and_equal_the_same_given_mask():
     assert with_tokens.last_hidden_state.shape[1] == 10
     assert torch.equal(with_tokens.hidden_mask, ~masked)
     assert given.last_hidden_state.shape[1] == 8
-    torch.testing.assert_close(
-        visible_states(with_tokens.last_hidden_state, with_tokens.hidden_mask),
-        visible_states(given.last_hidden_state, given.hidden_mask),
-        atol=1e-5,
-        rtol=0,
-    )
-    torch.testing.assert_close(with_tokens.pooler_output, given.pooler_output, atol=1e-5, rtol=0)
+    assert_same_visible_outputs(with_tokens, given)
 
 
 @pytest.mark.parametrize("encoder_type,input_type", MODES)
