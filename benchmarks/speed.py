@@ -17,7 +17,8 @@ Sections:
 
 Every timed step is warmed up first, then repeated; the tables give the median and the spread (min-max). Steps that
 are compared with each other run interleaved (one of each per round), so that slow drifts of a shared machine hit
-them alike. `--output` writes everything, raw times included, as JSON.
+them alike; a speed-up is the ratio of the two medians, given with a 95% interval from the rounds (`speedup`).
+`--output` writes everything, raw times included, as JSON.
 
     python benchmarks/speed.py --output results.json           # full run (a few minutes on 2 CPU cores)
     python benchmarks/speed.py --device cuda --dtype bfloat16  # on a GPU, bf16 autocast
@@ -29,6 +30,7 @@ import argparse
 import ctypes
 import gc
 import json
+import math
 import os
 import platform
 import statistics
@@ -390,6 +392,33 @@ def summarize(times: list[float], elements: int) -> dict:
     }
 
 
+def median_interval(values: list[float], confidence: float = 0.95) -> dict:
+    """A distribution-free interval for the median of independent `values`: the order statistics x_(j) and
+    x_(n+1-j) with the largest j whose coverage, 1 - 2 P(Binomial(n, 1/2) < j), is still at least `confidence`
+    (at 15 values: the 4th and 12th, 96.5%); with too few values for `confidence`, the range and its coverage."""
+    ordered, n = sorted(values), len(values)
+
+    def coverage(j: int) -> float:
+        return 1 - 2 * sum(math.comb(n, below) for below in range(j)) / 2**n
+
+    j = 1
+    while 2 * (j + 1) <= n + 1 and coverage(j + 1) >= confidence:
+        j += 1
+    return {"low": ordered[j - 1], "high": ordered[n - j], "coverage": coverage(j)}
+
+
+def speedup(times: dict[str, list[float]], model: str, peer: str) -> dict:
+    """How much faster `model` runs than `peer`: the ratio of their median times (what the targets read), and from
+    the per-round ratios (each round times both back to back, so that a slow spell of the machine hits both alike)
+    an interval for it: the median of the per-round ratios and its 95% interval (`median_interval`). Where the
+    interval holds a target's goal, the run cannot tell the target met from missed."""
+    per_round = [peer_time / model_time for peer_time, model_time in zip(times[peer], times[model])]
+    return {
+        "speedup": statistics.median(times[peer]) / statistics.median(times[model]),
+        "per_round": {"median": statistics.median(per_round), **median_interval(per_round)},
+    }
+
+
 def _status_kib(key: str) -> int:
     with open("/proc/self/status") as status:
         for line in status:
@@ -612,7 +641,7 @@ def bench_vs_perceiver(args, matmul_flops_per_s: float) -> list[dict]:
             "batch_size": args.batch_size,
             "sma": sma,
             "perceiver": perceiver,
-            "speedup": sma["elements_per_s"] / perceiver["elements_per_s"],
+            **speedup(times, "sma", "perceiver"),
             "sma_flops_per_step": flops,
             "sma_flops_per_s": flops / sma["median_s"],
             "sma_fraction_of_matmul": flops / sma["median_s"] / matmul_flops_per_s,
@@ -683,7 +712,7 @@ def bench_vs_roberta(args, matmul_flops_per_s: float) -> list[dict]:
                     "flops_per_s": flops[name] / summary["median_s"],
                     "fraction_of_matmul": flops[name] / summary["median_s"] / matmul_flops_per_s,
                 }
-            result["speedup"] = result["roberta"]["median_s"] / result["sma"]["median_s"]
+            result.update(speedup(times, "sma", "roberta"))
             row[task] = result
             del models, steps
         log(f"inference, SMA vs RoBERTa, length {length}")
@@ -699,7 +728,7 @@ def bench_vs_roberta(args, matmul_flops_per_s: float) -> list[dict]:
 
         times = measure({name: classify(model) for name, model in models.items()}, args)
         inference = {name: summarize(times[name], elements) for name in models}
-        inference["speedup"] = inference["roberta"]["median_s"] / inference["sma"]["median_s"]
+        inference.update(speedup(times, "sma", "roberta"))
         row["inference"] = inference
         rows.append(row)
         del models
@@ -849,14 +878,15 @@ def evaluate_targets(results: dict) -> list[dict]:
     """Issue 4's targets, as far as this run measured the lengths they name."""
     targets = []
 
-    def add(name, measured, goal, met):
-        targets.append({"target": name, "measured": measured, "goal": goal, "met": met})
+    def add(name, measured, goal, met, per_round=None):
+        targets.append({"target": name, "measured": measured, "goal": goal, "met": met, "per_round": per_round})
 
     by_length = {row["length"]: row for row in results.get("training_vs_perceiver", [])}
     for length, goal in SPEEDUP_TARGETS.items():
         if length in by_length:
-            speedup = by_length[length]["speedup"]
-            add(f"training speed-up over Perceiver at {length}", speedup, f">= {goal}x", speedup >= goal)
+            row = by_length[length]
+            name = f"training speed-up over Perceiver at {length}"
+            add(name, row["speedup"], f">= {goal}x", row["speedup"] >= goal, row["per_round"])
     if "mask_cost" in results:
         overhead = results["mask_cost"]["time_over_random"]["self_guided"]
         add(
@@ -866,9 +896,9 @@ def evaluate_targets(results: dict) -> list[dict]:
     for row in results.get("vs_roberta", []):
         if row["length"] in PEER_TARGET_LENGTHS:
             for task, goal in PEER_SPEEDUP_TARGETS.items():
-                speedup = row[task]["speedup"]
+                result = row[task]
                 name = f"self_attention {task.replace('_', '-')} step speed-up over RoBERTa at {row['length']}"
-                add(name, speedup, f">= {goal}x", speedup >= goal)
+                add(name, result["speedup"], f">= {goal}x", result["speedup"] >= goal, result["per_round"])
     for row in results.get("sampled_rows", []):
         if row["encoder_type"] == "self_attention" and row["length"] == MEMORY_TARGET_LENGTH:
             fraction = row["memory_fraction"]
@@ -901,6 +931,13 @@ def _ms(summary: dict) -> str:
     return f"{summary['median_s'] * 1e3:,.1f} ({summary['min_s'] * 1e3:,.1f}-{summary['max_s'] * 1e3:,.1f})"
 
 
+def _speedup(result: dict) -> str:
+    """The speed-up and its interval, with the interval's coverage where too few rounds give it less than 95%."""
+    per_round = result["per_round"]
+    short = f", {per_round['coverage']:.0%}" if per_round["coverage"] < 0.95 else ""
+    return f"{result['speedup']:.2f}x ({per_round['low']:.2f}-{per_round['high']:.2f}{short})"
+
+
 def _mib(value) -> str:
     return "n/a" if value is None else f"{value:,.1f}"
 
@@ -919,7 +956,8 @@ def markdown(results: dict) -> str:
         f"decoder width), {settings['layers']} latent self-attention layers, {settings['heads']} heads (1 "
         f"cross-attention head, 8 decoder heads), MLP {settings['mlp_ratio']}x width (decoder MLP 1x), vocabulary "
         f"{VOCAB_SIZE}, batch {settings['batch_size']}, masking ratio {MASKING_RATIO}. {settings['warmup']} warm-up "
-        f"runs, {settings['repeats']} timed; medians with (min-max).",
+        f"runs, {settings['repeats']} timed; medians with (min-max). Speed-ups: the ratio of the medians, with the "
+        "95% interval of the median per-round ratio (one step of each model per round).",
         "",
     ]
     if "training_vs_perceiver" in results:
@@ -929,13 +967,13 @@ def markdown(results: dict) -> str:
             "",
             "### 1. Training step (forward + backward + AdamW), SMA vs PerceiverForMaskedLM",
             "",
-            "| length | SMA elements/s | Perceiver elements/s | SMA speed-up | GFLOP/step SMA, Perceiver "
-            "| SMA GFLOP/s (of matmul) | Perceiver GFLOP/s (of matmul) |",
+            "| length | SMA elements/s | Perceiver elements/s | SMA speed-up (95% interval) "
+            "| GFLOP/step SMA, Perceiver | SMA GFLOP/s (of matmul) | Perceiver GFLOP/s (of matmul) |",
             "|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for row in results["training_vs_perceiver"]:
             lines.append(
-                f"| {row['length']} | {_rate(row['sma'])} | {_rate(row['perceiver'])} | {row['speedup']:.2f}x "
+                f"| {row['length']} | {_rate(row['sma'])} | {_rate(row['perceiver'])} | {_speedup(row)} "
                 f"| {row['sma_flops_per_step'] / 1e9:,.1f}, {row['perceiver_flops_per_step'] / 1e9:,.1f} "
                 f"| {row['sma_flops_per_s'] / 1e9:,.1f} ({row['sma_fraction_of_matmul']:.0%}) "
                 f"| {row['perceiver_flops_per_s'] / 1e9:,.1f} ({row['perceiver_fraction_of_matmul']:.0%}) |"
@@ -1003,20 +1041,21 @@ def markdown(results: dict) -> str:
             f"Batch {settings['peer_batch_size']}, {settings['peer_layers']} layers (SMA: input layer + "
             f"{settings['peer_layers'] - 1}), width {settings['width']}, {settings['heads']} heads, MLP "
             f"{settings['mlp_ratio']}x, vocabulary {VOCAB_SIZE}, masking ratio {PEER_MASKING_RATIO}. Speed-up = "
-            "RoBERTa's median time / SMA's. Peak memory: one step each, in its own window.",
+            "RoBERTa's median time / SMA's (95% interval of the median per-round ratio). Peak memory: one step each, "
+            "in its own window.",
             "",
             "Matched-size notes:",
             *[f"- {note}" for note in results["roberta_notes"]],
             "",
-            "| step | length | SMA ms | RoBERTa ms | SMA speed-up | peak MiB SMA, RoBERTa | GFLOP/step SMA, "
-            "RoBERTa | GFLOP/s SMA, RoBERTa (of matmul) |",
+            "| step | length | SMA ms | RoBERTa ms | SMA speed-up (95% interval) | peak MiB SMA, RoBERTa "
+            "| GFLOP/step SMA, RoBERTa | GFLOP/s SMA, RoBERTa (of matmul) |",
             "|---|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for task, label in (("pretraining", "pretraining (MLM)"), ("fine_tuning", "fine-tuning (classification)")):
             for row in results["vs_roberta"]:
                 sma, roberta = row[task]["sma"], row[task]["roberta"]
                 lines.append(
-                    f"| {label} | {row['length']} | {_ms(sma)} | {_ms(roberta)} | {row[task]['speedup']:.2f}x "
+                    f"| {label} | {row['length']} | {_ms(sma)} | {_ms(roberta)} | {_speedup(row[task])} "
                     f"| {_mib(sma['peak_mib'])}, {_mib(roberta['peak_mib'])} "
                     f"| {sma['flops_per_step'] / 1e9:,.1f}, {roberta['flops_per_step'] / 1e9:,.1f} "
                     f"| {sma['flops_per_s'] / 1e9:,.1f} ({sma['fraction_of_matmul']:.0%}), "
@@ -1025,14 +1064,14 @@ def markdown(results: dict) -> str:
         lines += [
             "",
             "| inference (classifier logits, eval, no grad) | length | SMA elements/s | RoBERTa elements/s "
-            "| SMA speed-up |",
+            "| SMA speed-up (95% interval) |",
             "|---|---:|---:|---:|---:|",
         ]
         for row in results["vs_roberta"]:
             inference = row["inference"]
             lines.append(
                 f"| | {row['length']} | {_rate(inference['sma'])} | {_rate(inference['roberta'])} "
-                f"| {inference['speedup']:.2f}x |"
+                f"| {_speedup(inference)} |"
             )
         lines.append("")
     if "sampled_rows" in results:
@@ -1056,10 +1095,22 @@ def markdown(results: dict) -> str:
                 f"| {row['model_default']} |"
             )
         lines.append("")
-    lines += ["### Targets of issues 4 and 10", "", "| target | measured | goal | met |", "|---|---:|---:|---|"]
+    lines += [
+        "### Targets of issues 4 and 10",
+        "",
+        "Met = the measured value meets the goal. A speed-up's 95% interval (from the per-round ratios) that holds "
+        "the goal means this run cannot tell the target met from missed.",
+        "",
+        "| target | measured | 95% interval | goal | met |",
+        "|---|---:|---:|---:|---|",
+    ]
     for target in results["targets"]:
         met = "yes" if target["met"] else "no"
-        lines.append(f"| {target['target']} | {target['measured']:.3f} | {target['goal']} | {met} |")
+        per_round = target["per_round"]
+        interval = "" if per_round is None else f"{per_round['low']:.3f}-{per_round['high']:.3f}"
+        if per_round is not None and per_round["coverage"] < 0.95:
+            interval += f" ({per_round['coverage']:.0%})"
+        lines.append(f"| {target['target']} | {target['measured']:.3f} | {interval} | {target['goal']} | {met} |")
     lines += [
         "",
         f"Elapsed: {results['elapsed_s']:.0f} s; at the end, CPUs busy with other work "

@@ -72,6 +72,7 @@ def test_smoke_run_writes_every_section(tmp_path):
         for model in ("sma", "perceiver"):
             assert row[model]["elements_per_s"] > 0 and row[model]["median_s"] > 0
         assert row["speedup"] > 0
+        assert 0 < row["per_round"]["low"] <= row["per_round"]["median"] <= row["per_round"]["high"]
         for model in ("sma", "perceiver"):
             assert row[f"{model}_flops_per_step"] > 0 and row[f"{model}_flops_per_s"] > 0
             assert row[f"{model}_fraction_of_matmul"] > 0
@@ -92,6 +93,8 @@ def test_smoke_run_writes_every_section(tmp_path):
     assert [row["length"] for row in results["inference"]] == lengths
     assert all(row["elements_per_s"] > 0 for row in results["inference"])
     assert any(target["target"].startswith("self-guided") for target in results["targets"])
+    for target in results["targets"]:  # speed-ups carry their interval, other targets none
+        assert (target["per_round"] is not None) == ("speed-up" in target["target"])
     assert results["elapsed_s"] > 0
 
     # issue 10: SMA self_attention mode vs RoBERTa, and sampled-row scores vs every score
@@ -100,6 +103,7 @@ def test_smoke_run_writes_every_section(tmp_path):
     for row in results["vs_roberta"]:
         for task in ("pretraining", "fine_tuning", "inference"):
             assert row[task]["speedup"] > 0
+            assert 0 < row[task]["per_round"]["low"] <= row[task]["per_round"]["high"]
             for model in ("sma", "roberta"):
                 assert row[task][model]["median_s"] > 0 and row[task][model]["elements_per_s"] > 0
         for task in ("pretraining", "fine_tuning"):
@@ -151,6 +155,33 @@ def test_roberta_peer_has_smas_sizes(speed):
     masked = inputs["labels"] != -100
     assert (masked.sum(dim=1) == speed.masked_count(length, 0.3)).all()
     assert (inputs["input_ids"][masked] == speed.MASK_TOKEN_ID).all()
+
+
+def test_median_interval_is_the_pair_of_order_statistics_with_95_percent_coverage(speed):
+    from scipy.stats import binom  # scikit-learn's dependency (the test extra): an independent count
+
+    for n in range(1, 41):
+        values = [float(value) for value in range(n, 0, -1)]  # x_(i) = i, given in reverse
+        interval = speed.median_interval(values)
+        j = round(interval["low"])
+        assert interval["high"] == n + 1 - j
+        assert interval["coverage"] == pytest.approx(1 - 2 * binom.cdf(j - 1, n, 0.5))
+        if n >= 6:  # enough values for 95%: the narrowest such pair, as one more step inward falls short
+            assert interval["coverage"] >= 0.95 and 1 - 2 * binom.cdf(j, n, 0.5) < 0.95
+        else:
+            assert j == 1  # the range
+    assert speed.median_interval(list(range(1, 16)))["low"] == 4  # 15 rounds: the 4th and 12th (96.5%)
+
+
+def test_speedup_pairs_the_rounds(speed):
+    """A machine that slows down through the run spreads both models' times, not their per-round ratio."""
+    sma = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0]
+    result = speed.speedup({"sma": sma, "peer": [1.5 * time for time in sma]}, "sma", "peer")
+    assert result["speedup"] == pytest.approx(1.5)
+    assert result["per_round"] == pytest.approx({"median": 1.5, "low": 1.5, "high": 1.5, "coverage": 1 - 2 / 2**7})
+    result = speed.speedup({"sma": [1.0, 1.0, 2.0], "peer": [2.0, 3.0, 2.0]}, "sma", "peer")
+    assert result["speedup"] == 2.0  # the medians' ratio: 2.0 / 1.0
+    assert result["per_round"] == {"median": 2.0, "low": 1.0, "high": 3.0, "coverage": 0.75}  # rounds: 2, 3, 1
 
 
 def test_flop_formula_matches_a_hand_count(speed):
