@@ -17,7 +17,8 @@ Sections:
 
 Every timed step is warmed up first, then repeated; the tables give the median and the spread (min-max). Steps that
 are compared with each other run interleaved (one of each per round), so that slow drifts of a shared machine hit
-them alike; a speed-up is the ratio of the two medians, given with a 95% interval from the rounds (`speedup`).
+them alike. A speed-up is the ratio of the two medians (what the targets read), shown next to the median of the
+per-round ratios and a 95% interval for that median (`speedup`).
 `--output` writes everything, raw times included, as JSON.
 
     python benchmarks/speed.py --output results.json           # full run (a few minutes on 2 CPU cores)
@@ -77,6 +78,7 @@ PEER_TARGET_LENGTHS = (128, 512)
 # same step scoring every query (what every self-guided step did before issue 10)
 MEMORY_TARGET_LENGTH = 512
 MEMORY_FRACTION_TARGET = 2 / 3
+INTERVAL_CONFIDENCE = 0.95  # of the per-round speed-ups' median (`median_interval`)
 SECTIONS = ("perceiver", "mask_cost", "scaling", "inference", "roberta", "sampled_rows")
 
 DEFAULTS = dict(
@@ -392,7 +394,7 @@ def summarize(times: list[float], elements: int) -> dict:
     }
 
 
-def median_interval(values: list[float], confidence: float = 0.95) -> dict:
+def median_interval(values: list[float], confidence: float = INTERVAL_CONFIDENCE) -> dict:
     """A distribution-free interval for the median of independent `values`: the order statistics x_(j) and
     x_(n+1-j) with the largest j whose coverage, 1 - 2 P(Binomial(n, 1/2) < j), is still at least `confidence`
     (at 15 values: the 4th and 12th, 96.5%); with too few values for `confidence`, the range and its coverage."""
@@ -402,16 +404,18 @@ def median_interval(values: list[float], confidence: float = 0.95) -> dict:
         return 1 - 2 * sum(math.comb(n, below) for below in range(j)) / 2**n
 
     j = 1
+    # j <= n + 1 - j keeps the lower order statistic at or below the upper one
     while 2 * (j + 1) <= n + 1 and coverage(j + 1) >= confidence:
         j += 1
     return {"low": ordered[j - 1], "high": ordered[n - j], "coverage": coverage(j)}
 
 
 def speedup(times: dict[str, list[float]], model: str, peer: str) -> dict:
-    """How much faster `model` runs than `peer`: the ratio of their median times (what the targets read), and from
-    the per-round ratios (each round times both back to back, so that a slow spell of the machine hits both alike)
-    an interval for it: the median of the per-round ratios and its 95% interval (`median_interval`). Where the
-    interval holds a target's goal, the run cannot tell the target met from missed."""
+    """How much faster `model` runs than `peer`: the ratio of their median times (what the targets read), and the
+    per-round ratios' median with a 95% interval for it (`median_interval`). Each round times both back to back, so
+    that a slow spell of the machine hits both alike; the two estimates agree when the machine is steady and part
+    when it drifts. The interval says how far this run's rounds pin the ratio down, not how far another run (another
+    state of a shared host) may land."""
     per_round = [peer_time / model_time for peer_time, model_time in zip(times[peer], times[model])]
     return {
         "speedup": statistics.median(times[peer]) / statistics.median(times[model]),
@@ -931,11 +935,11 @@ def _ms(summary: dict) -> str:
     return f"{summary['median_s'] * 1e3:,.1f} ({summary['min_s'] * 1e3:,.1f}-{summary['max_s'] * 1e3:,.1f})"
 
 
-def _speedup(result: dict) -> str:
-    """The speed-up and its interval, with the interval's coverage where too few rounds give it less than 95%."""
-    per_round = result["per_round"]
-    short = f", {per_round['coverage']:.0%}" if per_round["coverage"] < 0.95 else ""
-    return f"{result['speedup']:.2f}x ({per_round['low']:.2f}-{per_round['high']:.2f}{short})"
+def _per_round(per_round: dict, digits: int = 2) -> str:
+    """The per-round speed-ups' median and its interval, with the coverage where too few rounds give less than
+    INTERVAL_CONFIDENCE."""
+    short = f", {per_round['coverage']:.0%}" if per_round["coverage"] < INTERVAL_CONFIDENCE else ""
+    return f"{per_round['median']:.{digits}f}x ({per_round['low']:.{digits}f}-{per_round['high']:.{digits}f}{short})"
 
 
 def _mib(value) -> str:
@@ -956,8 +960,8 @@ def markdown(results: dict) -> str:
         f"decoder width), {settings['layers']} latent self-attention layers, {settings['heads']} heads (1 "
         f"cross-attention head, 8 decoder heads), MLP {settings['mlp_ratio']}x width (decoder MLP 1x), vocabulary "
         f"{VOCAB_SIZE}, batch {settings['batch_size']}, masking ratio {MASKING_RATIO}. {settings['warmup']} warm-up "
-        f"runs, {settings['repeats']} timed; medians with (min-max). Speed-ups: the ratio of the medians, with the "
-        "95% interval of the median per-round ratio (one step of each model per round).",
+        f"runs, {settings['repeats']} timed; medians with (min-max). Speed-up: the ratio of the medians; per round: "
+        "the median of the per-round ratios (one step of each model per round) with a 95% interval for it.",
         "",
     ]
     if "training_vs_perceiver" in results:
@@ -967,13 +971,14 @@ def markdown(results: dict) -> str:
             "",
             "### 1. Training step (forward + backward + AdamW), SMA vs PerceiverForMaskedLM",
             "",
-            "| length | SMA elements/s | Perceiver elements/s | SMA speed-up (95% interval) "
+            "| length | SMA elements/s | Perceiver elements/s | SMA speed-up | per round (95% interval) "
             "| GFLOP/step SMA, Perceiver | SMA GFLOP/s (of matmul) | Perceiver GFLOP/s (of matmul) |",
-            "|---:|---:|---:|---:|---:|---:|---:|",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for row in results["training_vs_perceiver"]:
             lines.append(
-                f"| {row['length']} | {_rate(row['sma'])} | {_rate(row['perceiver'])} | {_speedup(row)} "
+                f"| {row['length']} | {_rate(row['sma'])} | {_rate(row['perceiver'])} | {row['speedup']:.2f}x "
+                f"| {_per_round(row['per_round'])} "
                 f"| {row['sma_flops_per_step'] / 1e9:,.1f}, {row['perceiver_flops_per_step'] / 1e9:,.1f} "
                 f"| {row['sma_flops_per_s'] / 1e9:,.1f} ({row['sma_fraction_of_matmul']:.0%}) "
                 f"| {row['perceiver_flops_per_s'] / 1e9:,.1f} ({row['perceiver_fraction_of_matmul']:.0%}) |"
@@ -1041,21 +1046,22 @@ def markdown(results: dict) -> str:
             f"Batch {settings['peer_batch_size']}, {settings['peer_layers']} layers (SMA: input layer + "
             f"{settings['peer_layers'] - 1}), width {settings['width']}, {settings['heads']} heads, MLP "
             f"{settings['mlp_ratio']}x, vocabulary {VOCAB_SIZE}, masking ratio {PEER_MASKING_RATIO}. Speed-up = "
-            "RoBERTa's median time / SMA's (95% interval of the median per-round ratio). Peak memory: one step each, "
-            "in its own window.",
+            "RoBERTa's median time / SMA's; per round: the per-round ratios' median (95% interval). Peak memory: one "
+            "step each, in its own window.",
             "",
             "Matched-size notes:",
             *[f"- {note}" for note in results["roberta_notes"]],
             "",
-            "| step | length | SMA ms | RoBERTa ms | SMA speed-up (95% interval) | peak MiB SMA, RoBERTa "
-            "| GFLOP/step SMA, RoBERTa | GFLOP/s SMA, RoBERTa (of matmul) |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|",
+            "| step | length | SMA ms | RoBERTa ms | SMA speed-up | per round (95% interval) "
+            "| peak MiB SMA, RoBERTa | GFLOP/step SMA, RoBERTa | GFLOP/s SMA, RoBERTa (of matmul) |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for task, label in (("pretraining", "pretraining (MLM)"), ("fine_tuning", "fine-tuning (classification)")):
             for row in results["vs_roberta"]:
                 sma, roberta = row[task]["sma"], row[task]["roberta"]
                 lines.append(
-                    f"| {label} | {row['length']} | {_ms(sma)} | {_ms(roberta)} | {_speedup(row[task])} "
+                    f"| {label} | {row['length']} | {_ms(sma)} | {_ms(roberta)} | {row[task]['speedup']:.2f}x "
+                    f"| {_per_round(row[task]['per_round'])} "
                     f"| {_mib(sma['peak_mib'])}, {_mib(roberta['peak_mib'])} "
                     f"| {sma['flops_per_step'] / 1e9:,.1f}, {roberta['flops_per_step'] / 1e9:,.1f} "
                     f"| {sma['flops_per_s'] / 1e9:,.1f} ({sma['fraction_of_matmul']:.0%}), "
@@ -1064,14 +1070,14 @@ def markdown(results: dict) -> str:
         lines += [
             "",
             "| inference (classifier logits, eval, no grad) | length | SMA elements/s | RoBERTa elements/s "
-            "| SMA speed-up (95% interval) |",
-            "|---|---:|---:|---:|---:|",
+            "| SMA speed-up | per round (95% interval) |",
+            "|---|---:|---:|---:|---:|---:|",
         ]
         for row in results["vs_roberta"]:
             inference = row["inference"]
             lines.append(
                 f"| | {row['length']} | {_rate(inference['sma'])} | {_rate(inference['roberta'])} "
-                f"| {_speedup(inference)} |"
+                f"| {inference['speedup']:.2f}x | {_per_round(inference['per_round'])} |"
             )
         lines.append("")
     if "sampled_rows" in results:
@@ -1098,18 +1104,16 @@ def markdown(results: dict) -> str:
     lines += [
         "### Targets of issues 4 and 10",
         "",
-        "Met = the measured value meets the goal. A speed-up's 95% interval (from the per-round ratios) that holds "
-        "the goal means this run cannot tell the target met from missed.",
+        "Met = the measured value (for a speed-up, the ratio of the medians) meets the goal. Where a speed-up's "
+        "per-round interval holds the goal, this run cannot tell the target met from missed.",
         "",
-        "| target | measured | 95% interval | goal | met |",
+        "| target | measured | per round (95% interval) | goal | met |",
         "|---|---:|---:|---:|---|",
     ]
     for target in results["targets"]:
         met = "yes" if target["met"] else "no"
         per_round = target["per_round"]
-        interval = "" if per_round is None else f"{per_round['low']:.3f}-{per_round['high']:.3f}"
-        if per_round is not None and per_round["coverage"] < 0.95:
-            interval += f" ({per_round['coverage']:.0%})"
+        interval = "" if per_round is None else _per_round(per_round, digits=3)
         lines.append(f"| {target['target']} | {target['measured']:.3f} | {interval} | {target['goal']} | {met} |")
     lines += [
         "",

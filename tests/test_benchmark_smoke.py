@@ -122,11 +122,12 @@ def test_smoke_run_writes_every_section(tmp_path):
     assert "### 7. Self-guided masks" in completed.stdout
 
 
-def test_sections_run_alone(tmp_path):
+def test_sections_run_alone(tmp_path, speed):
+    """One section alone, at a length that issue 10's targets name, so that its speed-up targets are evaluated."""
     output = tmp_path / "r.json"
     completed = subprocess.run(
         [sys.executable, str(SPEED_SCRIPT), "--smoke", "--device", "cpu", "--sections", "roberta",
-         "--output", str(output)],
+         "--peer-lengths", "128", "--repeats", "6", "--output", str(output)],
         cwd=ROOT, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert completed.returncode == 0, completed.stderr[-3000:]
@@ -135,6 +136,17 @@ def test_sections_run_alone(tmp_path):
     for skipped in ("training_vs_perceiver", "mask_cost", "scaling", "inference", "sampled_rows"):
         assert skipped not in results
     assert "### 6." in completed.stdout and "### 1." not in completed.stdout and "### 7." not in completed.stdout
+
+    targets = {target["target"]: target for target in results["targets"]}
+    row = results["vs_roberta"][0]
+    for task in ("pretraining", "fine_tuning"):
+        name = f"self_attention {task.replace('_', '-')} step speed-up over RoBERTa at 128"
+        assert targets[name]["measured"] == row[task]["speedup"]
+        assert targets[name]["met"] == (row[task]["speedup"] >= speed.PEER_SPEEDUP_TARGETS[task])
+        per_round = targets[name]["per_round"]
+        assert per_round == row[task]["per_round"] and per_round["coverage"] > 0.95  # 6 rounds reach 95%
+        line = next(line for line in completed.stdout.splitlines() if line.startswith(f"| {name} |"))
+        assert f"| {per_round['median']:.3f}x ({per_round['low']:.3f}-{per_round['high']:.3f}) |" in line
 
 
 def test_roberta_peer_has_smas_sizes(speed):
@@ -179,9 +191,10 @@ def test_speedup_pairs_the_rounds(speed):
     result = speed.speedup({"sma": sma, "peer": [1.5 * time for time in sma]}, "sma", "peer")
     assert result["speedup"] == pytest.approx(1.5)
     assert result["per_round"] == pytest.approx({"median": 1.5, "low": 1.5, "high": 1.5, "coverage": 1 - 2 / 2**7})
-    result = speed.speedup({"sma": [1.0, 1.0, 2.0], "peer": [2.0, 3.0, 2.0]}, "sma", "peer")
-    assert result["speedup"] == 2.0  # the medians' ratio: 2.0 / 1.0
-    assert result["per_round"] == {"median": 2.0, "low": 1.0, "high": 3.0, "coverage": 0.75}  # rounds: 2, 3, 1
+    # the two estimates part: the medians' ratio is 3 / 2, the per-round ratios are 3, 1 and 2
+    result = speed.speedup({"sma": [1.0, 2.0, 3.0], "peer": [3.0, 2.0, 6.0]}, "sma", "peer")
+    assert result["speedup"] == 1.5
+    assert result["per_round"] == {"median": 2.0, "low": 1.0, "high": 3.0, "coverage": 0.75}
 
 
 def test_flop_formula_matches_a_hand_count(speed):
