@@ -88,6 +88,14 @@ class SMAConfig(PreTrainedConfig):
             `"random"` (uniform, the BERT/MAE baseline). Both mask exactly round(masking_ratio x valid) elements.
         masking_ratio (`float`, defaults to 0.15):
             Share of the valid elements masked per example during pretraining, in (0, 1).
+        mask_selection (`str`, defaults to `"positions"`):
+            What a self-guided mask is scored on. `"positions"`: the first layer's projections of the inputs' position
+            embeddings alone (the latents are still the queries in `"cross_attention"` mode), so the mask depends on
+            where elements are and never on what they are, and the visible elements cannot tell what was masked.
+            `"inputs"`: the first layer's attention over the embedded inputs, content and position (the paper's
+            selection). Its masks can learn to pick kinds of content: on proteins they picked residue types, and the
+            visible residues then told the decoder which type was missing. A checkpoint saved before this field
+            existed loads with `"inputs"`, the selection it was pretrained with.
         num_per_query (`float`, defaults to 3):
             Expected number of inputs each sampled query contributes to the mask: round(valid x ratio /
             num_per_query) queries are sampled per example.
@@ -143,6 +151,7 @@ class SMAConfig(PreTrainedConfig):
     layer_norm_eps: float | int = _number_in(1e-5, 0, float("inf"), low_open=True, high_open=True)
     masking_strategy: Literal["self_guided", "random"] = "self_guided"
     masking_ratio: float | int = _number_in(0.15, 0, 1, low_open=True, high_open=True)
+    mask_selection: Literal["positions", "inputs"] = "positions"
     num_per_query: float | int = _number_in(3, 1, float("inf"), low_open=False, high_open=True)
     head_aggregation: Literal["mean", "random_mix"] = "mean"
     mask_self: bool = False
@@ -152,6 +161,14 @@ class SMAConfig(PreTrainedConfig):
     decoder_num_attention_heads: int = _positive_int(8)
     decoder_intermediate_size: int = _positive_int(1024)
     classifier_pooling: Literal["attention", "mean"] = "attention"
+
+    @classmethod
+    def from_dict(cls, config_dict: dict, **kwargs):
+        # a config that `save_pretrained` wrote (it records `transformers_version`) before `mask_selection` existed
+        # was pretrained with the paper's selection: keep it, so that its pretraining goes on as it began
+        if "transformers_version" in config_dict and "mask_selection" not in {**config_dict, **kwargs}:
+            config_dict = {**config_dict, "mask_selection": "inputs"}
+        return super().from_dict(config_dict, **kwargs)
 
     def validate_architecture(self):
         """The rules between fields (run by `@strict` after `__init__` and by `save_pretrained`)."""

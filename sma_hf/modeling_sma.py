@@ -422,6 +422,11 @@ class SMAEmbeddings(nn.Module):
             elements = self.input_projection(inputs.to(positions.dtype))
         return self.dropout(self.layer_norm(elements + positions))
 
+    def positions_only(self, position_ids) -> torch.Tensor:
+        """The embedding of elements without content, their positions alone: what a mask selected by position is
+        scored on (`config.mask_selection="positions"`)."""
+        return self.layer_norm(self.position_embeddings(position_ids))
+
 
 class SMAInputLayer(nn.Module):
     """First encoder layer: latents cross-attend to the inputs, or the inputs self-attend; pre-LayerNorm."""
@@ -441,9 +446,23 @@ class SMAInputLayer(nn.Module):
         self.mlp = SMAMLP(config, config.hidden_size, config.intermediate_size)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
-    def forward(self, embeddings, valid, masked_positions, sample_mask, pack, generator, output_attentions=False):
+    def forward(
+        self,
+        embeddings,
+        valid,
+        masked_positions,
+        sample_mask,
+        pack,
+        generator,
+        output_attentions=False,
+        mask_scoring_inputs=None,
+    ):
         """The layer's output, the probabilities (explicit path only), the mask, and in `self_attention` mode which
-        slots of the output hold a visible element (see `visible_elements` for `pack`)."""
+        slots of the output hold a visible element (see `visible_elements` for `pack`). `mask_scoring_inputs`, where
+        given, are what a drawn mask is scored on instead of `embeddings` (see `SMAModel.mask_scoring_inputs`)."""
+        if sample_mask and mask_scoring_inputs is not None:
+            masked_positions = self._draw_mask(mask_scoring_inputs, valid, masked_positions, generator)
+            sample_mask = False
         if not self.cross_attention and not self.attention.explicit_path(sample_mask, output_attentions):
             return self._fused_self_attention(embeddings, valid, masked_positions, sample_mask, pack, generator)
         normed_inputs = self.input_layer_norm(embeddings)
@@ -461,6 +480,17 @@ class SMAInputLayer(nn.Module):
             return hidden_states, probs, masked_positions, None
         hidden_states, hidden_mask = visible_elements(hidden_states, valid & ~masked_positions, pack)
         return hidden_states, probs, masked_positions, hidden_mask
+
+    @torch.no_grad()  # the mask takes no gradient
+    def _draw_mask(self, scoring_inputs, valid, already_masked, generator):
+        """The mask scored on `scoring_inputs` [batch, length, embedding_size], with the queries of this layer: the
+        latents (`cross_attention`), or the scoring inputs themselves (`self_attention`)."""
+        keys = self.input_layer_norm(scoring_inputs)
+        if self.cross_attention:
+            queries = self.latent_layer_norm(self.latents).expand(keys.shape[0], -1, -1)
+        else:
+            queries = keys
+        return self.attention.draw_mask(queries, keys, valid, already_masked, generator)
 
     def _fused_self_attention(self, embeddings, valid, masked_positions, sample_mask, pack, generator):
         """`self_attention` mode without probabilities: the mask first, then the layer through the attention
@@ -515,7 +545,7 @@ class SMAEncoder(nn.Module):
         self.layers = nn.ModuleList(SMALayer(config, rate) for rate in drop_path_rates)
         self.layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
 
-    def forward(self, embeddings, elements: SMAElements, sample_mask, generator, **kwargs):
+    def forward(self, embeddings, elements: SMAElements, sample_mask, generator, mask_scoring_inputs=None, **kwargs):
         # the first layer materialises its probabilities only when they are asked for (or its mask needs them)
         output_attentions = kwargs.get("output_attentions", getattr(self.config, "output_attentions", False))
         hidden_states, _, masked_positions, hidden_mask = self.input_layer(
@@ -526,6 +556,7 @@ class SMAEncoder(nn.Module):
             pack=sample_mask or elements.mask_given,
             generator=generator,
             output_attentions=bool(output_attentions),
+            mask_scoring_inputs=mask_scoring_inputs,
         )
         attention_mask = key_mask(self.config, hidden_states, hidden_mask)
         for layer in self.layers:
@@ -737,11 +768,27 @@ class SMAModel(SMAPreTrainedModel):
         elif any(value is not None for value in (input_ids, inputs, attention_mask, position_ids, masked_positions)):
             raise ValueError("Pass `elements` or the input arguments it is derived from, not both (one is ignored).")
         embeddings = self.embeddings(elements.input_ids, elements.inputs, elements.position_ids)
-        hidden_states, mask, hidden_mask = self.encoder(embeddings, elements, sample_mask, generator, **kwargs)
+        hidden_states, mask, hidden_mask = self.encoder(
+            embeddings,
+            elements,
+            sample_mask,
+            generator,
+            mask_scoring_inputs=self.mask_scoring_inputs(elements, sample_mask),
+            **kwargs,
+        )
         pooled = self.pooler(hidden_states, hidden_mask) if self.pooler is not None else None
         return SMAModelOutput(
             last_hidden_state=hidden_states, pooler_output=pooled, mask=mask, hidden_mask=hidden_mask
         )
+
+    @torch.no_grad()  # the mask takes no gradient
+    def mask_scoring_inputs(self, elements: SMAElements, sample_mask: bool) -> torch.Tensor | None:
+        """What a drawn self-guided mask is scored on, where it is not the embedded inputs: their positions' embedding
+        alone (`config.mask_selection="positions"`). `None` when no such mask is drawn."""
+        config = self.config
+        if sample_mask and config.masking_strategy == "self_guided" and config.mask_selection == "positions":
+            return self.embeddings.positions_only(elements.position_ids)
+        return None
 
     def derive_elements(
         self,

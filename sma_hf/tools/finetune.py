@@ -32,6 +32,7 @@ from transformers import (
     AutoModelForTokenClassification,
     DataCollatorForTokenClassification,
     DataCollatorWithPadding,
+    EarlyStoppingCallback,
     Trainer,
     TrainingArguments,
     set_seed,
@@ -343,6 +344,7 @@ def train_one_seed(args, task, config, rows, encoder, collator, processor, seed)
         eval_dataset=encoded["validation"],
         processing_class=processor,
         compute_metrics=metrics_in_task_units(task, label_transform),
+        callbacks=[EarlyStoppingCallback(args.early_stopping_patience)] if args.early_stopping_patience else None,
     )
     trainer.train()
     validation = trainer.evaluate(encoded["validation"], metric_key_prefix="validation")
@@ -498,6 +500,11 @@ def parse_args(argv=None):
         "(needs scikit-learn).",
     )
     parser.add_argument("--num_train_epochs", type=float, default=30)
+    parser.add_argument(
+        "--early_stopping_patience",
+        type=int,
+        help="Stop a seed once the validation metric has not improved for this many epochs (default: never).",
+    )
     parser.add_argument("--per_device_train_batch_size", type=int, default=32)
     parser.add_argument("--per_device_eval_batch_size", type=int, default=128)
     parser.add_argument("--learning_rate", type=float, default=1e-4)
@@ -516,6 +523,8 @@ def parse_args(argv=None):
         parser.error(f"--label_fraction must be in (0, 1], got {args.label_fraction}")
     if not 0 <= args.warmup_ratio < 1:
         parser.error(f"--warmup_ratio must be in [0, 1), got {args.warmup_ratio}")
+    if args.early_stopping_patience is not None and args.early_stopping_patience < 1:
+        parser.error(f"--early_stopping_patience must be >= 1, got {args.early_stopping_patience}")
     if len(set(args.seeds)) != len(args.seeds):
         parser.error(f"--seeds must be distinct, got {args.seeds}")
     return args

@@ -47,7 +47,12 @@ from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
 from transformers import AutoConfig
 
 from .common import TEMPLATES_DIR
-from .mask_health import COLLAPSE_SCORE_THRESHOLD, EASY_MASK_LOSS_RATIO_THRESHOLD, MASK_FIGURE_FILE
+from .mask_health import (
+    COLLAPSE_SCORE_THRESHOLD,
+    EASY_MASK_LOSS_RATIO_THRESHOLD,
+    MASK_FIGURE_FILE,
+    MASK_LEAK_THRESHOLD,
+)
 from .metrics import display_name, greater_is_better
 
 
@@ -511,11 +516,13 @@ def pretraining_card_context(
             f"Loss on own masks / loss on random masks (easy masks below {EASY_MASK_LOSS_RATIO_THRESHOLD})": final.get(
                 "mask_loss_ratio"
             ),
+            f"Leak: how far what the own masks hide is from what random masks hide (total variation; the visible "
+            f"elements tell what is missing at >= {MASK_LEAK_THRESHOLD})": final.get("mask_leak"),
         }
         if "mask_collapsed" in final:
             health["At the end of pretraining"] = (
-                "collapsed: the self-guided masks are far easier to fill than random ones or the same in every "
-                "example, so the objective taught little"
+                "collapsed: the self-guided masks are far easier to fill than random ones, the same in every "
+                "example, or they hide one kind of content, so the objective taught little"
                 if final["mask_collapsed"]
                 else "healthy"
             )

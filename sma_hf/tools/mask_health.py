@@ -8,7 +8,11 @@ measured by `sma-pretrain` at every evaluation on the held-out rows:
 - the collapse score: how much more the masks of different examples overlap than random masks of the same size do,
   on a scale from 0 (as diverse as random masks) to 1 (one mask for every example);
 - the loss ratio: the reconstruction loss on the model's own masks over the loss on random masks. Below 1, the
-  masks pick what is easier than average to predict.
+  masks pick what is easier than average to predict;
+- the leak: how far the content of the masked elements is from the content random masks hide (the total variation
+  distance of the two distributions: token ids, or each channel's values in the random-masked values' deciles).
+  Masks that pick a kind of content tell what they hide: the visible elements lack it, and the decoder learns
+  "masked here => the missing kind" (on proteins, masks that picked residue types).
 
 `draw_masks` draws the masks of a few examples: highlighted characters for sequences, a grid for grid-shaped
 inputs. It serves the TensorBoard images of `sma-pretrain`, the README's figures and the model cards.
@@ -28,6 +32,8 @@ import torch
 # identical masks, and half the random-mask loss, are far from both healthy values and well inside the collapse.
 COLLAPSE_SCORE_THRESHOLD = 0.5
 EASY_MASK_LOSS_RATIO_THRESHOLD = 0.5
+MASK_LEAK_THRESHOLD = 0.1
+CONTINUOUS_LEAK_BINS = 10
 # the figure of a few examples' masks that a hub-ready folder carries (drawn by sma-pretrain, shown in the card)
 MASK_FIGURE_FILE = "masks.png"
 
@@ -55,9 +61,34 @@ def collapse_score(overlap_self_guided: float, overlap_random: float) -> float:
     return (overlap_self_guided - overlap_random) / (1.0 - overlap_random)
 
 
+def mask_leak(own: torch.Tensor, random: torch.Tensor) -> float:
+    """Total variation distance between the content of the elements the model's own masks hide (`own`) and the content
+    random masks hide (`random`): token ids [n] (discrete inputs), or values [n, channels] (continuous inputs), where
+    each channel is binned at the deciles of its random-masked values and the distances are averaged over channels.
+    0: the masks hide the same kind of content as random masks; 1: content random masks never hide."""
+    if len(own) == 0 or len(random) == 0:
+        return float("nan")
+    if own.dim() == 1:
+        size = int(max(own.max(), random.max())) + 1
+        own_share = torch.bincount(own, minlength=size) / len(own)
+        random_share = torch.bincount(random, minlength=size) / len(random)
+        return 0.5 * float((own_share - random_share).abs().sum())
+    distances = []
+    for own_values, random_values in zip(own.double().T.contiguous(), random.double().T.contiguous()):
+        edges = torch.quantile(random_values, torch.linspace(0, 1, CONTINUOUS_LEAK_BINS + 1, dtype=torch.float64))
+        edges = torch.unique(edges[1:-1])  # values in a mass point (say, many zeros) share one bin
+        own_bins = torch.bucketize(own_values, edges)
+        random_bins = torch.bucketize(random_values, edges)
+        own_share = torch.bincount(own_bins, minlength=len(edges) + 1) / len(own_values)
+        random_share = torch.bincount(random_bins, minlength=len(edges) + 1) / len(random_values)
+        distances.append(0.5 * float((own_share - random_share).abs().sum()))
+    return float(np.mean(distances))
+
+
 def mask_health(metrics: dict[str, float]) -> tuple[dict[str, float], list[str]]:
     """The health numbers of an evaluation (`mask_collapse_score`, `mask_loss_ratio`, `mask_collapsed`: 1.0 when a
-    threshold is crossed) and a warning for each threshold crossed, saying what to try."""
+    threshold is crossed, `mask_leak` included where measured) and a warning for each threshold crossed, saying what
+    to try."""
     score = collapse_score(metrics["mask_overlap_self_guided"], metrics["mask_overlap_random"])
     ratio = metrics["eval_loss_self_guided"] / metrics["eval_loss"] if metrics["eval_loss"] > 0 else float("nan")
     warnings = []
@@ -73,6 +104,13 @@ def mask_health(metrics: dict[str, float]) -> tuple[dict[str, float], list[str]]
             f"self-guided masks pick what is easy to predict: the loss on them is {ratio:.2f} of the loss on random "
             f"masks (< {EASY_MASK_LOSS_RATIO_THRESHOLD}). The model may be learning to fill trivial positions; try "
             "the remedies for a collapse."
+        )
+    leak = metrics.get("mask_leak", float("nan"))
+    if leak >= MASK_LEAK_THRESHOLD:
+        warnings.append(
+            f"self-guided masks hide a kind of content: what they mask differs from what random masks hide by "
+            f"{leak:.2f} (total variation, >= {MASK_LEAK_THRESHOLD}), so the visible elements tell what is missing. "
+            "Select masks by position (mask_selection='positions')."
         )
     numbers = {"mask_collapse_score": score, "mask_loss_ratio": ratio, "mask_collapsed": float(bool(warnings))}
     return numbers, warnings

@@ -69,6 +69,7 @@ from .mask_health import (
     draw_masks,
     figure_png,
     mask_health,
+    mask_leak,
     pairwise_mask_overlap,
     self_guided_masks,
 )
@@ -386,6 +387,7 @@ def evaluate(model: SMAForMaskedModeling, batches: list[dict], seed: int) -> dic
       means the masks pick what is easy to predict;
     - `mask_overlap_self_guided` / `mask_overlap_random`: mean pairwise Jaccard overlap of the masks of different
       examples (see `pairwise_mask_overlap`). Near 1 means one mask for every example.
+    - `mask_leak`: how far the content the model's own masks hide is from what random masks hide (see `mask_leak`).
     """
     was_training = model.training
     model.eval()
@@ -396,6 +398,7 @@ def evaluate(model: SMAForMaskedModeling, batches: list[dict], seed: int) -> dic
     sums = {"random": 0.0, "self_guided": 0.0}
     counts = {"random": 0, "self_guided": 0}
     overlaps = {"random": [], "self_guided": []}
+    hidden_content = {"random": [], "self_guided": []}
     for batch in batches:
         batch = {k: v.to(device) for k, v in batch.items()}
         valid = batch["attention_mask"].bool()
@@ -409,6 +412,8 @@ def evaluate(model: SMAForMaskedModeling, batches: list[dict], seed: int) -> dic
                 sums[kind] += float(model(**batch, masked_positions=mask).loss) * n
                 counts[kind] += n
                 overlaps[kind].append(float(pairwise_mask_overlap(mask, valid)))
+                content = batch["input_ids"] if "input_ids" in batch else batch["inputs"]
+                hidden_content[kind].append(content[mask].cpu())
     model.set_mask_noise_scale(noise_scales[0] if noise_scales else 1.0)
     model.train(was_training)
     if counts["random"] == 0:
@@ -418,6 +423,7 @@ def evaluate(model: SMAForMaskedModeling, batches: list[dict], seed: int) -> dic
         "eval_loss_self_guided": sums["self_guided"] / max(counts["self_guided"], 1),
         "mask_overlap_random": float(np.nanmean(overlaps["random"])),
         "mask_overlap_self_guided": float(np.nanmean(overlaps["self_guided"])),
+        "mask_leak": mask_leak(torch.cat(hidden_content["self_guided"]), torch.cat(hidden_content["random"])),
     }
 
 

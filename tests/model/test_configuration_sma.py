@@ -99,8 +99,16 @@ def test_config_saved_before_strict_loads_and_saves_the_same_keys(tmp_path, fold
     assert {name: getattr(config, name) for name in DEFAULTS_BEFORE_STRICT} == {
         name: before[name] for name in DEFAULTS_BEFORE_STRICT
     }
+    # it was pretrained with the paper's selection, which it keeps; a config written by hand gets the default
+    assert config.mask_selection == "inputs"
+    assert SMAConfig.from_dict({k: v for k, v in before.items() if k != "transformers_version"}).mask_selection == (
+        "positions"
+    )
     config.save_pretrained(tmp_path)
-    assert json.loads((tmp_path / "config.json").read_text()) == before
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert saved.pop("mask_selection") == "inputs"
+    assert {**saved, "transformers_version": None} == {**before, "transformers_version": None}
+    assert SMAConfig.from_pretrained(tmp_path).mask_selection == "inputs"
 
 
 def test_a_bad_value_in_config_json_is_refused(tmp_path):

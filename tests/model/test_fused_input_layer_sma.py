@@ -144,19 +144,22 @@ def assert_same_step(fused, explicit):
 @pytest.mark.parametrize("encoder_type,input_type", MODES)
 @pytest.mark.parametrize(
     "masking",
-    ["given", "random", "self_guided_mean", "self_guided_random_mix_noise", "fine_tuning"],
-)
+    ["given", "random", "self_guided_positions", "self_guided_inputs", "self_guided_inputs_random_mix_noise",
+     "fine_tuning"],
+)  # fmt: skip
 def test_training_step_equals_the_explicit_path(encoder_type, input_type, masking):
     """Loss and every gradient of one training step, and the same mask from the same generator."""
     overrides = {}
     if masking == "random":
         overrides = {"masking_strategy": "random"}
-    elif masking == "self_guided_random_mix_noise":
-        overrides = {"head_aggregation": "random_mix", "mask_self": encoder_type == "self_attention"}
+    elif masking.startswith("self_guided_inputs"):
+        overrides = {"mask_selection": "inputs"}
+    if masking.endswith("random_mix_noise"):
+        overrides.update(head_aggregation="random_mix", mask_self=encoder_type == "self_attention")
     config = config_for(encoder_type, input_type, **overrides)
     head = "sequence_classification" if masking == "fine_tuning" else "masked_modeling"
     model = head_model(head, config).train()
-    model.set_mask_noise_scale(0.5 if masking == "self_guided_random_mix_noise" else 0.0)
+    model.set_mask_noise_scale(0.5 if masking.endswith("random_mix_noise") else 0.0)
     spread_first_layer_logits(model)
     twin = explicit_twin(model)
     inputs = head_inputs(head, config, 4, 16, "left")
@@ -167,8 +170,8 @@ def test_training_step_equals_the_explicit_path(encoder_type, input_type, maskin
     seed = None if masking in ("given", "fine_tuning") else 5
     recorder = FirstLayerProbabilities(model)
     fused = step(model, inputs, seed)
-    # only a self-guided mask in cross_attention mode still scores every latent (most of them are sampled)
-    assert recorder.fused() == (not (masking.startswith("self_guided") and encoder_type == "cross_attention"))
+    # only the paper's selection in cross_attention mode still scores every latent (most of them are sampled)
+    assert recorder.fused() == (not (masking.startswith("self_guided_inputs") and encoder_type == "cross_attention"))
     explicit = step(twin, inputs, seed)
     if head == "masked_modeling":
         assert torch.equal(fused[0].mask, explicit[0].mask)
@@ -181,7 +184,7 @@ def test_training_step_equals_the_explicit_path(encoder_type, input_type, maskin
 def test_sampled_rows_path_in_cross_attention_mode_equals_every_query(input_type, aggregation, noise):
     """cross_attention mode scores every latent by default; its sampled-row path (the switch the benchmark flips)
     gives the same masks, draws and step too."""
-    config = config_for("cross_attention", input_type, head_aggregation=aggregation)
+    config = config_for("cross_attention", input_type, head_aggregation=aggregation, mask_selection="inputs")
     model = SMAForMaskedModeling(config).train()
     model.set_mask_noise_scale(noise)
     spread_first_layer_logits(model)

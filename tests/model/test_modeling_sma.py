@@ -275,18 +275,66 @@ def test_continuous_float32_inputs_into_a_bf16_model(encoder_type):
     assert out.logits.dtype == torch.bfloat16 and torch.isfinite(out.loss)
 
 
+def top_k_of_first_layer_attention(model, inputs, k: int) -> list:
+    """The k inputs with the most first-layer attention, summed over every query and averaged over heads."""
+    first_layer = model.eval()(**inputs, output_attentions=True).attentions[0]  # no mask in evaluation
+    return first_layer.mean(dim=1).sum(dim=1).topk(k, dim=1).indices.sort(dim=1).values.tolist()
+
+
 def test_self_guided_mask_is_the_top_k_of_the_first_layer_attention():
-    """Noise 0 and every latent sampled: the mask is the top-k of the summed, head-averaged first-layer attention."""
+    """The paper's selection, noise 0 and every latent sampled: the mask is the top-k of the summed, head-averaged
+    first-layer attention."""
     config = config_for(
-        "cross_attention", "continuous", masking_ratio=0.4, num_per_query=1.0
+        "cross_attention", "continuous", masking_ratio=0.4, num_per_query=1.0, mask_selection="inputs"
     )  # 8 queries >= 8 latents
     model = SMAForMaskedModeling(config)
     inputs = random_inputs(config, 3, 20)
-    first_layer = model.eval()(**inputs, output_attentions=True).attentions[0]  # no mask in evaluation
-    expected = first_layer.mean(dim=1).sum(dim=1).topk(8, dim=1).indices.sort(dim=1).values
+    expected = top_k_of_first_layer_attention(model, inputs, 8)
     model.train().set_mask_noise_scale(0.0)
     mask = model(**inputs).mask
-    assert mask.nonzero()[:, 1].view(3, 8).tolist() == expected.tolist()
+    assert mask.nonzero()[:, 1].view(3, 8).tolist() == expected
+
+
+def test_position_selected_mask_is_the_top_k_of_the_attention_onto_positions_alone():
+    """Selection by position, noise 0 and every latent sampled: the mask is the top-k of the first-layer attention
+    onto inputs without content (an input projection of zeros leaves the position embeddings alone)."""
+    config = config_for("cross_attention", "continuous", masking_ratio=0.4, num_per_query=1.0)
+    assert config.mask_selection == "positions"  # the default
+    model = SMAForMaskedModeling(config)
+    inputs = random_inputs(config, 3, 20)
+    model.train().set_mask_noise_scale(0.0)
+    mask = model(**inputs).mask
+    torch.nn.init.zeros_(model.sma.embeddings.input_projection.weight)
+    torch.nn.init.zeros_(model.sma.embeddings.input_projection.bias)
+    expected = top_k_of_first_layer_attention(model, inputs, 8)
+    assert mask.nonzero()[:, 1].view(3, 8).tolist() == expected
+    # the content-blind top-k differs from what the attention onto the inputs themselves would pick
+    model_with_content = SMAForMaskedModeling(config)
+    model_with_content.load_state_dict(model.state_dict())
+    torch.nn.init.normal_(model_with_content.sma.embeddings.input_projection.weight, std=1.0)
+    assert top_k_of_first_layer_attention(model_with_content, inputs, 8) != expected
+
+
+@pytest.mark.parametrize("encoder_type,input_type", MODES)
+@pytest.mark.parametrize("output_attentions", [False, True])
+def test_position_selected_masks_do_not_depend_on_the_content(encoder_type, input_type, output_attentions):
+    """Same positions and generator, other content: the same mask with selection by position (on the fused path and
+    on the explicit one); the paper's selection, scored on the content too, moves."""
+    attention_mask = ragged_attention_mask(4, 24)
+    masks = {}
+    for selection in ("positions", "inputs"):
+        config = config_for(encoder_type, input_type, mask_selection=selection, head_aggregation="random_mix",
+                            mask_self=encoder_type == "self_attention")  # fmt: skip
+        model = SMAForMaskedModeling(config).train()
+        model.set_mask_noise_scale(0.0)
+        masks[selection] = [
+            model(**random_inputs(config, 4, 24, seed=seed), attention_mask=attention_mask,
+                  generator=torch.Generator().manual_seed(3), output_attentions=output_attentions).mask
+            for seed in range(4)
+        ]  # fmt: skip
+    assert all(torch.equal(mask, masks["positions"][0]) for mask in masks["positions"])
+    assert masks["positions"][0].sum(dim=1).tolist() == [round(0.3 * n) for n in attention_mask.sum(dim=1).tolist()]
+    assert not all(torch.equal(mask, masks["inputs"][0]) for mask in masks["inputs"])
 
 
 def test_training_batch_with_nothing_to_mask_has_zero_loss():

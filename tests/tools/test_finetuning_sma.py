@@ -74,6 +74,19 @@ def test_regression_selects_on_validation_and_saves_in_task_units(tmp_path, conf
         assert np.sqrt(np.mean((predictions - labels) ** 2)) == pytest.approx(run_result["test"]["rmse"], rel=1e-4)
 
 
+def test_early_stopping_ends_a_seed_patience_epochs_after_its_best_validation_epoch(tmp_path, config_path):
+    rows = [{"smiles": s, "label": float(i % 7)} for i, s in enumerate(smiles_rows(60))]  # labels unrelated to input
+    task = write_task(tmp_path, "noise", rows, "regression", 1, "rmse")
+    out, results = run(tmp_path, config_path, task, "--num_train_epochs", "40", "--early_stopping_patience", "2")
+    history = json.loads((out / "seed-0" / "trainer_state.json").read_text())["log_history"]
+    validation = [h["eval_rmse"] for h in history if "eval_rmse" in h]
+    best = int(np.argmin(validation))
+    assert len(validation) == best + 1 + 2 < 40
+    assert results["validation"]["rmse"]["mean"] == pytest.approx(validation[best], rel=1e-5)
+    with pytest.raises(SystemExit):
+        run(tmp_path, config_path, task, "--early_stopping_patience", "0")
+
+
 def test_binary_classification_reports_roc_auc(tmp_path, config_path):
     rows = [{"smiles": s, "label": int("N" in s)} for s in smiles_rows(60)]
     task = write_task(tmp_path, "has_n", rows, "single_label_classification", 2, "roc_auc")

@@ -8,7 +8,14 @@ import torch
 from test_pretraining_sma import corpus, pretrain_args  # noqa: F401  (the `corpus` fixture)
 
 from sma_hf.tools import pretrain
-from sma_hf.tools.mask_health import collapse_score, draw_masks, figure_png, mask_health
+from sma_hf.tools.mask_health import (
+    MASK_LEAK_THRESHOLD,
+    collapse_score,
+    draw_masks,
+    figure_png,
+    mask_health,
+    mask_leak,
+)
 
 
 def test_thresholds_separate_the_measured_collapse_from_the_measured_healthy_run():
@@ -24,6 +31,38 @@ def test_thresholds_separate_the_measured_collapse_from_the_measured_healthy_run
     assert warnings == [] and numbers["mask_collapsed"] == 0.0
     assert collapse_score(0.33, 0.33) == 0.0 and collapse_score(1.0, 0.33) == 1.0
     assert np.isnan(collapse_score(float("nan"), 0.3))
+
+
+def test_leak_of_token_ids_is_the_total_variation_between_the_hidden_contents():
+    random = torch.tensor([5, 6, 7, 8] * 25)
+    assert mask_leak(random[torch.randperm(100)], random) == 0.0
+    assert mask_leak(torch.tensor([9, 9, 10]), random) == 1.0  # types random masks never hide
+    # 40 of 100 hidden elements of one type where random masks hide it 25 times in 100: 0.15 to move elsewhere
+    own = torch.tensor([5] * 40 + [6] * 20 + [7] * 20 + [8] * 20)
+    assert mask_leak(own, random) == pytest.approx(0.15)
+    assert np.isnan(mask_leak(torch.tensor([], dtype=torch.long), random))
+
+
+def test_leak_of_values_bins_each_channel_at_the_random_masked_deciles():
+    generator = torch.Generator().manual_seed(0)
+    random = torch.randn(20000, 2, generator=generator)
+    assert mask_leak(torch.randn(20000, 2, generator=generator), random) < 0.02  # the same distribution
+    low = torch.randn(20000, 2, generator=generator).abs().neg()  # only the lower half of each channel
+    assert mask_leak(low, random) == pytest.approx(0.5, abs=0.02)
+    # a mass point (background pixels): the deciles collapse into one bin, which masks of only zeros fill
+    pixels = torch.cat([torch.zeros(7000, 1), torch.rand(3000, 1, generator=generator) + 0.1])
+    assert mask_leak(torch.zeros(500, 1), pixels) == pytest.approx(0.3, abs=0.01)
+
+
+def test_leak_threshold_separates_the_measured_leaking_run_from_the_healthy_one():
+    healthy = {"mask_overlap_self_guided": 0.2, "mask_overlap_random": 0.18, "eval_loss": 1.2,
+               "eval_loss_self_guided": 1.3}  # fmt: skip
+    numbers, warnings = mask_health({**healthy, "mask_leak": MASK_LEAK_THRESHOLD})
+    assert numbers["mask_collapsed"] == 1.0 and "hide a kind of content" in warnings[0]
+    assert "mask_selection='positions'" in warnings[0]
+    numbers, warnings = mask_health({**healthy, "mask_leak": MASK_LEAK_THRESHOLD / 2})
+    assert warnings == [] and numbers["mask_collapsed"] == 0.0
+    assert mask_health(healthy)[1] == []  # older summaries without the measure
 
 
 def test_sma_pretrain_warns_when_masks_collapse(corpus, monkeypatch, caplog):  # noqa: F811

@@ -85,7 +85,7 @@ def test_pretraining_exports_a_loadable_model(corpus):
     summary = json.loads((out / "pretraining_summary.json").read_text())
     assert summary["steps"] == 6 and summary["num_processes"] == 1
     assert summary["train_batch_size_total"] == 16
-    for name in ("eval_loss", "eval_loss_self_guided", "mask_overlap_random", "mask_overlap_self_guided"):
+    for name in ("eval_loss", "eval_loss_self_guided", "mask_overlap_random", "mask_overlap_self_guided", "mask_leak"):
         assert torch.isfinite(torch.tensor(summary["final"][name])), name
     # noise warm-up over the first 25% of the 6 steps, then self-guided masks only
     noise = [entry["mask_noise_scale"] for entry in summary["history"]]
@@ -106,9 +106,11 @@ def test_pretraining_exports_a_loadable_model(corpus):
     events = EventAccumulator(str(next((out / "logs").rglob("events.out.tfevents.*")).parent)).Reload()
     assert [event.step for event in events.Images("mask_health/masks")] == [3, 6]
     assert [event.step for event in events.Scalars("mask_collapse_score")] == [3, 6]
+    assert [event.step for event in events.Scalars("mask_leak")] == [3, 6]
     assert summary["final"]["mask_collapsed"] in (0.0, 1.0) and "mask_loss_ratio" in summary["final"]
     assert (out / "model" / "masks.png").read_bytes().startswith(b"\x89PNG")
     assert "![The self-guided masks of held-out examples](masks.png)" in card and "Collapse score" in card
+    assert f"{summary['final']['mask_leak']:.4g}" in card.split("Leak:")[1].splitlines()[0]
 
 
 def test_resume_reaches_the_same_parameters(corpus, monkeypatch):
