@@ -35,7 +35,7 @@ from evidence import ROOT, run_finetune, write_smoke_data
 from sma_hf.tools import pretrain
 from sma_hf.tools.common import PRESETS_DIR, write_json_atomic
 from sma_hf.tools.data import prepare_chemistry, prepare_images, prepare_peptides
-from sma_hf.tools.mask_health import COLLAPSE_SCORE_THRESHOLD, MASK_LEAK_THRESHOLD, self_guided_masks
+from sma_hf.tools.mask_health import MASK_LEAK_THRESHOLD, self_guided_masks
 from sma_hf.tools.protein_data import prepare_proteins
 
 
@@ -90,8 +90,8 @@ def testbeds(data_dir: Path) -> list[Testbed]:
         Testbed("SMILES", preset("sma-chemistry-small"), data_dir / "chemistry" / "pretrain", "smiles",
                 [*common_args(1000, 64, "5e-4", 500), "--group_by_length"], "solubility"),
         Testbed("permuted MNIST", MNIST_CONFIG, data_dir / "images" / "mnist_permuted", "pixels",
-                [*common_args(1000, 64, "1e-3", 256), "--mask_grid_shape", "28", "28"], "mnist_permuted", grid=(28, 28),
-                permutation=permutation),
+                [*common_args(1000, 64, "1e-3", 256), "--mask_grid_shape", "28", "28"], "mnist_permuted",
+                grid=(28, 28), permutation=permutation),
     ]  # fmt: skip
 
 
@@ -263,9 +263,19 @@ def smoke_testbeds(data_dir: Path) -> list[Testbed]:
     images = [rng.random(16).round(2).tolist() for _ in range(60)]
     write_smoke_data(data_dir, "grid", "pixels", images, ["mnist_permuted"],
                      lambda spec, index, value: index % spec["num_labels"])  # fmt: skip
-    tiny = {"embedding_size": 16, "hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2,
-            "intermediate_size": 32, "decoder_hidden_size": 16, "decoder_num_attention_heads": 2,
-            "decoder_intermediate_size": 32, "num_latents": 8, "masking_ratio": 0.3, "classifier_pooling": "mean"}
+    tiny = {
+        "embedding_size": 16,
+        "hidden_size": 16,
+        "num_hidden_layers": 1,
+        "num_attention_heads": 2,
+        "intermediate_size": 32,
+        "decoder_hidden_size": 16,
+        "decoder_num_attention_heads": 2,
+        "decoder_intermediate_size": 32,
+        "num_latents": 8,
+        "masking_ratio": 0.3,
+        "classifier_pooling": "mean",
+    }
     args = common_args(4, 8, "1e-3", 20)
     return [
         Testbed("sequences", {**tiny, "max_position_embeddings": 64}, data_dir / "proteins" / "pretrain", "sequence",
