@@ -161,6 +161,7 @@ def main(argv=None):
         chemistry_card_args(args.data_dir),
         card_path,
         figure_dir=args.results_dir,
+        checkpoint_dir=(args.work_dir if args.smoke else ROOT) / "checkpoints" / MODEL_ID.split("/")[1],
     )
     return record
 

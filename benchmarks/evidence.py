@@ -17,6 +17,7 @@ import json
 import os
 import platform
 import shlex
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -216,11 +217,12 @@ def card_results(record: dict, tasks: list[str]) -> list[dict]:
 
 
 def publish(model_dir: Path, results: list[dict], card_args: list[str], card_path: Path | None = None,
-            figure_dir: Path | None = None) -> Path:  # fmt: skip
+            figure_dir: Path | None = None, checkpoint_dir: Path | None = None) -> Path:  # fmt: skip
     """Render the card of the hub-ready folder (`sma-model-card` with `card_args`: domain, model id, tags, data
     card) from its pretraining summary and `results` (the model's own first); copy it to `card_path` (the committed
     card under model_cards/), showing the committed copy of the mask figure in `figure_dir` (the hub folder carries
-    its own)."""
+    its own); and copy the whole folder to `checkpoint_dir` (the committed checkpoint under checkpoints/, which
+    loads offline from a fresh clone and is what `sma-model-card --push_to_hub` publishes)."""
     argv = ["--model_dir", str(model_dir), *card_args]
     results_dir = model_dir.parent / "card_results"
     results_dir.mkdir(exist_ok=True)
@@ -229,6 +231,11 @@ def publish(model_dir: Path, results: list[dict], card_args: list[str], card_pat
         path.write_text(json.dumps(result))
         argv += ["--results", str(path)] if index == 0 else [str(path)]
     hub.main(argv)
+    if checkpoint_dir is not None:
+        shutil.rmtree(checkpoint_dir, ignore_errors=True)  # the experiment's own output, made again
+        shutil.copytree(model_dir, checkpoint_dir, ignore=shutil.ignore_patterns(".*"))
+        for name in ("README.md", "pretraining_summary.json"):  # their commands and paths, from the root
+            (checkpoint_dir / name).write_text((checkpoint_dir / name).read_text().replace(f"{ROOT}/", ""))
     if card_path is not None:
         figure = os.path.relpath(figure_dir / MASK_FIGURE_FILE, card_path.parent)
         card = (model_dir / "README.md").read_text().replace(f"]({MASK_FIGURE_FILE})", f"]({figure})")

@@ -32,10 +32,12 @@ import pyarrow.parquet as pq
 import torch
 from evidence import ROOT, run_finetune, write_smoke_data
 
+from sma_hf import SMAConfig, SMAForMaskedModeling
+from sma_hf.masking_sma import random_masked_positions
 from sma_hf.tools import pretrain
-from sma_hf.tools.common import PRESETS_DIR, write_json_atomic
+from sma_hf.tools.common import PRESETS_DIR, load_processor, write_json_atomic
 from sma_hf.tools.data import prepare_chemistry, prepare_images, prepare_peptides
-from sma_hf.tools.mask_health import MASK_LEAK_THRESHOLD, self_guided_masks
+from sma_hf.tools.mask_health import MASK_LEAK_THRESHOLD, draw_masks, figure_png, self_guided_masks
 from sma_hf.tools.protein_data import prepare_proteins
 
 
@@ -125,6 +127,8 @@ def pretrain_variant(testbed: Testbed, variant: str, work_dir: Path) -> dict:
     command = pretrain.redacted_command(argv)
     if saved.is_file() and json.loads(saved.read_text())["command"] == command:
         return json.loads(saved.read_text())
+    if pretrain.latest_checkpoint(folder / "pretrained") is not None:  # an interrupted run of the same command
+        argv += ["--resume_from_checkpoint", "latest"]
     return pretrain.pretrain(pretrain.parse_args(argv), command=command)
 
 
@@ -163,26 +167,50 @@ def true_order_neighbours(testbed: Testbed, length: int) -> np.ndarray:
     return neighbours
 
 
-def coherence(testbed: Testbed, model_dir: Path) -> dict[str, float]:
-    """Neighbour shares of the model's own masks (as at the end of pretraining) and of random masks of the same count,
-    on the first held-out rows of the pool."""
-    from sma_hf import SMAForMaskedModeling
-    from sma_hf.masking_sma import random_masked_positions
-    from sma_hf.tools.common import load_processor
-
+def held_out_masks(testbed: Testbed, model_dir: Path, rows: int) -> tuple[list, dict, torch.Tensor]:
+    """The first `rows` held-out values of the pool, their batch, and the model's own masks of them (as at the end of
+    pretraining)."""
     model = SMAForMaskedModeling.from_pretrained(model_dir).eval()
     files = sorted(testbed.pool.glob("validation*.parquet"))
-    values = [v for f in files for v in pq.read_table(f, columns=[testbed.column]).column(0).to_pylist()]
+    values = [v for f in files for v in pq.read_table(f, columns=[testbed.column]).column(0).to_pylist()][:rows]
     builder = pretrain.BatchBuilder(load_processor(str(model_dir), model.config), model.config, testbed.column,
                                     model.config.max_position_embeddings)  # fmt: skip
-    batch = builder.collate(values[:HELD_OUT_ROWS])
-    own = self_guided_masks(model, batch, seed=0)
+    batch = builder.collate(values)
+    return values, batch, self_guided_masks(model, batch, seed=0)
+
+
+def coherence(testbed: Testbed, model_dir: Path) -> dict[str, float]:
+    """Neighbour shares of the model's own masks and of random masks of the same count, on the first held-out rows
+    of the pool."""
+    _, batch, own = held_out_masks(testbed, model_dir, HELD_OUT_ROWS)
+    ratio = SMAConfig.from_pretrained(model_dir).masking_ratio
     valid = batch["attention_mask"].bool()
-    random = random_masked_positions(valid, model.config.masking_ratio, torch.Generator().manual_seed(0))
+    random = random_masked_positions(valid, ratio, torch.Generator().manual_seed(0))
     neighbours = true_order_neighbours(testbed, valid.shape[1])
     valid = valid.numpy()
     return {"own": neighbour_share(own.numpy(), valid, neighbours),
             "random": neighbour_share(random.numpy(), valid, neighbours)}  # fmt: skip
+
+
+def draw_selections(testbed: Testbed, work_dir: Path, path: Path, rows: int = 3):
+    """The masks each self-guided selection chooses for the same held-out rows, in the true order (pixels put back
+    where the permutation took them)."""
+    examples, masks, titles = [], [], []
+    for variant in VARIANTS:
+        if VARIANTS[variant].get("masking_strategy") == "random":
+            continue
+        values, _, chosen = held_out_masks(testbed, work_dir / slug(testbed.name) / slug(variant) / "pretrained" /
+                                           "model", rows)  # fmt: skip
+        for index, (value, mask) in enumerate(zip(values, chosen.numpy())):
+            if testbed.permutation is not None:
+                order = np.asarray(testbed.permutation)
+                value, mask = np.asarray(value)[np.argsort(order)], mask[: len(order)][np.argsort(order)]
+            examples.append(value)
+            masks.append(mask[: len(value)])
+            titles.append(f"{variant}, held-out example {index + 1}")
+    width = max(len(mask) for mask in masks)
+    masks = np.stack([np.pad(mask, (0, width - len(mask))) for mask in masks])
+    path.write_bytes(figure_png(draw_masks(examples, masks, grid_shape=testbed.grid, titles=titles)))
 
 
 def probe(testbed: Testbed, model_dir: Path, data_dir: Path, out: Path) -> dict:
@@ -307,6 +335,8 @@ def main(argv=None):
         "rows": rows,
     }
     args.results_dir.mkdir(parents=True, exist_ok=True)
+    for bed in beds:
+        draw_selections(bed, args.work_dir, args.results_dir / f"masks_{slug(bed.name).lower()}.png")
     write_json_atomic(args.results_dir / "study.json", record)
     (args.results_dir / "study.md").write_text(study_markdown(record))
     return record

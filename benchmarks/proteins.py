@@ -122,7 +122,9 @@ def main(argv=None):
     card_path = None if args.smoke else ROOT / "model_cards" / "sma-protein.md"
     model_dir = Path(record["pretraining"]["self_guided"]["model_dir"])
     own_first = ["localisation_clustered", "toxicity", "amp"]  # the tasks (a) was fine-tuned on
-    publish(model_dir, card_results(record, own_first), protein_card_args(args.data_dir), card_path, args.results_dir)
+    checkpoint_dir = (args.work_dir if args.smoke else ROOT) / "checkpoints" / MODEL_ID.split("/")[1]
+    publish(model_dir, card_results(record, own_first), protein_card_args(args.data_dir), card_path, args.results_dir,
+            checkpoint_dir)  # fmt: skip
     return record
 
 

@@ -373,6 +373,35 @@ class SMAInputAttention(SMAAttention):
         row_scores = torch.matmul(query_rows * self.scaling, key.transpose(2, 3))
         return self._mask_from_rows(row_scores, queries, valid, already_masked, generator)
 
+    @torch.no_grad()  # the mask takes no gradient
+    def draw_mask_by_position(
+        self,
+        position_states: torch.Tensor,
+        valid: torch.Tensor,
+        already_masked: torch.Tensor,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Selection by position (`config.mask_selection="positions"`): input positions sampled at random per example
+        score every input by this layer's attention between the normalised position embeddings `position_states`
+        alone, so the mask depends on where elements are, not on what they are. In `self_attention` mode through
+        the query and key projections; in `cross_attention` mode, whose queries are latents, the sampled positions'
+        keys stand in for queries (inputs with alike keys are attended alike by every latent). Sampling input
+        positions rather than latents keeps the masks of different examples apart: the latents, scored on positions
+        alone, chose nearly the same inputs in every example."""
+        config = self.config
+        queries = sample_queries(
+            valid, valid.shape[1], config.masking_ratio, config.num_per_query, queries_are_inputs=True,
+            generator=generator,
+        )  # fmt: skip
+        key = self._split_heads(self.key, position_states)
+        if config.encoder_type == "self_attention":
+            rows = position_states.gather(1, queries.rows[:, :, None].expand(-1, -1, position_states.shape[-1]))
+            query_rows = self._split_heads(self.query, rows)
+        else:
+            query_rows = gather_query_rows(key, queries.rows)
+        row_scores = torch.matmul(query_rows * self.scaling, key.transpose(2, 3))
+        return self._mask_from_rows(row_scores, queries, valid, already_masked, generator)
+
 
 class SMAMLP(nn.Module):
     def __init__(self, config: SMAConfig, size: int, intermediate_size: int):
@@ -481,16 +510,11 @@ class SMAInputLayer(nn.Module):
         hidden_states, hidden_mask = visible_elements(hidden_states, valid & ~masked_positions, pack)
         return hidden_states, probs, masked_positions, hidden_mask
 
-    @torch.no_grad()  # the mask takes no gradient
     def _draw_mask(self, scoring_inputs, valid, already_masked, generator):
-        """The mask scored on `scoring_inputs` [batch, length, embedding_size], with the queries of this layer: the
-        latents (`cross_attention`), or the scoring inputs themselves (`self_attention`)."""
-        keys = self.input_layer_norm(scoring_inputs)
-        if self.cross_attention:
-            queries = self.latent_layer_norm(self.latents).expand(keys.shape[0], -1, -1)
-        else:
-            queries = keys
-        return self.attention.draw_mask(queries, keys, valid, already_masked, generator)
+        """The mask scored on `scoring_inputs` [batch, length, embedding_size] (see `draw_mask_by_position`)."""
+        return self.attention.draw_mask_by_position(
+            self.input_layer_norm(scoring_inputs), valid, already_masked, generator
+        )
 
     def _fused_self_attention(self, embeddings, valid, masked_positions, sample_mask, pack, generator):
         """`self_attention` mode without probabilities: the mask first, then the layer through the attention

@@ -51,3 +51,8 @@ def test_chemistry_experiment_smoke_run(tmp_path, monkeypatch):
     own = {(r.dataset_name, r.metric_type) for r in card.data.eval_results}
     assert {("freesolv", "rmse"), ("solubility", "rmse")} <= own  # the model's own results, both tasks
     assert "(d) gradient boosting on morgan features, 10% labels" in card.text  # every other arm in the table
+    # the committed form of the checkpoint: the whole hub-ready folder, commands relative to the repository
+    checkpoint = tmp_path / "work" / "checkpoints" / "sma-chemistry-small"
+    assert (checkpoint / "model.safetensors").is_file() and (checkpoint / "masks.png").is_file()
+    assert ModelCard.load(checkpoint / "README.md").data.eval_results == card.data.eval_results
+    assert str(BENCHMARKS.parent) + "/" not in (checkpoint / "README.md").read_text()

@@ -169,7 +169,7 @@ def draw_masks(examples, masks, *, grid_shape=None, titles=None, characters_per_
 
     rows = []  # (example index, characters of one line, their mask)
     for index, (example, mask) in enumerate(zip(examples, masks)):
-        elements = list(example)
+        elements = list(example)[: len(mask)]  # a truncated example: what the model saw
         for start in range(0, len(elements), characters_per_line):
             rows.append((index, elements[start : start + characters_per_line], mask[start : start + len(elements)]))
     figure = plt.figure(figsize=(0.14 * characters_per_line + 0.5, 0.32 * (len(rows) + len(examples)) + 0.3))

@@ -13,6 +13,7 @@ from conftest import (
 )
 
 from sma_hf import SMAForMaskedModeling, SMAForSequenceClassification, SMAForTokenClassification, SMAModel
+from sma_hf.masking_sma import sample_queries
 
 
 MODES = list(itertools.product(ENCODER_TYPES, INPUT_TYPES))
@@ -295,24 +296,34 @@ def test_self_guided_mask_is_the_top_k_of_the_first_layer_attention():
     assert mask.nonzero()[:, 1].view(3, 8).tolist() == expected
 
 
-def test_position_selected_mask_is_the_top_k_of_the_attention_onto_positions_alone():
-    """Selection by position, noise 0 and every latent sampled: the mask is the top-k of the first-layer attention
-    onto inputs without content (an input projection of zeros leaves the position embeddings alone)."""
-    config = config_for("cross_attention", "continuous", masking_ratio=0.4, num_per_query=1.0)
+@pytest.mark.parametrize("encoder_type", ENCODER_TYPES)
+def test_position_selected_mask_is_the_top_k_of_the_sampled_positions_attention_on_positions_alone(encoder_type):
+    """Selection by position, noise 0: input positions are sampled per example, and the mask is the top-k of their
+    summed, head-averaged attention onto every input, computed from the position embeddings and the first layer's
+    projections alone (the sampled positions' keys stand in for queries in cross_attention mode)."""
+    config = config_for(encoder_type, "continuous", masking_ratio=0.4, num_per_query=1.0)
     assert config.mask_selection == "positions"  # the default
-    model = SMAForMaskedModeling(config)
-    inputs = random_inputs(config, 3, 20)
-    model.train().set_mask_noise_scale(0.0)
-    mask = model(**inputs).mask
-    torch.nn.init.zeros_(model.sma.embeddings.input_projection.weight)
-    torch.nn.init.zeros_(model.sma.embeddings.input_projection.bias)
-    expected = top_k_of_first_layer_attention(model, inputs, 8)
-    assert mask.nonzero()[:, 1].view(3, 8).tolist() == expected
-    # the content-blind top-k differs from what the attention onto the inputs themselves would pick
-    model_with_content = SMAForMaskedModeling(config)
-    model_with_content.load_state_dict(model.state_dict())
-    torch.nn.init.normal_(model_with_content.sma.embeddings.input_projection.weight, std=1.0)
-    assert top_k_of_first_layer_attention(model_with_content, inputs, 8) != expected
+    model = SMAForMaskedModeling(config).train()
+    model.set_mask_noise_scale(0.0)
+    valid = ragged_attention_mask(3, 20).bool()
+    generator = torch.Generator().manual_seed(5)
+    mask = model(**random_inputs(config, 3, 20), attention_mask=valid.long(), generator=generator).mask
+    embeddings, layer = model.sma.embeddings, model.sma.encoder.input_layer
+    attention, heads = layer.attention, layer.attention.num_heads
+    positions = layer.input_layer_norm(embeddings.layer_norm(embeddings.position_embeddings(torch.arange(20))))
+    keys = attention.key(positions).view(20, heads, -1).transpose(0, 1)  # [heads, inputs, head_dim]
+    queries = attention.query(positions).view(20, heads, -1).transpose(0, 1)
+    if encoder_type == "cross_attention":
+        queries = keys
+    sampled = sample_queries(valid, 20, 0.4, 1.0, queries_are_inputs=True, generator=torch.Generator().manual_seed(5))
+    for row in range(3):
+        n = int(valid[row].sum())
+        rows = sampled.rows[row][sampled.sampled[row]]
+        assert len(rows) == round(n * 0.4) and (rows < n).all()  # sampled among the row's valid inputs
+        logits = queries[:, rows] @ keys[:, :n].transpose(1, 2) * attention.scaling
+        scores = logits.softmax(dim=-1).mean(dim=0).sum(dim=0)
+        expected = scores.topk(round(n * 0.4)).indices.sort().values
+        assert mask[row].nonzero().flatten().tolist() == expected.tolist()
 
 
 @pytest.mark.parametrize("encoder_type,input_type", MODES)

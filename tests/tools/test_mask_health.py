@@ -88,5 +88,7 @@ def test_draw_masks_of_sequences_and_grids():
     grid = draw_masks([np.arange(16.0), np.ones(16)], torch.eye(2, 16, dtype=torch.bool), grid_shape=(4, 4))
     image = grid.axes[0].images[0].get_array()
     assert image.shape == (4, 4, 3) and image[0, 0, 0] > image[0, 0, 1]  # the masked pixel is tinted red
+    truncated = draw_masks(["ABCDEFGHIJ"], torch.tensor([[True, False, False, True]]))  # the model saw 4 elements
+    assert [t.get_text() for t in truncated.axes[0].texts[1:]] == ["A", "B", "C", "D"]
     with pytest.raises(ValueError, match="`examples` has 1 items but `masks` has 2 rows"):
         draw_masks(["C"], masks)
