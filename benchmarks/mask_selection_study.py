@@ -9,10 +9,10 @@ with `mask_self`) and MNIST under the fixed pixel permutation (a small cross-att
 testbed, the same pretraining (data, steps, seed) with each selection of `VARIANTS` (one change at a time) and with
 random masks, then for each model:
 - the mask-health numbers of `sma-pretrain`'s last evaluation (held-out rows): loss on the model's own masks over the
-  loss on random masks, the collapse score, the leak;
-- coherence in the true order, which no model is told: the share of a masked element's neighbours (in the sequence,
-  or in the 28x28 grid before the permutation) that are masked too, for the model's own masks and for random masks
-  of the same count on the same held-out rows;
+  loss on random masks, the collapse score;
+- on the first `HELD_OUT_ROWS` held-out rows, the leak (`mask_leak`) and the coherence in the true order, which no
+  model is told: the share of a masked element's neighbours (in the sequence, or in the 28x28 grid before the
+  permutation) that are masked too, for the model's own masks and for random masks of the same count;
 - a linear probe of the frozen encoder (`sma-finetune --linear_probe`, 3 seeds) on one task's validation split (the
   probes also score the test split in their own results files, which this study does not read).
 Results: `benchmarks/results/mask_selection/study.{json,md}`. A run that is stopped and started again reuses the
@@ -37,7 +37,14 @@ from sma_hf.masking_sma import random_masked_positions
 from sma_hf.tools import pretrain
 from sma_hf.tools.common import PRESETS_DIR, load_processor, write_json_atomic
 from sma_hf.tools.data import prepare_chemistry, prepare_images, prepare_peptides
-from sma_hf.tools.mask_health import MASK_LEAK_THRESHOLD, draw_masks, figure_png, self_guided_masks
+from sma_hf.tools.mask_health import (
+    MASK_LEAK_THRESHOLD,
+    draw_masks,
+    figure_png,
+    hidden_content,
+    mask_leak,
+    self_guided_masks,
+)
 from sma_hf.tools.protein_data import prepare_proteins
 
 
@@ -58,7 +65,7 @@ MNIST_CONFIG = {
 TARGET_LOSS_RATIO = 0.9  # own-mask loss at least this share of the random-mask loss
 TARGET_COLLAPSE_SCORE = 0.3
 PROBE_SEEDS = ["0", "1", "2"]
-HELD_OUT_ROWS = 256  # rows whose masks are drawn for the coherence numbers
+HELD_OUT_ROWS = 500  # rows whose masks are drawn for the coherence and leak numbers
 
 
 @dataclass
@@ -179,17 +186,18 @@ def held_out_masks(testbed: Testbed, model_dir: Path, rows: int) -> tuple[list, 
     return values, batch, self_guided_masks(model, batch, seed=0)
 
 
-def coherence(testbed: Testbed, model_dir: Path) -> dict[str, float]:
-    """Neighbour shares of the model's own masks and of random masks of the same count, on the first held-out rows
-    of the pool."""
+def held_out_numbers(testbed: Testbed, model_dir: Path) -> dict:
+    """On the first held-out rows of the pool: neighbour shares of the model's own masks and of random masks of the
+    same count (`coherence`), and the leak of the own masks (`mask_leak`, as `sma-pretrain` measures it now)."""
     _, batch, own = held_out_masks(testbed, model_dir, HELD_OUT_ROWS)
     ratio = SMAConfig.from_pretrained(model_dir).masking_ratio
     valid = batch["attention_mask"].bool()
     random = random_masked_positions(valid, ratio, torch.Generator().manual_seed(0))
     neighbours = true_order_neighbours(testbed, valid.shape[1])
     valid = valid.numpy()
-    return {"own": neighbour_share(own.numpy(), valid, neighbours),
-            "random": neighbour_share(random.numpy(), valid, neighbours)}  # fmt: skip
+    coherence = {"own": neighbour_share(own.numpy(), valid, neighbours),
+                 "random": neighbour_share(random.numpy(), valid, neighbours)}  # fmt: skip
+    return {"coherence": coherence, "mask_leak": mask_leak(*hidden_content(batch, own))}
 
 
 def draw_selections(testbed: Testbed, work_dir: Path, path: Path, rows: int = 3):
@@ -231,8 +239,8 @@ def study_row(testbed: Testbed, variant: str, work_dir: Path, data_dir: Path) ->
     model_dir = Path(summary["args"]["output_dir"]) / "model"
     final = summary["final"]
     health = {key: final.get(key) for key in ("eval_loss", "eval_loss_self_guided", "mask_loss_ratio",
-                                              "mask_collapse_score", "mask_leak")}  # fmt: skip
-    history = [{key: entry.get(key) for key in ("step", "mask_loss_ratio", "mask_collapse_score", "mask_leak")}
+                                              "mask_collapse_score")}  # fmt: skip
+    history = [{key: entry.get(key) for key in ("step", "mask_loss_ratio", "mask_collapse_score")}
                for entry in summary["history"] if "mask_loss_ratio" in entry]  # fmt: skip
     return {
         "testbed": testbed.name,
@@ -241,7 +249,7 @@ def study_row(testbed: Testbed, variant: str, work_dir: Path, data_dir: Path) ->
         "wall_time_s": summary["wall_time_s"],
         **health,
         "history": history,
-        "coherence": coherence(testbed, model_dir),
+        **held_out_numbers(testbed, model_dir),
         "probe": probe(testbed, model_dir, data_dir, model_dir.parent / "probe"),
     }
 
@@ -273,11 +281,11 @@ def study_markdown(record: dict) -> str:
             f"{probe_result['metric']} {probe_result['validation']['mean']:.3f} ± "
             f"{probe_result['validation']['std']:.3f} ({arrow} is better) | {targets} |"
         )
-    lines += ["", "Mask health at each evaluation (step: loss ratio, collapse score, leak):", ""]
+    lines += ["", "Mask health at each evaluation (step: loss ratio, collapse score):", ""]
     for row in record["rows"]:
         if row["variant"] != "random masks":
-            steps = "; ".join(f"{h['step']}: {h['mask_loss_ratio']:.2f}, {h['mask_collapse_score']:.2f}, "
-                              f"{h['mask_leak']:.3f}" for h in row["history"])  # fmt: skip
+            steps = "; ".join(f"{h['step']}: {h['mask_loss_ratio']:.2f}, {h['mask_collapse_score']:.2f}"
+                              for h in row["history"])  # fmt: skip
             lines.append(f"- {row['testbed']}, {row['variant']}: {steps}")
     return "\n".join(lines) + "\n"
 

@@ -92,7 +92,8 @@ class SMAConfig(PreTrainedConfig):
             What a self-guided mask is scored on. `"positions"`: input positions sampled at random per example score
             every input by the first layer's attention between position embeddings alone (the sampled positions'
             keys stand in for queries in `"cross_attention"` mode), so the mask depends on where elements are and
-            never on what they are, and the visible elements cannot tell what was masked. `"inputs"`: the first
+            never on what they are: which elements are masked says nothing of their content beyond their
+            positions. `"inputs"`: the first
             layer's attention over the embedded inputs, content and position, from sampled latents
             (`"cross_attention"`) or input positions (the paper's selection). Its masks can learn to pick kinds of
             content: on proteins they picked residue types, and the visible residues then told the decoder which type

@@ -1,9 +1,10 @@
 """PyTorch SMA: Self-guided Masked Autoencoders (Xie et al., ICLR 2024) on transformers 5.
 
 The encoder's first attention layer is the only one that reads the raw input elements. During pretraining its
-attention probabilities choose which elements to mask (inputs that one query attends to together are masked
-together), and the mask is applied in that same layer as -inf on the masked inputs' keys, which is equivalent to
-deleting them from the input.
+attention chooses which elements to mask (inputs that one query attends to together are masked together): by
+default its attention between position embeddings alone, so that the mask cannot pick a kind of content
+(`SMAConfig.mask_selection`). The mask is applied in that same layer as -inf on the masked inputs' keys, which is
+equivalent to deleting them from the input.
 """
 
 import math
@@ -233,13 +234,15 @@ class SMAInputAttention(SMAAttention):
 
     Two paths, with the same outputs (within float rounding) and the same masks for the same generator:
 
-    - fused: the mask is drawn first (at random, or self-guided from the logits of the sampled query rows only,
-      `draw_mask`), then the attention runs through `config._attn_implementation` (sdpa: memory linear in the input
-      length) with the hidden inputs masked out of its keys. Taken whenever no probabilities are needed:
-      fine-tuning, evaluation, inference, given masks, random masks, and self-guided masks in `self_attention` mode.
-    - explicit: every logit and probability is materialised; the mask is read off the logits, and the probabilities
-      are returned. Taken when `output_attentions` asks for them, with `attn_implementation="eager"`, and for
-      self-guided masks in `cross_attention` mode (see `score_sampled_rows_only`).
+    - fused: the mask is drawn first (at random, by position with `draw_mask_by_position`, or self-guided from the
+      logits of the sampled query rows only, `draw_mask`), then the attention runs through
+      `config._attn_implementation` (sdpa: memory linear in the input length) with the hidden inputs masked out of
+      its keys. Taken whenever no probabilities are needed: fine-tuning, evaluation, inference, given masks, random
+      masks, masks selected by position, and the paper's selection in `self_attention` mode.
+    - explicit: every logit and probability is materialised; the paper's selection reads the mask off the logits,
+      and the probabilities are returned. Taken when `output_attentions` asks for them, with
+      `attn_implementation="eager"`, and for the paper's selection in `cross_attention` mode (see
+      `score_sampled_rows_only`). A mask selected by position is drawn before either path.
     """
 
     def __init__(self, config: SMAConfig, query_size: int, key_value_size: int, num_heads: int):
@@ -305,14 +308,14 @@ class SMAInputAttention(SMAAttention):
     def _random_mask(self, valid, already_masked, generator):
         return random_masked_positions(valid, self.config.masking_ratio, generator, already_masked)
 
-    def _sampled_queries(self, valid, num_queries, generator) -> SampledQueries:
+    def _sampled_queries(self, valid, num_queries, generator, queries_are_inputs: bool) -> SampledQueries:
         config = self.config
         return sample_queries(
             valid,
             num_queries,
             config.masking_ratio,
             config.num_per_query,
-            queries_are_inputs=config.encoder_type == "self_attention",
+            queries_are_inputs=queries_are_inputs,
             generator=generator,
         )
 
@@ -356,13 +359,17 @@ class SMAInputAttention(SMAAttention):
         generator: torch.Generator | None = None,
         query: torch.Tensor | None = None,
         key: torch.Tensor | None = None,
+        queries_are_inputs: bool | None = None,
     ) -> torch.Tensor:
         """The fused path's mask, with the explicit path's draws: at random (no logits at all), or self-guided from
         the logits of the sampled query rows only. `query` and `key` are the projections, where already computed;
-        otherwise the keys and just the sampled rows' queries are projected here."""
+        otherwise the keys and just the sampled rows' queries are projected here. The queries are input positions in
+        `self_attention` mode unless `queries_are_inputs` says otherwise."""
         if self.config.masking_strategy == "random":
             return self._random_mask(valid, already_masked, generator)
-        queries = self._sampled_queries(valid, hidden_states.shape[1], generator)
+        if queries_are_inputs is None:
+            queries_are_inputs = self.config.encoder_type == "self_attention"
+        queries = self._sampled_queries(valid, hidden_states.shape[1], generator, queries_are_inputs)
         if query is None:
             rows = hidden_states.gather(1, queries.rows[:, :, None].expand(-1, -1, hidden_states.shape[-1]))
             query_rows = self._split_heads(self.query, rows)
@@ -385,22 +392,14 @@ class SMAInputAttention(SMAAttention):
         score every input by this layer's attention between the normalised position embeddings `position_states`
         alone, so the mask depends on where elements are, not on what they are. In `self_attention` mode through
         the query and key projections; in `cross_attention` mode, whose queries are latents, the sampled positions'
-        keys stand in for queries (inputs with alike keys are attended alike by every latent). Sampling input
+        keys stand in for queries (an input scores by the dot products of its key with theirs). Sampling input
         positions rather than latents keeps the masks of different examples apart: the latents, scored on positions
-        alone, chose nearly the same inputs in every example."""
-        config = self.config
-        queries = sample_queries(
-            valid, valid.shape[1], config.masking_ratio, config.num_per_query, queries_are_inputs=True,
-            generator=generator,
-        )  # fmt: skip
+        alone, chose nearly the same inputs in every protein (benchmarks/results/mask_selection/protein_probes.md)."""
         key = self._split_heads(self.key, position_states)
-        if config.encoder_type == "self_attention":
-            rows = position_states.gather(1, queries.rows[:, :, None].expand(-1, -1, position_states.shape[-1]))
-            query_rows = self._split_heads(self.query, rows)
-        else:
-            query_rows = gather_query_rows(key, queries.rows)
-        row_scores = torch.matmul(query_rows * self.scaling, key.transpose(2, 3))
-        return self._mask_from_rows(row_scores, queries, valid, already_masked, generator)
+        query = None if self.config.encoder_type == "self_attention" else key  # None: project the sampled rows
+        return self.draw_mask(
+            position_states, position_states, valid, already_masked, generator, query, key, queries_are_inputs=True
+        )
 
 
 class SMAMLP(nn.Module):
@@ -510,6 +509,7 @@ class SMAInputLayer(nn.Module):
         hidden_states, hidden_mask = visible_elements(hidden_states, valid & ~masked_positions, pack)
         return hidden_states, probs, masked_positions, hidden_mask
 
+    @torch.no_grad()  # the mask takes no gradient
     def _draw_mask(self, scoring_inputs, valid, already_masked, generator):
         """The mask scored on `scoring_inputs` [batch, length, embedding_size] (see `draw_mask_by_position`)."""
         return self.attention.draw_mask_by_position(

@@ -525,6 +525,8 @@ def parse_args(argv=None):
         parser.error(f"--warmup_ratio must be in [0, 1), got {args.warmup_ratio}")
     if args.early_stopping_patience is not None and args.early_stopping_patience < 1:
         parser.error(f"--early_stopping_patience must be >= 1, got {args.early_stopping_patience}")
+    if args.early_stopping_patience is not None and args.linear_probe:
+        parser.error("--early_stopping_patience needs fine-tuning epochs; --linear_probe fits once")
     if len(set(args.seeds)) != len(args.seeds):
         parser.error(f"--seeds must be distinct, got {args.seeds}")
     return args

@@ -474,9 +474,10 @@ def pretraining_card_context(
             f"{config.num_attention_heads} heads"
             + (f", {config.num_latents} latents" if config.encoder_type == "cross_attention" else ""),
             "Maximum length": config.max_position_embeddings,
-            "Masking": f"{config.masking_strategy}, ratio {config.masking_ratio}, "
-            f"{config.num_per_query} inputs per query, heads {config.head_aggregation}"
-            + (", mask_self" if config.mask_self else ""),
+            "Masking": f"{config.masking_strategy}"
+            + (f", selected by {config.mask_selection}" if config.masking_strategy == "self_guided" else "")
+            + f", ratio {config.masking_ratio}, {config.num_per_query} inputs per query, heads "
+            f"{config.head_aggregation}" + (", mask_self" if config.mask_self else ""),
         }
     if summary:
         args = summary.get("args", {})
@@ -521,8 +522,13 @@ def pretraining_card_context(
         }
         if "mask_collapsed" in final:
             health["At the end of pretraining"] = (
-                "collapsed: the self-guided masks are far easier to fill than random ones, the same in every "
-                "example, or they hide one kind of content, so the objective taught little"
+                "collapsed: the self-guided masks are far easier to fill than random ones"
+                + (
+                    ", the same in every example, or they hide one kind of content"
+                    if "mask_leak" in final
+                    else " or the same in every example"
+                )
+                + ", so the objective taught little"
                 if final["mask_collapsed"]
                 else "healthy"
             )

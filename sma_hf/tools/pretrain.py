@@ -68,6 +68,7 @@ from .mask_health import (
     MASK_FIGURE_FILE,
     draw_masks,
     figure_png,
+    hidden_content,
     mask_health,
     mask_leak,
     pairwise_mask_overlap,
@@ -387,7 +388,8 @@ def evaluate(model: SMAForMaskedModeling, batches: list[dict], seed: int) -> dic
       means the masks pick what is easy to predict;
     - `mask_overlap_self_guided` / `mask_overlap_random`: mean pairwise Jaccard overlap of the masks of different
       examples (see `pairwise_mask_overlap`). Near 1 means one mask for every example.
-    - `mask_leak`: how far the content the model's own masks hide is from what random masks hide (see `mask_leak`).
+    - `mask_leak`: how far the content the model's own masks hide is from what the same positions hold in other
+      examples (see `mask_leak`).
     """
     was_training = model.training
     model.eval()
@@ -398,7 +400,7 @@ def evaluate(model: SMAForMaskedModeling, batches: list[dict], seed: int) -> dic
     sums = {"random": 0.0, "self_guided": 0.0}
     counts = {"random": 0, "self_guided": 0}
     overlaps = {"random": [], "self_guided": []}
-    hidden_content = {"random": [], "self_guided": []}
+    hidden = []  # (what the own masks hide, what the same positions hold in the next example), per batch
     for batch in batches:
         batch = {k: v.to(device) for k, v in batch.items()}
         valid = batch["attention_mask"].bool()
@@ -412,8 +414,8 @@ def evaluate(model: SMAForMaskedModeling, batches: list[dict], seed: int) -> dic
                 sums[kind] += float(model(**batch, masked_positions=mask).loss) * n
                 counts[kind] += n
                 overlaps[kind].append(float(pairwise_mask_overlap(mask, valid)))
-                content = batch["input_ids"] if "input_ids" in batch else batch["inputs"]
-                hidden_content[kind].append(content[mask].cpu())
+                if kind == "self_guided":
+                    hidden.append([part.cpu() for part in hidden_content(batch, mask)])
     model.set_mask_noise_scale(noise_scales[0] if noise_scales else 1.0)
     model.train(was_training)
     if counts["random"] == 0:
@@ -423,7 +425,7 @@ def evaluate(model: SMAForMaskedModeling, batches: list[dict], seed: int) -> dic
         "eval_loss_self_guided": sums["self_guided"] / max(counts["self_guided"], 1),
         "mask_overlap_random": float(np.nanmean(overlaps["random"])),
         "mask_overlap_self_guided": float(np.nanmean(overlaps["self_guided"])),
-        "mask_leak": mask_leak(torch.cat(hidden_content["self_guided"]), torch.cat(hidden_content["random"])),
+        "mask_leak": mask_leak(*(torch.cat(parts) for parts in zip(*hidden))) if hidden else float("nan"),
     }
 
 

@@ -1,5 +1,6 @@
 """torch.compile runs the training step and gives the eager step's loss and gradients."""
 
+import pytest
 import torch
 from conftest import random_inputs, tiny_config
 
@@ -27,12 +28,15 @@ def test_compiled_training_step_matches_eager():
         torch.testing.assert_close(compiled, eager, atol=1e-5, rtol=1e-4)
 
 
-def test_compiled_self_guided_step_on_the_fused_path_matches_eager():
-    """self_attention mode: the self-guided mask from the sampled rows' logits, then sdpa; the generator drives the
-    same draws in the compiled step as in the eager one."""
-    config = tiny_config(
-        encoder_type="self_attention", num_hidden_layers=1, head_aggregation="random_mix", mask_self=True
-    )
+@pytest.mark.parametrize(
+    "encoder_type,selection",
+    [("self_attention", "inputs"), ("self_attention", "positions"), ("cross_attention", "positions")],
+)
+def test_compiled_self_guided_step_on_the_fused_path_matches_eager(encoder_type, selection):
+    """The self-guided mask from the sampled rows' logits (the paper's selection in self_attention mode, selection by
+    position in both), then sdpa; the generator drives the same draws in the compiled step as in the eager one."""
+    config = tiny_config(encoder_type=encoder_type, num_hidden_layers=1, head_aggregation="random_mix",
+                         mask_self=encoder_type == "self_attention", mask_selection=selection)  # fmt: skip
     inputs = random_inputs(config, 2, 16)
     torch.manual_seed(0)
     model = SMAForMaskedModeling(config).train()

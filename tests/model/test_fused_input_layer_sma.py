@@ -308,8 +308,9 @@ def test_config_output_attentions_with_eager_attention_records_the_first_layer()
 @pytest.mark.parametrize("encoder_type", ENCODER_TYPES)
 def test_bf16_autocast_on_the_fused_path(encoder_type):
     """Under bf16 autocast the fused path runs in bf16 and the mask is still chosen in float32 (the same mask as
-    the explicit path's under the same autocast, when the logits are far apart)."""
-    config = config_for(encoder_type, "discrete", masking_ratio=0.15)
+    the explicit path's under the same autocast, when the logits are far apart). The paper's selection: selection by
+    position draws the mask before either path runs."""
+    config = config_for(encoder_type, "discrete", masking_ratio=0.15, mask_selection="inputs")
     model = SMAForMaskedModeling(config).train()
     model.set_mask_noise_scale(0.0)
     spread_first_layer_logits(model, std=1.0)

@@ -83,8 +83,9 @@ def test_early_stopping_ends_a_seed_patience_epochs_after_its_best_validation_ep
     best = int(np.argmin(validation))
     assert len(validation) == best + 1 + 2 < 40
     assert results["validation"]["rmse"]["mean"] == pytest.approx(validation[best], rel=1e-5)
-    with pytest.raises(SystemExit):
-        run(tmp_path, config_path, task, "--early_stopping_patience", "0")
+    for bad in (["--early_stopping_patience", "0"], ["--early_stopping_patience", "2", "--linear_probe"]):
+        with pytest.raises(SystemExit):
+            run(tmp_path, config_path, task, *bad)
 
 
 def test_binary_classification_reports_roc_auc(tmp_path, config_path):

@@ -13,6 +13,7 @@ from sma_hf.tools.mask_health import (
     collapse_score,
     draw_masks,
     figure_png,
+    hidden_content,
     mask_health,
     mask_leak,
 )
@@ -54,14 +55,32 @@ def test_leak_of_values_bins_each_channel_at_the_random_masked_deciles():
     assert mask_leak(torch.zeros(500, 1), pixels) == pytest.approx(0.3, abs=0.01)
 
 
+def test_leak_compares_with_the_same_positions_so_a_preferred_position_is_no_leak():
+    generator = torch.Generator().manual_seed(0)
+    input_ids = torch.randint(6, 26, (64, 30), generator=generator)
+    input_ids[:, 0] = 5  # every sequence starts with the same token, as proteins start with M
+    attention_mask = torch.ones_like(input_ids)
+    attention_mask[::2, 25:] = 0  # padding is never hidden content
+    batch = {"input_ids": input_ids, "attention_mask": attention_mask}
+    first_positions = torch.zeros_like(input_ids, dtype=torch.bool)
+    first_positions[:, :4] = True  # a mask that prefers the first positions, whatever they hold
+    own, reference = hidden_content(batch, first_positions)
+    assert len(own) == len(reference) == 64 * 4 and (own == input_ids[:, :4].flatten()).all()
+    assert mask_leak(own, reference) < 0.1  # sampling noise of 256 tokens over 21 ids; content-blind
+    one_type = (input_ids == 7) & attention_mask.bool()  # a mask that picks a residue type, wherever it stands
+    assert mask_leak(*hidden_content(batch, one_type)) > 0.9
+
+
 def test_leak_threshold_separates_the_measured_leaking_run_from_the_healthy_one():
+    """The leak of the paper's selection on SwissProt (0.68) and of selection by position (0.020) in the same study."""
     healthy = {"mask_overlap_self_guided": 0.2, "mask_overlap_random": 0.18, "eval_loss": 1.2,
                "eval_loss_self_guided": 1.3}  # fmt: skip
-    numbers, warnings = mask_health({**healthy, "mask_leak": MASK_LEAK_THRESHOLD})
+    numbers, warnings = mask_health({**healthy, "mask_leak": 0.68})
     assert numbers["mask_collapsed"] == 1.0 and "hide a kind of content" in warnings[0]
     assert "mask_selection='positions'" in warnings[0]
-    numbers, warnings = mask_health({**healthy, "mask_leak": MASK_LEAK_THRESHOLD / 2})
+    numbers, warnings = mask_health({**healthy, "mask_leak": 0.020})
     assert warnings == [] and numbers["mask_collapsed"] == 0.0
+    assert 0.020 < MASK_LEAK_THRESHOLD < 0.68
     assert mask_health(healthy)[1] == []  # older summaries without the measure
 
 
