@@ -261,8 +261,11 @@ def meets_targets(row: dict) -> bool:
 
 def study_markdown(record: dict) -> str:
     lines = ["# Self-guided mask selection study (held-out rows and validation splits only)", "",
-             f"Command: `{record['command']}` ({record['wall_time_s'] / 60:.0f} min on 2 CPU cores, reusing "
-             "whatever an interrupted run had finished).",
+             f"Command: `{record['command']}` (its pretrainings took "
+             f"{sum(row['wall_time_s'] for row in record['rows']) / 60:.0f} min in all on 2 CPU cores, some beside "
+             f"other work; the sitting that wrote this table {record['wall_time_s'] / 60:.0f} min, reusing what "
+             "earlier ones finished). One pretraining seed per selection; the probe's seeds agree, as a linear fit on "
+             "a frozen encoder is deterministic, so the spread that matters (pretraining seeds) is not measured here.",
              f"Targets: own-mask / random-mask loss >= {TARGET_LOSS_RATIO}, collapse score < {TARGET_COLLAPSE_SCORE}, "
              f"leak < {MASK_LEAK_THRESHOLD} (the warning threshold). Coherence: share of a masked element's "
              "neighbours in the true order (sequence, or the 28x28 grid) masked too; own masks / random masks of the "
