@@ -1,3 +1,7 @@
+import importlib
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -59,3 +63,19 @@ def visible_states(states: torch.Tensor, hidden_mask: torch.Tensor | None) -> to
 @pytest.fixture(autouse=True)
 def _deterministic():
     torch.manual_seed(0)
+
+
+@pytest.fixture
+def benchmark_script(monkeypatch):
+    """Import a script of benchmarks/ (a folder of scripts, not a package) afresh by name, with the datasets library's
+    sleep at thread shutdown turned off."""
+    import datasets.config
+
+    monkeypatch.setattr(datasets.config, "SLEEP_TIME_ON_THREADS_SHUTDOWN", 0)
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+    def load(name: str):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+        return importlib.import_module(name)
+
+    return load

@@ -2,22 +2,16 @@
 figures, results file and the card of the self-guided checkpoint."""
 
 import json
-import sys
 from pathlib import Path
 
 from huggingface_hub import ModelCard
 
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_chemistry_experiment_smoke_run(tmp_path, monkeypatch):
-    import datasets.config
-
-    monkeypatch.setattr(datasets.config, "SLEEP_TIME_ON_THREADS_SHUTDOWN", 0)
-    monkeypatch.syspath_prepend(str(BENCHMARKS))  # benchmarks/ is a folder of scripts, not a package
-    monkeypatch.delitem(sys.modules, "chemistry", raising=False)
-    import chemistry
+def test_chemistry_experiment_smoke_run(tmp_path, benchmark_script):
+    chemistry = benchmark_script("chemistry")
 
     results_dir = tmp_path / "results"
     argv = ["--smoke", "--data_dir", str(tmp_path / "data"), "--work_dir", str(tmp_path / "work"),
@@ -55,4 +49,4 @@ def test_chemistry_experiment_smoke_run(tmp_path, monkeypatch):
     checkpoint = tmp_path / "work" / "checkpoints" / "sma-chemistry-small"
     assert (checkpoint / "model.safetensors").is_file() and (checkpoint / "masks.png").is_file()
     assert ModelCard.load(checkpoint / "README.md").data.eval_results == card.data.eval_results
-    assert str(BENCHMARKS.parent) + "/" not in (checkpoint / "README.md").read_text()
+    assert str(ROOT) + "/" not in (checkpoint / "README.md").read_text()

@@ -3,20 +3,11 @@ table, the figures of the selections side by side, and a second run that reuses 
 
 import json
 import math
-import sys
 from pathlib import Path
 
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
-
-
-def test_mask_selection_study_smoke_run(tmp_path, monkeypatch):
-    import datasets.config
-
-    monkeypatch.setattr(datasets.config, "SLEEP_TIME_ON_THREADS_SHUTDOWN", 0)
-    monkeypatch.syspath_prepend(str(BENCHMARKS))  # benchmarks/ is a folder of scripts, not a package
-    monkeypatch.delitem(sys.modules, "mask_selection_study", raising=False)
-    import mask_selection_study as study
+def test_mask_selection_study_smoke_run(tmp_path, benchmark_script):
+    study = benchmark_script("mask_selection_study")
 
     results_dir = tmp_path / "results"
     argv = ["--smoke", "--data_dir", str(tmp_path / "data"), "--work_dir", str(tmp_path / "work"),
@@ -43,9 +34,8 @@ def test_mask_selection_study_smoke_run(tmp_path, monkeypatch):
     assert [path.stat().st_mtime_ns for path in summaries] == stamps
 
 
-def test_true_order_neighbours_undo_the_permutation():
-    sys.path.insert(0, str(BENCHMARKS))
-    import mask_selection_study as study
+def test_true_order_neighbours_undo_the_permutation(benchmark_script):
+    study = benchmark_script("mask_selection_study")
 
     permutation = [3, 0, 2, 1]  # input position i holds pixel permutation[i] of a 2x2 grid
     bed = study.Testbed("grid", {}, Path("."), "pixels", [], "task", grid=(2, 2), permutation=permutation)

@@ -1,23 +1,14 @@
 """The protein experiment's smoke mode: its whole grid on tiny generated data (per-task budgets, the classical-only
 random-split localisation, logistic regression and a small forest), its tables, figures and the `sma-protein` card."""
 
-import sys
 from pathlib import Path
 
 from huggingface_hub import ModelCard
 from transformers import pipeline
 
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
-
-
-def test_protein_experiment_smoke_run(tmp_path, monkeypatch):
-    import datasets.config
-
-    monkeypatch.setattr(datasets.config, "SLEEP_TIME_ON_THREADS_SHUTDOWN", 0)
-    monkeypatch.syspath_prepend(str(BENCHMARKS))  # benchmarks/ is a folder of scripts, not a package
-    monkeypatch.delitem(sys.modules, "proteins", raising=False)
-    import proteins
+def test_protein_experiment_smoke_run(tmp_path, benchmark_script):
+    proteins = benchmark_script("proteins")
 
     results_dir = tmp_path / "results"
     argv = ["--smoke", "--data_dir", str(tmp_path / "data"), "--work_dir", str(tmp_path / "work"),
