@@ -92,13 +92,12 @@ class SMAConfig(PreTrainedConfig):
             What a self-guided mask is scored on. `"positions"`: input positions sampled at random per example score
             every input by the first layer's attention between position embeddings alone (the sampled positions'
             keys stand in for queries in `"cross_attention"` mode), so the mask depends on where elements are and
-            never on what they are: which elements are masked says nothing of their content beyond their
-            positions. `"inputs"`: the first
-            layer's attention over the embedded inputs, content and position, from sampled latents
-            (`"cross_attention"`) or input positions (the paper's selection). Its masks can learn to pick kinds of
-            content: on proteins they picked residue types, and the visible residues then told the decoder which type
-            was missing. A checkpoint saved before this field existed loads with `"inputs"`, the selection it was
-            pretrained with.
+            never on what they are: which elements are masked says nothing of their content beyond their positions.
+            `"inputs"`: the first layer's attention over the embedded inputs, content and position, from sampled
+            latents (`"cross_attention"`) or input positions (the paper's selection). Its masks can learn to pick
+            kinds of content: on proteins they picked residue types, and the visible residues then told the decoder
+            which type was missing. A checkpoint saved before this field existed loads with `"inputs"`, the
+            selection it was pretrained with.
         num_per_query (`float`, defaults to 3):
             Expected number of inputs each sampled query contributes to the mask: round(valid x ratio /
             num_per_query) queries are sampled per example.

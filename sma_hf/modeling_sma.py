@@ -489,7 +489,9 @@ class SMAInputLayer(nn.Module):
         slots of the output hold a visible element (see `visible_elements` for `pack`). `mask_scoring_inputs`, where
         given, are what a drawn mask is scored on instead of `embeddings` (see `SMAModel.mask_scoring_inputs`)."""
         if sample_mask and mask_scoring_inputs is not None:
-            masked_positions = self._draw_mask(mask_scoring_inputs, valid, masked_positions, generator)
+            with torch.no_grad():  # the mask takes no gradient
+                scoring_inputs = self.input_layer_norm(mask_scoring_inputs)
+            masked_positions = self.attention.draw_mask_by_position(scoring_inputs, valid, masked_positions, generator)
             sample_mask = False
         if not self.cross_attention and not self.attention.explicit_path(sample_mask, output_attentions):
             return self._fused_self_attention(embeddings, valid, masked_positions, sample_mask, pack, generator)
@@ -508,13 +510,6 @@ class SMAInputLayer(nn.Module):
             return hidden_states, probs, masked_positions, None
         hidden_states, hidden_mask = visible_elements(hidden_states, valid & ~masked_positions, pack)
         return hidden_states, probs, masked_positions, hidden_mask
-
-    @torch.no_grad()  # the mask takes no gradient
-    def _draw_mask(self, scoring_inputs, valid, already_masked, generator):
-        """The mask scored on `scoring_inputs` [batch, length, embedding_size] (see `draw_mask_by_position`)."""
-        return self.attention.draw_mask_by_position(
-            self.input_layer_norm(scoring_inputs), valid, already_masked, generator
-        )
 
     def _fused_self_attention(self, embeddings, valid, masked_positions, sample_mask, pack, generator):
         """`self_attention` mode without probabilities: the mask first, then the layer through the attention
