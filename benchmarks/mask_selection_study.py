@@ -32,7 +32,7 @@ import pyarrow.parquet as pq
 import torch
 from evidence import ROOT, run_finetune, write_smoke_data
 
-from sma_hf import SMAConfig, SMAForMaskedModeling
+from sma_hf import SMAForMaskedModeling
 from sma_hf.masking_sma import random_masked_positions
 from sma_hf.tools import pretrain
 from sma_hf.tools.common import PRESETS_DIR, load_processor, write_json_atomic
@@ -190,9 +190,8 @@ def held_out_numbers(testbed: Testbed, model_dir: Path) -> dict:
     """On the first held-out rows of the pool: neighbour shares of the model's own masks and of random masks of the
     same count (`coherence`), and the leak of the own masks (`mask_leak`, as `sma-pretrain` measures it now)."""
     _, batch, own = held_out_masks(testbed, model_dir, HELD_OUT_ROWS)
-    ratio = SMAConfig.from_pretrained(model_dir).masking_ratio
     valid = batch["attention_mask"].bool()
-    random = random_masked_positions(valid, ratio, torch.Generator().manual_seed(0))
+    random = random_masked_positions(valid, testbed.config["masking_ratio"], torch.Generator().manual_seed(0))
     neighbours = true_order_neighbours(testbed, valid.shape[1])
     valid = valid.numpy()
     coherence = {"own": neighbour_share(own.numpy(), valid, neighbours),
