@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 import chemistry
-from evidence import run_finetune
+from evidence import finetune_once
 
 from sma_hf.tools import pretrain
 from sma_hf.tools.common import PRESETS_DIR, write_json_atomic
@@ -74,11 +74,7 @@ def validation_rmse(model: list[str], schedule: list[str], out: Path, data_dir: 
     for task in chemistry.TASKS:
         argv = [*model, "--task", task, "--data_dir", str(data_dir), "--output_dir", str(out / task),
                 "--seeds", *SEEDS, *FINETUNE_BASE, *schedule]  # fmt: skip
-        saved = out / task / "results.json"
-        if saved.is_file() and json.loads(saved.read_text())["command"] == shlex.join(["sma-finetune", *argv]):
-            results = json.loads(saved.read_text())  # finished by an earlier, interrupted run of the study
-        else:
-            results = run_finetune(argv)
+        results = finetune_once(argv, out / task)
         scores[task] = {"validation_rmse": results["validation"]["rmse"], "command": results["command"]}
     return scores
 

@@ -91,6 +91,15 @@ def run_finetune(argv: list[str]) -> dict:
     return {**results, "wall_time_s": round(time.time() - started, 1)}
 
 
+def finetune_once(argv: list[str], output_dir: Path) -> dict:
+    """`run_finetune`, or the results an earlier (interrupted) run of a study left in `output_dir` with the same
+    command line."""
+    saved = output_dir / "results.json"
+    if saved.is_file() and json.loads(saved.read_text())["command"] == shlex.join(["sma-finetune", *argv]):
+        return json.loads(saved.read_text())
+    return run_finetune(argv)
+
+
 def evaluate_arms(experiment: Experiment, arms: dict[str, dict], work_dir: Path) -> list[dict]:
     """Every cell of the grid: (task, budget, arm, protocol) -> results in `sma-finetune`'s format."""
     cells = []

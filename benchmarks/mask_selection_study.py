@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import torch
-from evidence import ROOT, run_finetune, write_smoke_data
+from evidence import ROOT, finetune_once, write_smoke_data
 
 from sma_hf import SMAForMaskedModeling
 from sma_hf.masking_sma import random_masked_positions
@@ -223,11 +223,7 @@ def draw_selections(testbed: Testbed, work_dir: Path, path: Path, rows: int = 3)
 def probe(testbed: Testbed, model_dir: Path, data_dir: Path, out: Path) -> dict:
     argv = ["--model_name_or_path", str(model_dir), "--task", testbed.probe_task, "--data_dir", str(data_dir),
             "--output_dir", str(out), "--seeds", *PROBE_SEEDS, "--linear_probe"]  # fmt: skip
-    saved = out / "results.json"
-    if saved.is_file() and json.loads(saved.read_text())["command"] == shlex.join(["sma-finetune", *argv]):
-        results = json.loads(saved.read_text())
-    else:
-        results = run_finetune(argv)
+    results = finetune_once(argv, out)
     metric = results["task"]["metric"]
     return {"metric": metric, "greater_is_better": results["task"]["greater_is_better"],
             "validation": results["validation"][metric], "command": results["command"]}  # fmt: skip
