@@ -588,10 +588,31 @@ def main(argv=None):
     parser.add_argument("--license", default="apache-2.0")
     parser.add_argument("--tags", nargs="*", default=[])
     parser.add_argument("--push_to_hub", action="store_true", help="Then upload the folder to --model_id.")
+    parser.add_argument(
+        "--keep_card",
+        action="store_true",
+        help="With --push_to_hub: upload the folder with the card it has (a committed checkpoint's, whose results "
+        "files are not at hand) instead of rewriting it.",
+    )
     parser.add_argument("--hub_token")
     args = parser.parse_args(argv)
 
     model_dir = Path(args.model_dir)
+    if args.keep_card:
+        if not args.push_to_hub:
+            parser.error("--keep_card only pushes the folder as it is: add --push_to_hub")
+        if args.results or args.template or args.data_card:
+            parser.error("--keep_card keeps the folder's card: drop --results, --template and --data_card")
+        if not (model_dir / "README.md").is_file():
+            parser.error(f"--keep_card: {model_dir} has no README.md to keep")
+    else:
+        write_card(model_dir, args)
+    if args.push_to_hub:
+        print(f"Pushed: {push_to_hub(model_dir, args.model_id, token=args.hub_token)}")
+
+
+def write_card(model_dir: Path, args: argparse.Namespace):
+    """`sma-model-card`'s card, from the folder's pretraining summary and the results and data card in `args`."""
     config = AutoConfig.from_pretrained(model_dir, trust_remote_code=True)
     summary_path = model_dir / "pretraining_summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else None
@@ -609,8 +630,6 @@ def main(argv=None):
     card.save(partial)
     os.replace(partial, model_dir / "README.md")
     print(f"Wrote {model_dir / 'README.md'}")
-    if args.push_to_hub:
-        print(f"Pushed: {push_to_hub(model_dir, args.model_id, token=args.hub_token)}")
 
 
 if __name__ == "__main__":

@@ -301,6 +301,25 @@ def _request(url, method="GET", data=None, headers=None):
         return error.code, error.headers, error.read()
 
 
+def test_model_card_cli_pushes_a_folder_with_the_card_it_has(tmp_path, fake_hub, capsys):
+    tokenizer = create_byte_tokenizer(model_max_length=64)
+    folder = save_hub_folder(_tiny_classifier(0), tokenizer, tmp_path / "out", _card())
+    before = _snapshot(folder)
+    argv = ["--model_dir", str(folder), "--model_id", "org/kept", "--keep_card", "--push_to_hub"]
+    _run(f"from sma_hf.tools import hub; hub.main({argv!r})", _hub_env(fake_hub, tmp_path / "pusher"))
+    assert _snapshot(folder) == before  # the card is not rewritten
+    assert _snapshot(fake_hub.repo_dir("org/kept")) == before  # and the Hub holds exactly the folder
+    (tmp_path / "bare").mkdir()
+    for extra, message in [
+        (["--model_dir", str(folder), "--keep_card"], "add --push_to_hub"),
+        (["--model_dir", str(folder), "--keep_card", "--push_to_hub", "--results", "r.json"], "drop --results"),
+        (["--model_dir", str(tmp_path / "bare"), "--keep_card", "--push_to_hub"], "has no README.md to keep"),
+    ]:
+        with pytest.raises(SystemExit):
+            hub.main([*extra, "--model_id", "org/kept"])
+        assert message in capsys.readouterr().err
+
+
 def test_fake_hub_speaks_the_hub_protocol(fake_hub):
     auth = {"Authorization": "Bearer dummy", "Content-Type": "application/json"}
     create = json.dumps({"name": "repo", "organization": "org"}).encode()
