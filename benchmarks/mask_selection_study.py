@@ -6,8 +6,8 @@ testbeds, scored on held-out data only; the study behind the default of `SMAConf
 
 Testbeds: SwissProt proteins (`sma-protein-small`, cross-attention), SMILES (`sma-chemistry-small`, self-attention
 with `mask_self`) and MNIST under the fixed pixel permutation (a small cross-attention model, `MNIST_CONFIG`). Per
-testbed, the same pretraining (data, steps, seed) with each selection of `VARIANTS` (one change at a time) and with
-random masks, then for each model:
+testbed, the same pretraining (data, steps, seed) with each selection of `VARIANTS` (the paper's, by position, and by
+position with the remedies for the collapse on permuted MNIST) and with random masks, then for each model:
 - the mask-health numbers of `sma-pretrain`'s last evaluation (held-out rows): loss on the model's own masks over the
   loss on random masks, the collapse score;
 - on the first `HELD_OUT_ROWS` held-out rows, the leak (`mask_leak`) and the coherence in the true order, which no
@@ -52,6 +52,8 @@ from sma_hf.tools.protein_data import prepare_proteins
 VARIANTS = {
     "inputs (paper)": {"mask_selection": "inputs"},
     "positions": {"mask_selection": "positions"},
+    "positions, equal key norms, random floor 0.25": {"mask_selection": "positions", "mask_equal_key_norms": True,
+                                                      "mask_random_floor": 0.25},
     "random masks": {"masking_strategy": "random", "mask_self": False},
 }
 # the settings of the permuted-MNIST measurements in the project's findings (a collapse with the paper's selection)

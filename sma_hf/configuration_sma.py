@@ -98,6 +98,13 @@ class SMAConfig(PreTrainedConfig):
             kinds of content: on proteins they picked residue types, and the visible residues then told the decoder
             which type was missing. A checkpoint saved before this field existed loads with `"inputs"`, the
             selection it was pretrained with.
+        mask_equal_key_norms (`bool`, defaults to `False`):
+            Selection by position only: rescale every position's key to the keys' mean norm before scoring, so that
+            inputs are chosen by the direction of their keys, not by their length (a few long "hub" keys otherwise
+            score high against every sampled position and win nearly every example's mask).
+        mask_random_floor (`float`, defaults to 0.0):
+            Share of every self-guided mask drawn uniformly at random at every step, after the warm-up noise has
+            decayed too (the random share is the larger of this and `mask_noise_ratio` x noise scale).
         num_per_query (`float`, defaults to 3):
             Expected number of inputs each sampled query contributes to the mask: round(valid x ratio /
             num_per_query) queries are sampled per example.
@@ -154,6 +161,8 @@ class SMAConfig(PreTrainedConfig):
     masking_strategy: Literal["self_guided", "random"] = "self_guided"
     masking_ratio: float | int = _number_in(0.15, 0, 1, low_open=True, high_open=True)
     mask_selection: Literal["positions", "inputs"] = "positions"
+    mask_equal_key_norms: bool = False
+    mask_random_floor: float | int = _number_in(0.0, 0, 1, low_open=False, high_open=True)
     num_per_query: float | int = _number_in(3, 1, float("inf"), low_open=False, high_open=True)
     head_aggregation: Literal["mean", "random_mix"] = "mean"
     mask_self: bool = False
@@ -195,6 +204,17 @@ class SMAConfig(PreTrainedConfig):
             raise ValueError(
                 "`mask_self=True` needs `encoder_type='self_attention'` (in cross-attention the queries are latents, "
                 "not input positions)."
+            )
+        if self.mask_equal_key_norms and not (
+            self.masking_strategy == "self_guided" and self.mask_selection == "positions"
+        ):
+            raise ValueError(
+                "`mask_equal_key_norms=True` rescales the position keys that choose the mask: it needs "
+                "`masking_strategy='self_guided'` and `mask_selection='positions'`."
+            )
+        if self.mask_random_floor and self.masking_strategy != "self_guided":
+            raise ValueError(
+                "`mask_random_floor` > 0 needs `masking_strategy='self_guided'` (random masks are random throughout)."
             )
         if self.mask_self and self.masking_strategy != "self_guided":
             raise ValueError(

@@ -305,6 +305,10 @@ class SMAInputAttention(SMAAttention):
         output = torch.matmul(attended, value).transpose(1, 2)
         return self._merge_heads(output), probs, masked_positions
 
+    def random_share(self) -> float:
+        """The share of a self-guided mask drawn at random: the warm-up noise, never below `mask_random_floor`."""
+        return max(self.config.mask_random_floor, self.config.mask_noise_ratio * self.mask_noise_scale)
+
     def _random_mask(self, valid, already_masked, generator):
         return random_masked_positions(valid, self.config.masking_ratio, generator, already_masked)
 
@@ -328,7 +332,7 @@ class SMAInputAttention(SMAAttention):
             config.masking_ratio,
             head_aggregation=config.head_aggregation,
             mask_self=config.mask_self,
-            noise=config.mask_noise_ratio * self.mask_noise_scale,
+            noise=self.random_share(),
             generator=generator,
             already_masked=already_masked,
         )
@@ -344,7 +348,7 @@ class SMAInputAttention(SMAAttention):
             queries_are_inputs=config.encoder_type == "self_attention",
             head_aggregation=config.head_aggregation,
             mask_self=config.mask_self,
-            noise=config.mask_noise_ratio * self.mask_noise_scale,
+            noise=self.random_share(),
             generator=generator,
             already_masked=already_masked,
         )
@@ -396,6 +400,11 @@ class SMAInputAttention(SMAAttention):
         positions rather than latents keeps the masks of different examples apart: the latents, scored on positions
         alone, chose nearly the same inputs in every protein (benchmarks/results/mask_selection/protein_probes.md)."""
         key = self._split_heads(self.key, position_states)
+        if self.config.mask_equal_key_norms:
+            norms = key.norm(dim=-1, keepdim=True)
+            weights = valid[:, None, :, None].to(norms.dtype)  # the mean over real elements: padding changes nothing
+            mean_norm = (norms * weights).sum(dim=2, keepdim=True) / weights.sum(dim=2, keepdim=True)
+            key = key / norms.clamp(min=torch.finfo(key.dtype).tiny) * mean_norm
         query = None if self.config.encoder_type == "self_attention" else key  # None: project the sampled rows
         return self.draw_mask(
             position_states, position_states, valid, already_masked, generator, query, key, queries_are_inputs=True

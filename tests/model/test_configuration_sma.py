@@ -74,6 +74,21 @@ def test_rules_between_fields_run_at_construction_and_when_saving(tmp_path):
     assert not (tmp_path / "config.json").exists()
 
 
+@pytest.mark.parametrize(
+    "overrides,match",
+    [
+        ({"mask_equal_key_norms": True, "mask_selection": "inputs"}, "needs `masking_strategy='self_guided'` and"),
+        ({"mask_equal_key_norms": True, "masking_strategy": "random"}, "`mask_selection='positions'`"),
+        ({"mask_random_floor": 0.25, "masking_strategy": "random"}, "`mask_random_floor` > 0 needs"),
+    ],
+)
+def test_selection_options_that_would_change_nothing_are_refused(overrides, match):
+    with pytest.raises(StrictDataclassClassValidationError, match=match):
+        tiny_config(**overrides)
+    with pytest.raises(StrictDataclassFieldValidationError, match=r"must be a number in \[0, 1\), got 1"):
+        tiny_config(mask_random_floor=1)
+
+
 def test_continuous_models_need_no_token_ids():
     config = tiny_config(input_type="continuous", pad_token_id=None, mask_token_id=None)
     assert config.pad_token_id is None
@@ -106,7 +121,8 @@ def test_config_saved_before_strict_loads_and_saves_the_same_keys(tmp_path, fold
     )
     config.save_pretrained(tmp_path)
     saved = json.loads((tmp_path / "config.json").read_text())
-    assert saved.pop("mask_selection") == "inputs"
+    added_since = {"mask_selection": "inputs", "mask_equal_key_norms": False, "mask_random_floor": 0.0}
+    assert {name: saved.pop(name) for name in added_since} == added_since  # the old behaviour, written out
     assert {**saved, "transformers_version": None} == {**before, "transformers_version": None}
     assert SMAConfig.from_pretrained(tmp_path).mask_selection == "inputs"
 

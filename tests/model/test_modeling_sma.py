@@ -38,12 +38,14 @@ def assert_same_visible_outputs(output, reference):
 
 
 @pytest.mark.parametrize("encoder_type,input_type", MODES)
-@pytest.mark.parametrize("strategy,selection", [("self_guided", "positions"), ("self_guided", "inputs"),
-                                                ("random", "positions")])  # fmt: skip
-def test_training_masks_exact_counts_and_never_padding(encoder_type, input_type, strategy, selection):
+@pytest.mark.parametrize("strategy,selection,options", [
+    ("self_guided", "positions", {}), ("self_guided", "inputs", {}), ("random", "positions", {}),
+    ("self_guided", "positions", {"mask_equal_key_norms": True, "mask_random_floor": 0.25}),
+])  # fmt: skip
+def test_training_masks_exact_counts_and_never_padding(encoder_type, input_type, strategy, selection, options):
     config = config_for(encoder_type, input_type, masking_strategy=strategy, head_aggregation="random_mix",
                         mask_self=encoder_type == "self_attention" and strategy == "self_guided",
-                        mask_selection=selection)  # fmt: skip
+                        mask_selection=selection, **options)  # fmt: skip
     model = SMAForMaskedModeling(config).train()
     model.set_mask_noise_scale(0.5)
     attention_mask = ragged_attention_mask(5, 24, side="left")
@@ -300,11 +302,16 @@ def test_self_guided_mask_is_the_top_k_of_the_first_layer_attention():
 
 
 @pytest.mark.parametrize("encoder_type", ENCODER_TYPES)
-def test_position_selected_mask_is_the_top_k_of_the_sampled_positions_attention_on_positions_alone(encoder_type):
+@pytest.mark.parametrize("equal_key_norms", [False, True])
+def test_position_selected_mask_is_the_top_k_of_the_sampled_positions_attention_on_positions_alone(
+    encoder_type, equal_key_norms
+):
     """Selection by position, noise 0: input positions are sampled per example, and the mask is the top-k of their
     summed, head-averaged attention onto every input, computed from the position embeddings and the first layer's
-    projections alone (the sampled positions' keys stand in for queries in cross_attention mode)."""
-    config = config_for(encoder_type, "continuous", masking_ratio=0.4, num_per_query=1.0)
+    projections alone (the sampled positions' keys stand in for queries in cross_attention mode); with
+    `mask_equal_key_norms`, every key rescaled to the mean norm of the row's keys first."""
+    config = config_for(encoder_type, "continuous", masking_ratio=0.4, num_per_query=1.0,
+                        mask_equal_key_norms=equal_key_norms)  # fmt: skip
     assert config.mask_selection == "positions"  # the default
     model = SMAForMaskedModeling(config).train()
     model.set_mask_noise_scale(0.0)
@@ -323,7 +330,12 @@ def test_position_selected_mask_is_the_top_k_of_the_sampled_positions_attention_
         n = int(valid[row].sum())
         rows = sampled.rows[row][sampled.sampled[row]]
         assert len(rows) == round(n * 0.4) and (rows < n).all()  # sampled among the row's valid inputs
-        logits = queries[:, rows] @ keys[:, :n].transpose(1, 2) * attention.scaling
+        row_keys, row_queries = keys[:, :n], queries
+        if equal_key_norms:
+            norms = row_keys.norm(dim=-1, keepdim=True)
+            row_keys = row_keys / norms * norms.mean(dim=1, keepdim=True)
+            row_queries = row_keys if encoder_type == "cross_attention" else queries
+        logits = row_queries[:, rows] @ row_keys.transpose(1, 2) * attention.scaling
         scores = logits.softmax(dim=-1).mean(dim=0).sum(dim=0)
         expected = scores.topk(round(n * 0.4)).indices.sort().values
         assert mask[row].nonzero().flatten().tolist() == expected.tolist()
@@ -349,6 +361,45 @@ def test_position_selected_masks_do_not_depend_on_the_content(encoder_type, inpu
     assert all(torch.equal(mask, masks["positions"][0]) for mask in masks["positions"])
     assert masks["positions"][0].sum(dim=1).tolist() == [round(0.3 * n) for n in attention_mask.sum(dim=1).tolist()]
     assert not all(torch.equal(mask, masks["inputs"][0]) for mask in masks["inputs"])
+
+
+@pytest.mark.parametrize("encoder_type", ENCODER_TYPES)
+def test_equal_key_norms_choose_by_direction_not_length(encoder_type):
+    """With `mask_equal_key_norms`, lengthening some positions' keys (a "hub") changes no mask; without it, it does."""
+    masks = {}
+    for equal in (False, True):
+        config = config_for(encoder_type, "discrete", mask_equal_key_norms=equal, mask_self=False)
+        model = SMAForMaskedModeling(config).train()
+        model.set_mask_noise_scale(0.0)
+        inputs = {**random_inputs(config, 4, 24), "attention_mask": ragged_attention_mask(4, 24)}
+        draw = lambda: model(**inputs, generator=torch.Generator().manual_seed(1)).mask  # noqa: E731
+        before = draw()
+        key = model.sma.encoder.input_layer.attention.key
+        lengths = torch.ones(24, 1)
+        lengths[::5] = 8.0
+        # (the layer's own attention, over the visible elements only in self_attention mode, is scaled too: harmless)
+        key.register_forward_hook(lambda module, args, output: output * lengths[: output.shape[1]])
+        masks[equal] = (before, draw())
+    assert torch.equal(*masks[True]) and not torch.equal(*masks[False])
+
+
+@pytest.mark.parametrize("encoder_type", ENCODER_TYPES)
+def test_random_floor_is_the_warm_up_noise_that_never_decays(encoder_type):
+    """`mask_random_floor` f after the warm-up draws the masks that noise share f draws during it, with the same
+    generator; the warm-up noise above the floor wins."""
+    inputs = {"attention_mask": ragged_attention_mask(4, 24)}
+
+    def mask(noise_scale, **overrides):
+        config = config_for(encoder_type, "discrete", **overrides)
+        torch.manual_seed(0)
+        model = SMAForMaskedModeling(config).train()
+        model.set_mask_noise_scale(noise_scale)
+        return model(**random_inputs(config, 4, 24), **inputs, generator=torch.Generator().manual_seed(2)).mask
+
+    floor = mask(0.0, mask_random_floor=0.5)
+    assert torch.equal(floor, mask(1.0, mask_noise_ratio=0.5))
+    assert not torch.equal(floor, mask(0.0))
+    assert torch.equal(mask(1.0, mask_random_floor=0.25), mask(1.0))  # noise share 1 > 0.25
 
 
 def test_training_batch_with_nothing_to_mask_has_zero_loss():
