@@ -52,8 +52,11 @@ from sma_hf.tools.protein_data import prepare_proteins
 VARIANTS = {
     "inputs (paper)": {"mask_selection": "inputs"},
     "positions": {"mask_selection": "positions"},
-    "positions, equal key norms, random floor 0.25": {"mask_selection": "positions", "mask_equal_key_norms": True,
-                                                      "mask_random_floor": 0.25},
+    "positions, equal key norms, random floor 0.25": {
+        "mask_selection": "positions",
+        "mask_equal_key_norms": True,
+        "mask_random_floor": 0.25,
+    },
     "random masks": {"masking_strategy": "random", "mask_self": False},
 }
 # the settings of the permuted-MNIST measurements in the project's findings (a collapse with the paper's selection)
