@@ -250,7 +250,7 @@ class SMAInputAttention(SMAAttention):
         # set through `SMAPreTrainedModel.set_mask_noise_scale`; 1 = the fully noisy start of the warm-up
         self.mask_noise_scale = 1.0
         # Self-guided masks: score only the sampled query rows and then run the fused attention (True), or score every
-        # query explicitly (False). Measured per mode (benchmarks/speed.py section 7, README "Performance"): in
+        # query explicitly (False). Measured per mode (benchmarks/speed.py section 7, docs/performance.md): in
         # self_attention mode about a tenth of the rows is sampled (ratio 0.3, 3 inputs per query), and the fused
         # path is faster and needs far less memory; in cross_attention mode most latents are sampled, and neither
         # path is measurably faster or smaller, so the one pass over the keys stays. Not a config field: it changes
