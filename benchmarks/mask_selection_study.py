@@ -22,6 +22,7 @@ pretrainings and probes it finished (the same command lines); delete `outputs/ma
 import argparse
 import json
 import shlex
+import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -32,7 +33,7 @@ import pyarrow.parquet as pq
 import torch
 from evidence import ROOT, finetune_once, write_smoke_data
 
-from sma_hf import SMAForMaskedModeling
+from sma_hf import SMAConfig, SMAForMaskedModeling
 from sma_hf.masking_sma import random_masked_positions
 from sma_hf.tools import pretrain
 from sma_hf.tools.common import PRESETS_DIR, load_processor, write_json_atomic
@@ -48,16 +49,18 @@ from sma_hf.tools.mask_health import (
 from sma_hf.tools.protein_data import prepare_proteins
 
 
-# (name, config overrides): the paper's selection and the ones that cannot leak content
+# (name, config overrides): the paper's selection, the ones that cannot leak content, random masks. Every variant names
+# every selection field, so that none depends on what a testbed's preset chose.
+PLAIN = {"mask_equal_key_norms": False, "mask_random_floor": 0.0}
 VARIANTS = {
-    "inputs (paper)": {"mask_selection": "inputs"},
-    "positions": {"mask_selection": "positions"},
+    "inputs (paper)": {**PLAIN, "mask_selection": "inputs"},
+    "positions": {**PLAIN, "mask_selection": "positions"},
     "positions, equal key norms, random floor 0.25": {
         "mask_selection": "positions",
         "mask_equal_key_norms": True,
         "mask_random_floor": 0.25,
     },
-    "random masks": {"masking_strategy": "random", "mask_self": False},
+    "random masks": {**PLAIN, "masking_strategy": "random", "mask_self": False},
 }
 # the settings of the permuted-MNIST measurements in the project's findings (a collapse with the paper's selection)
 MNIST_CONFIG = {
@@ -138,7 +141,10 @@ def pretrain_variant(testbed: Testbed, variant: str, work_dir: Path) -> dict:
     saved = folder / "pretrained" / "pretraining_summary.json"
     command = pretrain.redacted_command(argv)
     if saved.is_file() and json.loads(saved.read_text())["command"] == command:
-        return json.loads(saved.read_text())
+        trained = SMAConfig.from_pretrained(folder / "pretrained" / "model")
+        if all(getattr(trained, name) == value for name, value in json.loads(config.read_text()).items()):
+            return json.loads(saved.read_text())
+        shutil.rmtree(folder / "pretrained")  # this study's own run of a config it no longer asks for
     if pretrain.latest_checkpoint(folder / "pretrained") is not None:  # an interrupted run of the same command
         argv += ["--resume_from_checkpoint", "latest"]
     return pretrain.pretrain(pretrain.parse_args(argv), command=command)

@@ -125,7 +125,8 @@ SMOKE = dict(
 
 def sma_config(args, length: int, encoder_type: str = "cross_attention", masking_strategy: str = "self_guided"):
     """SMA at the benchmark's sizes. The decoder is sized like PerceiverForMaskedLM's (8 heads, MLP 1x width). The
-    paper's mask selection, which the timings in docs/performance.md were measured with (it scores the latents' attention)."""
+    paper's mask selection, which the timings in docs/performance.md were measured with (it scores the latents'
+    attention)."""
     return SMAConfig(
         input_type="discrete",
         vocab_size=VOCAB_SIZE,
@@ -194,7 +195,8 @@ def sma_peer_config(args, length: int, masking_strategy: str = "self_guided") ->
     """SMA in `self_attention` mode at RoBERTa's sizes: its input layer plus `peer_layers - 1` self-attention layers
     (as many layers as RoBERTa's), width, heads and MLP of the shared sizes, a decoder of the same width, heads and
     MLP (SMA's defaults at width 256), and the chemistry preset's masking (ratio 0.3, 3 inputs per query, one random
-    head per sampled query, sampled positions masked themselves) with the paper's selection, as docs/performance.md's timings."""
+    head per sampled query, sampled positions masked themselves) with the paper's selection, as the timings in
+    docs/performance.md."""
     self_guided = masking_strategy == "self_guided"
     return SMAConfig(
         input_type="discrete",
