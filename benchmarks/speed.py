@@ -1,4 +1,4 @@
-"""Speed benchmark of SMA (issue 4): one run, side by side, medians of repeated timed steps.
+"""Speed benchmark of SMA: one run, side by side, medians of repeated timed steps.
 
 Sections:
   1. training-step throughput (forward + backward + AdamW step) of `SMAForMaskedModeling` against transformers'
@@ -12,8 +12,8 @@ Sections:
      fine-tuning step (`SMAForSequenceClassification` vs `RobertaForSequenceClassification`), inference throughput
      of both classifiers, and the peak step memory of each;
   7. self-guided masks, per encoder mode: scoring only the sampled query rows and then running the fused attention,
-     against scoring every query explicitly, as every self-guided step did before issue 10 (step time and peak step
-     memory; the model's choice per mode).
+     against scoring every query explicitly, as every self-guided step did before the fused first layer (step time
+     and peak step memory; the model's choice per mode).
 
 Every timed step is warmed up first, then repeated; the tables give the median and the spread (min-max). Steps that
 are compared with each other run interleaved (one of each per round), so that slow drifts of a shared machine hit
@@ -60,7 +60,7 @@ MASK_TOKEN_ID = 3  # [MASK] in both tokenizers
 MASKING_RATIO = 0.15
 PERCEIVER_DECODER_HEADS = 8  # hard-coded in PerceiverForMaskedLM
 PERCEIVER_DECODER_QK_CHANNELS = 8 * 32  # hard-coded in PerceiverForMaskedLM
-# the targets of issue 4, checked at these lengths when they were measured
+# the speed targets against Perceiver, checked at these lengths when they were measured
 SPEEDUP_TARGETS = {512: 1.5, 2048: 2.0, 8192: 2.0}
 MASK_OVERHEAD_TARGET = 1.05
 SCALING_LENGTHS_FOR_TARGET = (2048, 16384)
@@ -68,14 +68,14 @@ SCALING_TARGET = 9.0
 FLOP_TARGET_LENGTH = 2048
 FLOP_FRACTION_TARGET = 0.6  # of the float32 matmul rate (and of the bf16 one for a bf16 run on CPU)
 GPU_BF16_FLOP_FRACTION_TARGET = 0.4  # of the bf16 matmul rate on a GPU
-# section 6, SMA self_attention mode vs RoBERTa (issue 10): the chemistry settings' masking, at both models' sizes
+# section 6, SMA self_attention mode vs RoBERTa: the chemistry settings' masking, at both models' sizes
 PEER_MASKING_RATIO = 0.3  # SMA's masking ratio, and the share of tokens RoBERTa's MLM labels
 PEER_NUM_PER_QUERY = 3
 PEER_NUM_LABELS = 2
 PEER_SPEEDUP_TARGETS = {"pretraining": 1.3, "fine_tuning": 1.0}  # SMA step time / RoBERTa's, at each length below
 PEER_TARGET_LENGTHS = (128, 512)
 # section 7: peak memory of a self-guided self_attention pretraining step with sampled-row scores, as a share of the
-# same step scoring every query (what every self-guided step did before issue 10)
+# same step scoring every query (what every self-guided step did before the fused first layer)
 MEMORY_TARGET_LENGTH = 512
 MEMORY_FRACTION_TARGET = 2 / 3
 INTERVAL_CONFIDENCE = 0.95  # of the per-round speed-ups' median (`median_interval`)
@@ -543,7 +543,7 @@ def sma_step(args, length: int, **config_overrides) -> tuple[Callable[[], None],
 def set_sampled_row_scores(model: torch.nn.Module, enabled: bool):
     """Self-guided masks from the sampled query rows' logits and the fused attention (True), or from every query's
     logits, explicitly (False); by default each SMA model picks per encoder mode. No effect on models without the
-    switch (SMA before issue 10, which always scored every query)."""
+    switch (SMA before the fused first layer, which always scored every query)."""
     for module in model.modules():
         if hasattr(module, "score_sampled_rows_only"):
             module.score_sampled_rows_only = enabled
@@ -884,7 +884,7 @@ def machine_load(when: str) -> dict:
 
 
 def evaluate_targets(results: dict) -> list[dict]:
-    """Issue 4's targets, as far as this run measured the lengths they name."""
+    """The targets against Perceiver, as far as this run measured the lengths they name."""
     targets = []
 
     def add(name, measured, goal, met, per_round=None):
@@ -1090,7 +1090,8 @@ def markdown(results: dict) -> str:
             "### 7. Self-guided masks: the sampled query rows' logits + fused attention vs every query's logits",
             "",
             "Same weights, same masks (up to rounding). self_attention at the sizes of section 6 (its fused path "
-            "also runs the first layer over the visible elements only; every query = the step before issue 10), "
+            "also runs the first layer over the visible elements only; every query = the step before the fused first "
+            "layer), "
             "cross_attention at those of section 1. Peak memory: one step each, in its own window.",
             "",
             "| mode | length | sampled rows / queries | sampled rows ms | every query ms | time ratio "
@@ -1107,7 +1108,7 @@ def markdown(results: dict) -> str:
             )
         lines.append("")
     lines += [
-        "### Targets of issues 4 and 10",
+        "### Targets",
         "",
         "Met = the measured value (for a speed-up, the ratio of the medians) meets the goal. Where a speed-up's "
         "per-round interval holds the goal, this run cannot tell the target met from missed.",

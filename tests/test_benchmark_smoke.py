@@ -97,7 +97,7 @@ def test_smoke_run_writes_every_section(tmp_path):
         assert (target["per_round"] is not None) == ("speed-up" in target["target"])
     assert results["elapsed_s"] > 0
 
-    # issue 10: SMA self_attention mode vs RoBERTa, and sampled-row scores vs every score
+    # SMA self_attention mode vs RoBERTa, and sampled-row scores vs every score
     assert results["roberta_notes"] and "### 6. SMA self_attention mode vs RoBERTa" in completed.stdout
     assert [row["length"] for row in results["vs_roberta"]] == results["settings"]["peer_lengths"]
     for row in results["vs_roberta"]:
@@ -123,7 +123,7 @@ def test_smoke_run_writes_every_section(tmp_path):
 
 
 def test_sections_run_alone(tmp_path, speed):
-    """One section alone, at a length that issue 10's targets name, so that its speed-up targets are evaluated."""
+    """One section alone, at a length that the RoBERTa targets name, so that its speed-up targets are evaluated."""
     output = tmp_path / "r.json"
     completed = subprocess.run(
         [sys.executable, str(SPEED_SCRIPT), "--smoke", "--device", "cpu", "--sections", "roberta",

@@ -2,7 +2,8 @@
 
 At small scale, self-guided masks can stop depending on the example: summing many sampled queries' attention rows
 approximates the average attention, and the mask settles on the same positions in every example, often ones that
-are trivial to predict (see `shared/FINDINGS.md` of the project). Two numbers tell it apart from a healthy mask, both
+are trivial to predict (measured on permuted MNIST and on proteins:
+`benchmarks/results/mask_selection/protein_probes.md`). Three numbers tell it apart from a healthy mask, all
 measured by `sma-pretrain` at every evaluation on the held-out rows:
 
 - the collapse score: how much more the masks of different examples overlap than random masks of the same size do,

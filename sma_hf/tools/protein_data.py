@@ -1,5 +1,5 @@
 """The protein corpus of `sma-prepare-data`: a SwissProt pretraining pool and three tasks, from files that Debian and
-PyPI packages ship (see the project's DATA_SOURCES notes).
+PyPI packages ship (each named below, with what is read from it).
 
 - **Pretraining pool**: SwissProt as of January 2014 (Debian `metastudent-data`: three old-style BLAST databases,
   read with `blastdbcmd` from Debian's `ncbi-blast+`), unique sequences, minus every validation and test sequence of

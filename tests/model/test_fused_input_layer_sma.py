@@ -1,9 +1,9 @@
-"""The first layer's fused path (issue 10) gives the explicit path's outputs, gradients and masks.
+"""The first layer's fused path gives the explicit path's outputs, gradients and masks.
 
 The explicit path is switched on for the whole model with `set_attn_implementation("eager")`: it is the public knob,
-it runs the model exactly as before issue 10 (every first-layer logit and probability materialised, the mask read off
-them), and unlike `output_attentions=True` it changes neither the outputs that come back nor the recording hooks.
-`output_attentions=True`, which forces the same path per call, is checked on its own below.
+it runs the model exactly as before the fused path existed (every first-layer logit and probability materialised, the
+mask read off them), and unlike `output_attentions=True` it changes neither the outputs that come back nor the
+recording hooks. `output_attentions=True`, which forces the same path per call, is checked on its own below.
 """
 
 import copy
@@ -36,7 +36,7 @@ def config_for(encoder_type, input_type, **overrides):
 
 
 def explicit_twin(model):
-    """The same weights, every first-layer logit computed explicitly (the model as before issue 10)."""
+    """The same weights, every first-layer logit computed explicitly (the model as before the fused path)."""
     twin = copy.deepcopy(model)
     twin.set_attn_implementation("eager")
     return twin
