@@ -29,9 +29,9 @@ import torch
 from sma_hf.tools import finetune, hub, pretrain
 from sma_hf.tools.baselines import classical_baseline
 from sma_hf.tools.common import TASKS_DIR, write_json_atomic
-from sma_hf.tools.finetune import load_task
 from sma_hf.tools.mask_health import MASK_FIGURE_FILE
 from sma_hf.tools.metrics import display_name
+from sma_hf.tools.task_data import load_task
 
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -37,7 +37,7 @@ from sma_hf import SMAConfig, SMAForMaskedModeling
 from sma_hf.masking_sma import random_masked_positions
 from sma_hf.tools import pretrain
 from sma_hf.tools.common import PRESETS_DIR, load_processor, write_json_atomic
-from sma_hf.tools.data import prepare_chemistry, prepare_images, prepare_peptides
+from sma_hf.tools.data import prepare_chemistry, prepare_images, prepare_peptides, prepare_proteins
 from sma_hf.tools.mask_health import (
     MASK_LEAK_THRESHOLD,
     draw_masks,
@@ -46,7 +46,6 @@ from sma_hf.tools.mask_health import (
     mask_leak,
     self_guided_masks,
 )
-from sma_hf.tools.protein_data import prepare_proteins
 
 
 # (name, config overrides): the paper's selection, the ones that cannot leak content, random masks. Every variant names

@@ -27,8 +27,7 @@ from pathlib import Path
 import numpy as np
 from evidence import ROOT, Experiment, card_args, card_results, publish, run_experiment, write_smoke_data
 
-from sma_hf.tools.data import prepare_peptides
-from sma_hf.tools.protein_data import prepare_proteins
+from sma_hf.tools.data import prepare_peptides, prepare_proteins
 
 
 MODEL_ID = "sma-hf/sma-protein"

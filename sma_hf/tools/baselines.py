@@ -16,8 +16,8 @@ from collections.abc import Callable
 import numpy as np
 
 from ..configuration_sma import SMAConfig
-from .finetune import SPLITS, label_subset, load_splits, load_task, results_record, usable_rows
 from .metrics import task_metrics
+from .task_data import SPLITS, label_subset, load_splits, load_task, results_record, usable_rows
 
 
 AMINO_ACIDS = "ACDEFGHIKLMNPQRSTVWY"

@@ -16,7 +16,8 @@ from sma_hf.tools.baselines import (
     dipeptide_composition,
     morgan_fingerprints,
 )
-from sma_hf.tools.finetune import label_subset, main
+from sma_hf.tools.finetune import main
+from sma_hf.tools.task_data import label_subset
 
 
 def test_label_subset_sizes_strata_and_seeds():

@@ -78,8 +78,8 @@ def test_console_script_without_the_train_extra_says_what_to_install(monkeypatch
 
 
 def test_pretraining_and_fine_tuning_refuse_the_same_rows():
-    from sma_hf.tools.finetune import row_problem
     from sma_hf.tools.pretrain import BatchBuilder
+    from sma_hf.tools.task_data import row_problem
 
     config = SMAConfig(input_type="continuous", input_channels=2)
     task = {"problem_type": "regression", "name": "t"}

