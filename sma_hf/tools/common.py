@@ -1,5 +1,5 @@
 """What the tools share: the presets, task specs and card template shipped with the package, reading a model's
-config and processor, the check of input rows, atomic JSON files."""
+config and processor, the check of input rows, atomic file writes."""
 
 import dataclasses
 import json
@@ -120,10 +120,22 @@ def usable_input(value, config: SMAConfig):
     return array, None
 
 
-def write_json_atomic(path: str | os.PathLike, data):
-    """Write JSON under a temporary name and rename it, so that a reader never sees a half-written file."""
+def atomic_write(path: str | os.PathLike, write) -> None:
+    """`write(temporary_path)`, then rename the file into place, so that a reader never sees a half-written file and
+    an interrupted write leaves the old one (the temporary file is removed)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.partial")
-    partial.write_text(json.dumps(data, indent=2, default=str))
-    os.replace(partial, path)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    try:
+        write(temporary)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    atomic_write(path, lambda temporary: Path(temporary).write_text(text, encoding="utf-8"))
+
+
+def write_json_atomic(path: str | os.PathLike, data):
+    write_text_atomic(path, json.dumps(data, indent=2, default=str))

@@ -46,7 +46,7 @@ from pathlib import Path
 from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
 from transformers import AutoConfig
 
-from .common import TEMPLATES_DIR
+from .common import TEMPLATES_DIR, atomic_write
 from .mask_health import (
     COLLAPSE_SCORE_THRESHOLD,
     EASY_MASK_LOSS_RATIO_THRESHOLD,
@@ -626,9 +626,7 @@ def write_card(model_dir: Path, args: argparse.Namespace):
         domain=args.domain,
         template_path=args.template,
     )
-    partial = model_dir / ".README.md.partial"
-    card.save(partial)
-    os.replace(partial, model_dir / "README.md")
+    atomic_write(model_dir / "README.md", card.save)
     print(f"Wrote {model_dir / 'README.md'}")
 
 

@@ -1,4 +1,5 @@
-"""What the tools share: shipped resources by name or path, the one row check, the console scripts' extra check."""
+"""What the tools share: shipped resources by name or path, the one row check, the console scripts' extra check,
+atomic writes."""
 
 import importlib.metadata
 import json
@@ -9,7 +10,15 @@ import pytest
 
 from sma_hf import SMAConfig
 from sma_hf.tools import cli
-from sma_hf.tools.common import PRESETS_DIR, TASKS_DIR, load_sma_config, shipped_or_path, usable_input
+from sma_hf.tools.common import (
+    PRESETS_DIR,
+    TASKS_DIR,
+    atomic_write,
+    load_sma_config,
+    shipped_or_path,
+    usable_input,
+    write_json_atomic,
+)
 
 
 def test_shipped_resources_by_name_or_path(tmp_path):
@@ -88,3 +97,17 @@ def test_pretraining_and_fine_tuning_refuse_the_same_rows():
     _, pretraining = BatchBuilder(None, config, "x", 8).usable_values([{"x": row} for row in rows])
     assert fine_tuning == ["input is not a list of 2-channel elements", None, "non-finite input values"]
     assert pretraining == {"input is not a list of 2-channel elements": 1, "non-finite input values": 1}
+
+
+def test_atomic_write_keeps_the_old_file_when_the_write_fails(tmp_path):
+    path = tmp_path / "deep" / "results.json"
+    write_json_atomic(path, {"a": 1})
+
+    def fails(temporary):
+        temporary.write_text("half")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        atomic_write(path, fails)
+    assert json.loads(path.read_text()) == {"a": 1}
+    assert [p.name for p in path.parent.iterdir()] == ["results.json"]  # no temporary file left

@@ -22,6 +22,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ..common import atomic_write, write_text_atomic
+
 
 DATA_EXTRA_HINT = 'pip install "sma_hf[data]"'
 
@@ -78,22 +80,6 @@ def source_entry(package: str, distribution: str, path: Path, **extra: Any) -> d
         entry["file_sha256"] = _file_sha256(path)
     entry.update(extra)
     return entry
-
-
-def _atomic_write(path: Path, write) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        write(temporary)
-        os.replace(temporary, path)
-    finally:
-        if temporary.exists():
-            temporary.unlink()
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    _atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
 
 def _type_name(data_type: pa.DataType) -> str:
@@ -165,7 +151,7 @@ def write_parquet(data: pa.Table | dict[str, Any], path: str | os.PathLike, root
                 columns[name] = pa.array(values)
         data = pa.table(columns)
     path = Path(path)
-    _atomic_write(path, lambda tmp: pq.write_table(data, tmp, compression="zstd"))
+    atomic_write(path, lambda temporary: pq.write_table(data, temporary, compression="zstd"))
     shown = path.relative_to(root).as_posix() if root is not None else str(path)
     return {"path": shown, "rows": data.num_rows, "sha256": content_hash(data)}
 

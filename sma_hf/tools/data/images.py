@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from ..common import write_text_atomic
 from .corpus import (
     TASK_FRACTIONS,
     dataset_card,
@@ -23,7 +24,6 @@ from .corpus import (
     stratified_split,
     write_card,
     write_parquet,
-    write_text_atomic,
 )
 
 
