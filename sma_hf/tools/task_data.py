@@ -108,6 +108,8 @@ def label_subset(dataset, task: dict, fraction: float, seed: int):
     one row per class); a fraction of 1 keeps every row."""
     if fraction == 1.0:
         return dataset
+    # by hand: `Dataset.train_test_split(stratify_by_column=...)` keeps no row of a class it rounds to zero (it refuses
+    # classes of one row), and the committed results were made with these subsets
     rng = np.random.default_rng([seed, 1729])  # its own stream, apart from the initialisation's
     if task["problem_type"] == "single_label_classification":
         labels = np.asarray(dataset[task["label_column"]])

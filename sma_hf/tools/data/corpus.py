@@ -235,6 +235,8 @@ def _split_sizes(n: int, fractions: Sequence[float]) -> tuple[int, int, int]:
     return n - n_valid - n_test, n_valid, n_test
 
 
+# Splits by hand rather than with `Dataset.train_test_split`: the committed corpora (whose row hashes every results
+# file records) are these functions' output, and a three-way split per class is one call here, two there.
 def random_split(n: int, fractions: Sequence[float], seed: int, stream: str = "random_split"):
     """Seeded random split of ``range(n)``; returns three sorted index lists."""
     n_train, n_valid, _ = _split_sizes(n, fractions)
