@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 import torch
 from conftest import random_inputs, tiny_config
 from transformers import AutoModel, AutoModelForSequenceClassification
@@ -39,12 +40,22 @@ def run(command: list[str], cwd: Path, check: bool = True) -> subprocess.Complet
     return result
 
 
+def build_outputs(folder: str, names: list[str]) -> set[str]:
+    """What the wheel's copy of the tree leaves out: build outputs anywhere, the corpora and runs at the top level
+    (not the package's own `sma_hf/tools/data/`)."""
+    top_level = {"data", "outputs"} if Path(folder) == ROOT else set()
+    return {
+        n
+        for n in names
+        if n in top_level | {".git", ".venv", "build", "dist", "__pycache__"} or n.endswith(".egg-info")
+    }
+
+
 def fresh_venv_with_the_wheel(root: Path) -> dict:
     """A fresh virtual environment with the wheel of this source tree installed (model dependencies only). The wheel
     is built from a copy of the tree without build outputs: a stale `build/` could slip removed files into it."""
     source = root / "source"
-    ignored = shutil.ignore_patterns(".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", "data", "outputs")
-    shutil.copytree(ROOT, source, ignore=ignored)
+    shutil.copytree(ROOT, source, ignore=build_outputs)
     run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(root / "dist"), str(source)], root)
     (wheel,) = (root / "dist").glob("sma_hf-*.whl")
     run([sys.executable, "-m", "venv", str(root / "venv")], root)
@@ -54,7 +65,7 @@ def fresh_venv_with_the_wheel(root: Path) -> dict:
     run([str(bin_dir / "pip"), "install", "--quiet", str(wheel)], root)
     work = root / "outside_the_source_tree"
     work.mkdir()
-    return {"bin": bin_dir, "wheel": wheel, "work": work}
+    return {"bin": bin_dir, "wheel": wheel, "work": work, "source": source}
 
 
 def test_the_wheel_installs_the_model_alone_and_the_tools_with_the_train_extra(tmp_path):
@@ -87,6 +98,12 @@ print(sma_hf.__file__)
     result = run([str(venv["bin"] / "python"), "-c", code], venv["work"])
     assert "site-packages" in result.stdout
     assert torch.allclose(torch.load(tmp_path / "out.pt"), expected.detach(), atol=1e-6)
+    # the model's own tests need nothing beyond the plain install and pytest (run from the bin folder, so that the
+    # installed wheel is imported, not the source copy)
+    run([str(venv["bin"] / "pip"), "install", "--quiet", f"pytest=={pytest.__version__}"], venv["work"])
+    tests = venv["source"] / "tests" / "model"
+    result = run([str(venv["bin"] / "pytest"), str(tests), "-q", "-x", "-p", "no:cacheprovider"], venv["work"])
+    assert " passed" in result.stdout and "skipped" not in result.stdout, result.stdout[-2000:]
     for script in CONSOLE_SCRIPTS:
         result = run([str(venv["bin"] / script), "--help"], venv["work"], check=False)
         assert result.returncode == 1 and result.stdout == ""

@@ -1,3 +1,7 @@
+"""SMA with what the train extra brings: transformers' `Trainer` (gradient accumulation, the mask-noise callback,
+save and reload) and accelerate's empty-weight initialisation."""
+
+import pytest
 import torch
 from conftest import tiny_config
 from datasets import Dataset
@@ -105,3 +109,17 @@ def test_pretraining_with_trainer_decays_the_mask_noise(tmp_path):
     assert seen[0] == 1.0 and seen[-1] == 0.0
     first_attention = model.sma.encoder.input_layer.attention
     assert first_attention.mask_noise_scale == 0.0
+
+
+@pytest.mark.parametrize("model_class", [SMAForMaskedModeling, SMAForSequenceClassification])
+def test_builds_with_accelerate_init_empty_weights(model_class):
+    from accelerate import init_empty_weights
+
+    config = tiny_config(num_labels=3)
+    with init_empty_weights():
+        empty = model_class(config)
+    assert {parameter.device.type for parameter in empty.parameters()} == {"meta"}
+    built = model_class(config)
+    assert {n: tuple(t.shape) for n, t in empty.state_dict().items()} == {
+        n: tuple(t.shape) for n, t in built.state_dict().items()
+    }
