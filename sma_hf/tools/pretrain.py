@@ -30,7 +30,6 @@ import shlex
 import shutil
 import sys
 import time
-from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +39,7 @@ from accelerate.utils import ProjectConfiguration, gather_object, set_seed
 from huggingface_hub import create_repo
 from tqdm.auto import tqdm
 from transformers import AutoModelForMaskedLM, get_cosine_schedule_with_warmup
+from transformers.trainer_utils import get_last_checkpoint
 from transformers.utils import logging
 
 from ..configuration_sma import SMAConfig
@@ -439,10 +439,8 @@ def checkpoint_step(path: Path) -> int:
 def latest_checkpoint(output_dir: Path) -> Path | None:
     """The newest complete checkpoint (incomplete ones are never renamed to `checkpoint-<step>`)."""
     folder = output_dir / CHECKPOINTS_DIR
-    found = [
-        p for p in folder.glob(f"{CHECKPOINT_PREFIX}*") if p.is_dir() and p.name[len(CHECKPOINT_PREFIX) :].isdigit()
-    ]
-    return max(found, key=checkpoint_step, default=None)
+    found = get_last_checkpoint(str(folder)) if folder.is_dir() else None
+    return None if found is None else Path(found)
 
 
 def data_position_file(checkpoint: Path, rank: int) -> Path:
@@ -531,6 +529,7 @@ def pretrain(args, command: str | None = None) -> dict:
 def make_accelerator(args, output_dir: Path) -> Accelerator:
     accelerator = Accelerator(
         mixed_precision=args.mixed_precision,
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
         log_with=None if args.report_to == "none" else args.report_to.split(","),
         project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / "logs")),
     )
@@ -662,12 +661,12 @@ def optimizer_step(args, accelerator, model, optimizer, scheduler, batches, step
     and gradient norm."""
     model.train()
     step_loss = torch.zeros((), device=accelerator.device)
-    for micro_step in range(args.gradient_accumulation_steps):
+    for _ in range(args.gradient_accumulation_steps):
         batch = next(batches)
-        last = micro_step == args.gradient_accumulation_steps - 1
-        with nullcontext() if last else accelerator.no_sync(model):
+        # gradients synchronised across ranks on the last micro-batch only; `backward` divides by the accumulation
+        with accelerator.accumulate(model):
             loss = model(**{k: v.to(accelerator.device) for k, v in batch.items()}).loss
-            accelerator.backward(loss / args.gradient_accumulation_steps)
+            accelerator.backward(loss)
         step_loss += loss.detach() / args.gradient_accumulation_steps
     # reduced before the step, so that every rank sees a non-finite loss of any rank and stops together
     mean_loss = float(accelerator.reduce(step_loss, reduction="mean"))
