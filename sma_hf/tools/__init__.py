@@ -9,6 +9,7 @@ One module per job, each behind a console script (`cli.py`):
 - `hub.py` (`sma-model-card`): model cards, hub-ready folders and pushes to the Hub;
 - `mask_health.py`: whether self-guided masks collapsed, and figures of masks (logs, cards, README);
 - `baselines.py`: classical baselines and the linear probe's fit (the `data` extra);
+- `arguments.py`: every flag of `sma-pretrain` and `sma-finetune` (dataclasses on `HfArgumentParser`);
 - `task_data.py`: task specs, their splits and the results record that fine-tuning and baselines write;
 - `common.py` and `metrics.py`: what they share.
 

@@ -15,12 +15,10 @@ values of order 1) and the transform is folded into the output layer before savi
 in the task's own units.
 """
 
-import argparse
 import shlex
 import shutil
 import sys
 from pathlib import Path
-from typing import get_args
 
 import numpy as np
 import torch
@@ -39,6 +37,7 @@ from transformers.utils import logging
 
 from ..configuration_sma import SMAConfig
 from ..feature_extraction_sma import SMAFeatureExtractor
+from .arguments import FINETUNING, parse
 from .baselines import fit_linear_model
 from .common import (
     load_processor,
@@ -329,59 +328,7 @@ def finetune(args, command: str | None = None) -> dict:
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(prog="sma-finetune", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model_name_or_path", help="Pretrained SMA folder or Hub id.")
-    parser.add_argument(
-        "--config_name", help="SMAConfig preset (shipped name or JSON path): the same architecture from scratch."
-    )
-    parser.add_argument("--task", required=True, help="Task spec: a shipped name (e.g. freesolv) or a JSON path.")
-    parser.add_argument("--data_dir", default="data", help="Root the task's data_files are relative to.")
-    parser.add_argument("--output_dir", required=True)
-    parser.add_argument("--label", help="Name of this model in the results and model cards.")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
-    parser.add_argument(
-        "--label_fraction",
-        type=float,
-        default=1.0,
-        help="Label budget: train on this seeded share of the training rows (per seed; stratified by class).",
-    )
-    parser.add_argument(
-        "--linear_probe",
-        action="store_true",
-        help="Fit a linear model on the frozen encoder's mean-pooled embeddings instead of fine-tuning "
-        "(needs scikit-learn).",
-    )
-    parser.add_argument("--num_train_epochs", type=float, default=30)
-    parser.add_argument(
-        "--early_stopping_patience",
-        type=int,
-        help="Stop a seed once the validation metric has not improved for this many epochs (default: never).",
-    )
-    parser.add_argument("--per_device_train_batch_size", type=int, default=32)
-    parser.add_argument("--per_device_eval_batch_size", type=int, default=128)
-    parser.add_argument("--learning_rate", type=float, default=1e-4)
-    parser.add_argument("--weight_decay", type=float, default=0.01)
-    parser.add_argument("--warmup_ratio", type=float, default=0.1)
-    parser.add_argument("--max_seq_length", type=int, help="Longer inputs are truncated (default: the model's limit).")
-    parser.add_argument(
-        "--classifier_pooling",
-        choices=get_args(SMAConfig.__dataclass_fields__["classifier_pooling"].type),
-        help="Override the config's pooling of the encoder.",
-    )
-    args = parser.parse_args(argv)
-    if (args.model_name_or_path is None) == (args.config_name is None):
-        parser.error("pass exactly one of --model_name_or_path (fine-tune) or --config_name (from scratch)")
-    if not 0 < args.label_fraction <= 1:
-        parser.error(f"--label_fraction must be in (0, 1], got {args.label_fraction}")
-    if not 0 <= args.warmup_ratio < 1:
-        parser.error(f"--warmup_ratio must be in [0, 1), got {args.warmup_ratio}")
-    if args.early_stopping_patience is not None and args.early_stopping_patience < 1:
-        parser.error(f"--early_stopping_patience must be >= 1, got {args.early_stopping_patience}")
-    if args.early_stopping_patience is not None and args.linear_probe:
-        parser.error("--early_stopping_patience needs fine-tuning epochs; --linear_probe fits once")
-    if len(set(args.seeds)) != len(args.seeds):
-        parser.error(f"--seeds must be distinct, got {args.seeds}")
-    return args
+    return parse("sma-finetune", __doc__.split("\n\n")[0], FINETUNING, argv)
 
 
 def main(argv=None):

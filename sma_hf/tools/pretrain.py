@@ -19,7 +19,6 @@ extractor, README.md, pretraining_summary.json), `checkpoints/checkpoint-<step>/
 written under a temporary name and renamed), `logs/` (TensorBoard) and `pretraining_summary.json`.
 """
 
-import argparse
 import glob
 import itertools
 import json
@@ -46,18 +45,16 @@ from ..configuration_sma import SMAConfig
 from ..feature_extraction_sma import SMAFeatureExtractor
 from ..masking_sma import cosine_noise_scale, masked_counts, random_masked_positions
 from ..modeling_sma import SMAForMaskedModeling
+from .arguments import PRETRAINING, parse
 from .common import (
     FILE_BUILDERS,
-    PRESETS_DIR,
     load_processor,
     load_sma_config,
     max_input_length,
-    shipped_names,
     usable_input,
     write_json_atomic,
 )
 from .hub import (
-    CARD_DOMAINS,
     pretraining_card_context,
     push_to_hub,
     render_model_card,
@@ -90,102 +87,7 @@ MASK_FIGURE_EXAMPLES = 4
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(prog="sma-pretrain", description=__doc__.split("\n\n")[0])
-    model = parser.add_argument_group("model")
-    model.add_argument(
-        "--config_name",
-        help=f"SMAConfig to pretrain from scratch: a shipped preset ({', '.join(shipped_names(PRESETS_DIR))}) or a "
-        "JSON path.",
-    )
-    model.add_argument("--model_name_or_path", help="Folder or Hub id of an SMA checkpoint to continue pretraining.")
-    data = parser.add_argument_group("data")
-    data.add_argument("--dataset_name", help="Hub dataset id (streamed).")
-    data.add_argument("--dataset_config_name")
-    data.add_argument("--train_file", help="Local training files: a path or glob (parquet, json/jsonl, csv, txt).")
-    data.add_argument("--validation_file", help="Local held-out files (path or glob).")
-    data.add_argument("--validation_split_name", default="validation", help="Held-out split of --dataset_name.")
-    data.add_argument("--input_column", help="Column holding the inputs (default: the only non-label column).")
-    data.add_argument("--max_seq_length", type=int, help="Longer inputs are truncated (default: the model's limit).")
-    data.add_argument("--shuffle_buffer_size", type=int, default=1000)
-    data.add_argument(
-        "--group_by_length",
-        action="store_true",
-        help=f"Batch inputs of similar lengths (sorted windows of {LENGTH_GROUP_BATCHES} batches): less padding.",
-    )
-    data.add_argument("--max_eval_samples", type=int, default=1000)
-    data.add_argument(
-        "--mask_grid_shape",
-        type=int,
-        nargs=2,
-        metavar=("HEIGHT", "WIDTH"),
-        help="Draw the masks of grid-shaped inputs (images, row-major) as this grid; sequences are drawn as text.",
-    )
-    train = parser.add_argument_group("training")
-    train.add_argument("--output_dir", required=True)
-    train.add_argument("--max_steps", type=int, required=True, help="Optimizer steps (streams have no length).")
-    train.add_argument("--per_device_train_batch_size", type=int, default=32)
-    train.add_argument("--per_device_eval_batch_size", type=int, default=64)
-    train.add_argument("--gradient_accumulation_steps", type=int, default=1)
-    train.add_argument("--learning_rate", type=float, default=1e-4)
-    train.add_argument("--weight_decay", type=float, default=0.01)
-    train.add_argument("--warmup_steps", type=int, default=0)
-    train.add_argument("--max_grad_norm", type=float, default=1.0)
-    train.add_argument(
-        "--mask_noise_warmup_ratio",
-        type=float,
-        default=0.25,
-        help="Share of --max_steps over which the self-guided mask's warm-up noise falls from 1 to 0 (cosine).",
-    )
-    train.add_argument("--seed", type=int, default=42)
-    train.add_argument("--mixed_precision", choices=["no", "fp16", "bf16"], default="no")
-    train.add_argument("--logging_steps", type=int, default=10)
-    train.add_argument("--eval_steps", type=int, default=200)
-    train.add_argument("--save_steps", type=int, default=500)
-    train.add_argument(
-        "--resume_from_checkpoint", help="A checkpoint folder, or 'latest' for the newest complete one in output_dir."
-    )
-    train.add_argument("--report_to", default="tensorboard", help="accelerate tracker(s), or 'none'.")
-    hub = parser.add_argument_group("hub")
-    hub.add_argument("--push_to_hub", action="store_true")
-    hub.add_argument("--hub_model_id", help="Repository to push to, e.g. org/sma-chemistry.")
-    hub.add_argument("--hub_token")
-    hub.add_argument(
-        "--model_card_domain", choices=CARD_DOMAINS, default="generic", help="Whose text the model card uses."
-    )
-    hub.add_argument("--model_card_template", help="Your own Jinja model card template instead of the shipped one.")
-    args = parser.parse_args(argv)
-    check_args(args)
-    return args
-
-
-def check_args(args):
-    """Errors that can be told from the command line alone, before anything is loaded."""
-    if (args.config_name is None) == (args.model_name_or_path is None):
-        raise ValueError("Pass exactly one of --config_name (from scratch) or --model_name_or_path.")
-    if (args.dataset_name is None) == (args.train_file is None):
-        raise ValueError("Pass exactly one of --dataset_name or --train_file.")
-    for name in (
-        "max_steps",
-        "per_device_train_batch_size",
-        "per_device_eval_batch_size",
-        "gradient_accumulation_steps",
-        "logging_steps",
-        "eval_steps",
-        "save_steps",
-        "shuffle_buffer_size",
-    ):
-        if getattr(args, name) < 1:
-            raise ValueError(f"--{name} must be >= 1, got {getattr(args, name)}.")
-    if args.learning_rate <= 0:
-        raise ValueError(f"--learning_rate must be > 0, got {args.learning_rate}.")
-    if args.warmup_steps < 0 or args.warmup_steps > args.max_steps:
-        raise ValueError(f"--warmup_steps must be in [0, --max_steps], got {args.warmup_steps}.")
-    if not 0.0 <= args.mask_noise_warmup_ratio <= 1.0:
-        raise ValueError(f"--mask_noise_warmup_ratio must be in [0, 1], got {args.mask_noise_warmup_ratio}.")
-    if args.push_to_hub and not args.hub_model_id:
-        raise ValueError("--push_to_hub needs --hub_model_id (e.g. org/sma-chemistry).")
-    if args.model_card_template and not Path(args.model_card_template).is_file():  # the card is written at the end
-        raise FileNotFoundError(f"Model card template {args.model_card_template} does not exist.")
+    return parse("sma-pretrain", __doc__.split("\n\n")[0], PRETRAINING, argv)
 
 
 def resolve_files(pattern: str, flag: str) -> list[str]:

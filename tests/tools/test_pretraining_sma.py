@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -212,15 +213,22 @@ def main_summary(argv):
         (("--config_name", "sma-nonexistent"), "neither a file nor one of the shipped names.*sma-chemistry-small"),
     ],
 )
-def test_bad_arguments_fail_before_training(corpus, change, message):
+def test_bad_arguments_fail_before_training(corpus, change, message, capsys):
     args = pretrain_args(corpus, "bad")
     flag = change[0]
     if flag in args and len(change) == 2:
         args[args.index(flag) + 1] = change[1]
     else:
         args += list(change)
-    with pytest.raises((ValueError, FileNotFoundError), match=message):
+    # what the command line alone tells: one line on stderr and exit status 2; the rest: an error before step 1
+    with pytest.raises((ValueError, FileNotFoundError, SystemExit)) as error:
         main(args)
+    if error.type is SystemExit:
+        assert error.value.code == 2
+        stderr = capsys.readouterr().err.strip().splitlines()
+        assert re.search(message, stderr[-1]) and stderr[-1].startswith("sma-pretrain: error:"), stderr
+    else:
+        assert re.search(message, str(error.value))
     assert not (corpus / "bad" / "checkpoints").exists()
 
 

@@ -1,0 +1,202 @@
+"""Every flag of `sma-pretrain` and `sma-finetune`, as dataclasses parsed by transformers' `HfArgumentParser`; the
+flags both take are defined once (`ModelArguments`, `CommonTrainingArguments`). Each dataclass checks its own values
+in `__post_init__`, and `parse` reports a bad one as a single line naming the flag (no traceback)."""
+
+import argparse
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from transformers import HfArgumentParser
+
+from .common import PRESETS_DIR, shipped_names
+from .hub import CARD_DOMAINS
+
+
+def _at_least_one(values: dict):
+    for name, value in values.items():
+        if value < 1:
+            raise ValueError(f"--{name} must be >= 1, got {value}.")
+
+
+@dataclass
+class ModelArguments:
+    config_name: str | None = field(
+        default=None,
+        metadata={
+            "help": f"SMAConfig to start from scratch: a shipped preset ({', '.join(shipped_names(PRESETS_DIR))}) "
+            "or a JSON path."
+        },
+    )
+    model_name_or_path: str | None = field(
+        default=None, metadata={"help": "Folder or Hub id of an SMA checkpoint to start from."}
+    )
+
+    def __post_init__(self):
+        if (self.config_name is None) == (self.model_name_or_path is None):
+            raise ValueError("Pass exactly one of --config_name (from scratch) or --model_name_or_path.")
+
+
+@dataclass
+class CommonTrainingArguments:
+    output_dir: str = field(metadata={"help": "Where the run writes everything it makes."})
+    per_device_train_batch_size: int = 32
+    learning_rate: float = 1e-4
+    weight_decay: float = 0.01
+    max_seq_length: int | None = field(
+        default=None, metadata={"help": "Longer inputs are truncated (default: the model's limit)."}
+    )
+
+    def __post_init__(self):
+        _at_least_one({"per_device_train_batch_size": self.per_device_train_batch_size})
+        if self.learning_rate <= 0:
+            raise ValueError(f"--learning_rate must be > 0, got {self.learning_rate}.")
+        if self.weight_decay < 0:
+            raise ValueError(f"--weight_decay must be >= 0, got {self.weight_decay}.")
+
+
+@dataclass
+class PretrainingDataArguments:
+    dataset_name: str | None = field(default=None, metadata={"help": "Hub dataset id (streamed)."})
+    dataset_config_name: str | None = None
+    train_file: str | None = field(
+        default=None, metadata={"help": "Local training files: a path or glob (parquet, json/jsonl, csv, txt)."}
+    )
+    validation_file: str | None = field(default=None, metadata={"help": "Local held-out files (path or glob)."})
+    validation_split_name: str = field(default="validation", metadata={"help": "Held-out split of --dataset_name."})
+    input_column: str | None = field(
+        default=None, metadata={"help": "Column holding the inputs (default: the only non-label column)."}
+    )
+    shuffle_buffer_size: int = 1000
+    group_by_length: bool = field(
+        default=False, metadata={"help": "Batch inputs of similar lengths (sorted windows of batches): less padding."}
+    )
+    max_eval_samples: int = 1000
+    mask_grid_shape: list[int] | None = field(
+        default=None,
+        metadata={
+            "help": "HEIGHT WIDTH: draw the masks of grid-shaped inputs (images, row-major) as this grid; sequences "
+            "are drawn as text."
+        },
+    )
+
+    def __post_init__(self):
+        if (self.dataset_name is None) == (self.train_file is None):
+            raise ValueError("Pass exactly one of --dataset_name or --train_file.")
+        _at_least_one({"shuffle_buffer_size": self.shuffle_buffer_size})
+        if self.mask_grid_shape is not None and (len(self.mask_grid_shape) != 2 or min(self.mask_grid_shape) < 1):
+            raise ValueError(
+                f"--mask_grid_shape takes HEIGHT WIDTH (two positive integers), got {self.mask_grid_shape}."
+            )
+
+
+@dataclass
+class PretrainingArguments:
+    max_steps: int = field(metadata={"help": "Optimizer steps (streams have no length)."})
+    per_device_eval_batch_size: int = 64
+    gradient_accumulation_steps: int = 1
+    warmup_steps: int = 0
+    max_grad_norm: float = 1.0
+    mask_noise_warmup_ratio: float = field(
+        default=0.25,
+        metadata={
+            "help": "Share of --max_steps over which the self-guided mask's warm-up noise falls from 1 to 0 (cosine)."
+        },
+    )
+    seed: int = 42
+    mixed_precision: Literal["no", "fp16", "bf16"] = "no"
+    logging_steps: int = 10
+    eval_steps: int = 200
+    save_steps: int = 500
+    resume_from_checkpoint: str | None = field(
+        default=None, metadata={"help": "A checkpoint folder, or 'latest' for the newest complete one in output_dir."}
+    )
+    report_to: str = field(default="tensorboard", metadata={"help": "accelerate tracker(s), or 'none'."})
+
+    def __post_init__(self):
+        _at_least_one({name: getattr(self, name) for name in ("max_steps", "per_device_eval_batch_size",
+                       "gradient_accumulation_steps", "logging_steps", "eval_steps", "save_steps")})  # fmt: skip
+        if not 0 <= self.warmup_steps <= self.max_steps:
+            raise ValueError(f"--warmup_steps must be in [0, --max_steps], got {self.warmup_steps}.")
+        if not 0.0 <= self.mask_noise_warmup_ratio <= 1.0:
+            raise ValueError(f"--mask_noise_warmup_ratio must be in [0, 1], got {self.mask_noise_warmup_ratio}.")
+
+
+@dataclass
+class HubArguments:
+    push_to_hub: bool = False
+    hub_model_id: str | None = field(default=None, metadata={"help": "Repository to push to, e.g. org/sma-chemistry."})
+    hub_token: str | None = None
+    model_card_domain: str = field(
+        default="generic", metadata={"choices": CARD_DOMAINS, "help": "Whose text the model card uses."}
+    )
+    model_card_template: str | None = field(
+        default=None, metadata={"help": "Your own Jinja model card template instead of the shipped one."}
+    )
+
+    def __post_init__(self):
+        if self.push_to_hub and not self.hub_model_id:
+            raise ValueError("--push_to_hub needs --hub_model_id (e.g. org/sma-chemistry).")
+        if self.model_card_template and not Path(self.model_card_template).is_file():  # the card is written last
+            raise FileNotFoundError(f"Model card template {self.model_card_template} does not exist.")
+
+
+@dataclass
+class FinetuningArguments:
+    task: str = field(metadata={"help": "Task spec: a shipped name (e.g. freesolv) or a JSON path."})
+    data_dir: str = field(default="data", metadata={"help": "Root the task's data_files are relative to."})
+    label: str | None = field(default=None, metadata={"help": "Name of this model in the results and model cards."})
+    seeds: list[int] = field(default_factory=lambda: [0], metadata={"help": "One model per seed."})
+    label_fraction: float = field(
+        default=1.0,
+        metadata={
+            "help": "Label budget: train on this seeded share of the training rows (per seed; stratified by class)."
+        },
+    )
+    linear_probe: bool = field(
+        default=False,
+        metadata={
+            "help": "Fit a linear model on the frozen encoder's mean-pooled embeddings instead of fine-tuning "
+            "(needs scikit-learn)."
+        },
+    )
+    num_train_epochs: float = 30
+    early_stopping_patience: int | None = field(
+        default=None,
+        metadata={"help": "Stop a seed once the validation metric has not improved for this many epochs."},
+    )
+    per_device_eval_batch_size: int = 128
+    warmup_ratio: float = 0.1
+    classifier_pooling: Literal["attention", "mean"] | None = field(
+        default=None, metadata={"help": "Override the config's pooling of the encoder."}
+    )
+
+    def __post_init__(self):
+        if not 0 < self.label_fraction <= 1:
+            raise ValueError(f"--label_fraction must be in (0, 1], got {self.label_fraction}.")
+        if not 0 <= self.warmup_ratio < 1:
+            raise ValueError(f"--warmup_ratio must be in [0, 1), got {self.warmup_ratio}.")
+        if self.num_train_epochs <= 0:
+            raise ValueError(f"--num_train_epochs must be > 0, got {self.num_train_epochs}.")
+        _at_least_one({"per_device_eval_batch_size": self.per_device_eval_batch_size})
+        if self.early_stopping_patience is not None and self.early_stopping_patience < 1:
+            raise ValueError(f"--early_stopping_patience must be >= 1, got {self.early_stopping_patience}.")
+        if self.early_stopping_patience is not None and self.linear_probe:
+            raise ValueError("--early_stopping_patience needs fine-tuning epochs; --linear_probe fits once.")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"--seeds must be distinct, got {self.seeds}.")
+
+
+PRETRAINING = (ModelArguments, PretrainingDataArguments, CommonTrainingArguments, PretrainingArguments, HubArguments)
+FINETUNING = (ModelArguments, FinetuningArguments, CommonTrainingArguments)
+
+
+def parse(program: str, description: str, groups: tuple, argv: list[str] | None) -> argparse.Namespace:
+    """The flags of `groups` from `argv`, as one namespace; a bad value exits with one line naming its flag."""
+    parser = HfArgumentParser(groups, prog=program, description=description)
+    try:
+        parsed = parser.parse_args_into_dataclasses(args=argv)
+    except (ValueError, FileNotFoundError) as error:
+        parser.error(str(error))
+    return argparse.Namespace(**{k: v for group in parsed for k, v in dataclasses.asdict(group).items()})
