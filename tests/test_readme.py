@@ -70,12 +70,12 @@ def documented_commands():
 
 @pytest.mark.parametrize("argv", list(documented_commands()))
 def test_documented_commands_parse(argv):
-    from sma_hf.tools import finetune, hub, pretrain
+    from sma_hf.tools import data, finetune, hub, pretrain
 
     parse = {"sma-pretrain": pretrain.parse_args, "sma-finetune": finetune.parse_args}
-    if argv[0] == "sma-model-card":  # one parser inside main: --help exits 0 after parsing the rest
-        with pytest.raises(SystemExit) as exit:
-            hub.main([*argv[1:], "--help"])
-        assert exit.value.code == 0
-    else:
+    if argv[0] in parse:
         parse[argv[0]](argv[1:])
+    else:  # one parser inside main: --help exits 0 only once everything before it parsed
+        with pytest.raises(SystemExit) as exit:
+            {"sma-model-card": hub.main, "sma-prepare-data": data.main}[argv[0]]([*argv[1:], "--help"])
+        assert exit.value.code == 0
