@@ -1,4 +1,4 @@
-"""The evidence protocol that every experiment shares (chemistry first; proteins, images and physics reuse it).
+"""The evidence protocol that every experiment shares (`chemistry.py` and `proteins.py`; later domains reuse it).
 
 Arms: (a) SMA pretrained with self-guided masks, (b) the same model pretrained with random masks of the same ratio,
 (c) the same architecture without pretraining, all with the same data, steps and seed; (d) the classical tool of the

@@ -14,6 +14,6 @@ One module per job, each behind a console script (`cli.py`):
 - `common.py` and `metrics.py`: what they share.
 
 Package data: `presets/` (SMAConfig presets, `--config_name sma-chemistry-small`), `tasks/` (task specs,
-`--task freesolv`) and `templates/` (the model card template). These modules need the `train` extra
+`--task freesolv`) and `templates/` (the model and data card templates). These modules need the `train` extra
 (`pip install "sma_hf[train]"`); `data/` also needs the `data` extra for its corpora.
 """

@@ -194,9 +194,10 @@ FINETUNING = (ModelArguments, FinetuningArguments, CommonTrainingArguments)
 
 def parse(program: str, description: str, groups: tuple, argv: list[str] | None) -> argparse.Namespace:
     """The flags of `groups` from `argv`, as one namespace; a bad value exits with one line naming its flag."""
-    parser = HfArgumentParser(groups, prog=program, description=description)
+    # no abbreviated flags: a prefix of --hub_token would escape the redaction of published commands
+    parser = HfArgumentParser(groups, prog=program, description=description, allow_abbrev=False)
     try:
-        parsed = parser.parse_args_into_dataclasses(args=argv)
+        parsed = parser.parse_args_into_dataclasses(args=argv, look_for_args_file=False)
     except (ValueError, FileNotFoundError) as error:
         parser.error(str(error))
     return argparse.Namespace(**{k: v for group in parsed for k, v in dataclasses.asdict(group).items()})

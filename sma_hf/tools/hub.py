@@ -567,9 +567,8 @@ def sma_card_data(config, license: str = "apache-2.0", tags=()) -> dict:
     }
 
 
-def main(argv=None):
-    """`sma-model-card`: (re)write the card of a hub-ready folder from its pretraining summary and fine-tuning
-    results, and optionally push the folder."""
+def build_parser() -> argparse.ArgumentParser:
+    """The flags of `sma-model-card`."""
     parser = argparse.ArgumentParser(
         prog="sma-model-card", description=main.__doc__.split("\n\n")[0].replace("\n", " ")
     )
@@ -595,8 +594,14 @@ def main(argv=None):
         "files are not at hand) instead of rewriting it.",
     )
     parser.add_argument("--hub_token")
-    args = parser.parse_args(argv)
+    return parser
 
+
+def main(argv=None):
+    """`sma-model-card`: (re)write the card of a hub-ready folder from its pretraining summary and fine-tuning
+    results, and optionally push the folder."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
     model_dir = Path(args.model_dir)
     if args.keep_card:
         if not args.push_to_hub:

@@ -497,6 +497,8 @@ def resume_or_seed_ranks(args, accelerator: Accelerator, position: DataPosition,
         raise FileNotFoundError(f"No checkpoint to resume from at {args.resume_from_checkpoint!r}.")
     step = checkpoint_step(checkpoint)
     accelerator.load_state(str(checkpoint))  # weights, optimizer, schedule, random states of every rank
+    # checkpoints fall between optimizer steps: the micro-batch count restarts, whatever accumulation the run had
+    accelerator.step = 0
     position_file = data_position_file(checkpoint, accelerator.process_index)
     if not position_file.is_file():
         raise FileNotFoundError(f"{position_file} is missing: was the checkpoint written by fewer processes?")
@@ -631,13 +633,17 @@ def public_args(args) -> dict:
     return {k: ("***" if k == "hub_token" and v else v) for k, v in vars(args).items()}
 
 
+HUB_TOKEN_FLAGS = ("--hub_token", "--hub-token")  # both spellings HfArgumentParser accepts (abbreviations are off)
+
+
 def redacted_command(argv: list[str]) -> str:
     argv = list(argv)
     for i, arg in enumerate(argv):
-        if arg == "--hub_token" and i + 1 < len(argv):
+        flag, equals, _ = arg.partition("=")
+        if flag in HUB_TOKEN_FLAGS and equals:
+            argv[i] = f"{flag}=***"
+        elif flag in HUB_TOKEN_FLAGS and i + 1 < len(argv):
             argv[i + 1] = "***"
-        elif arg.startswith("--hub_token="):
-            argv[i] = "--hub_token=***"
     return shlex.join(["sma-pretrain", *argv])
 
 

@@ -347,3 +347,24 @@ def test_streams_a_hub_dataset_by_name(corpus, fake_hub):
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads((out / "pretraining_summary.json").read_text())
     assert summary["steps"] == 3 and "eval_loss" in summary["final"]  # the repo's validation split was found
+
+
+@pytest.mark.parametrize("token_args", [["--hub_token", "hf_X"], ["--hub-token", "hf_X"], ["--hub_token=hf_X"],
+                                        ["--hub-token=hf_X"]])  # fmt: skip
+def test_every_spelling_of_the_hub_token_is_redacted(corpus, token_args):
+    argv = pretrain_args(corpus, "unused") + token_args
+    assert pretraining.parse_args(argv).hub_token == "hf_X"
+    assert "hf_X" not in pretraining.redacted_command(argv)
+    with pytest.raises(SystemExit):  # an abbreviation would escape the redaction: refused
+        pretraining.parse_args(pretrain_args(corpus, "unused") + ["--hub_tok", "hf_X"])
+
+
+def test_resume_with_another_gradient_accumulation_still_steps(corpus):
+    main(pretrain_args(corpus, "accumulation"))  # accumulation 2: 6 micro-batches up to the checkpoint of step 3
+    at_checkpoint = load_file(corpus / "accumulation" / "checkpoints" / "checkpoint-3" / "model.safetensors")
+    argv = pretrain_args(corpus, "accumulation", "--resume_from_checkpoint", "latest")
+    argv[argv.index("--gradient_accumulation_steps") + 1] = "4"  # 6 is no multiple of 4
+    argv[argv.index("--max_steps") + 1] = "4"
+    main(argv)
+    after = load_file(corpus / "accumulation" / "model" / "model.safetensors")
+    assert any(not torch.equal(after[name], tensor) for name, tensor in at_checkpoint.items())  # step 4 stepped

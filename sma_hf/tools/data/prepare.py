@@ -38,7 +38,8 @@ def _summary(card: dict[str, Any], seconds: float) -> str:
     return "\n".join(lines)
 
 
-def main(argv: Sequence[str] | None = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The flags of `sma-prepare-data`."""
     parser = argparse.ArgumentParser(
         prog="sma-prepare-data",
         description="Write the SMA corpora (parquet splits plus a data card per corpus) from files bundled with "
@@ -56,6 +57,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="also write images/mnist_permuted with one fixed seeded pixel permutation",
     )
     parser.add_argument("--num_shards", type=int, default=4, help="parquet shards of each pretraining train split")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.seed < 0:
         parser.error("--seed must be >= 0")

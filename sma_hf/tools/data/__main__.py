@@ -1,0 +1,6 @@
+"""`python -m sma_hf.tools.data`: the same as `sma-prepare-data`."""
+
+from .prepare import main
+
+
+main()
