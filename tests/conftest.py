@@ -1,4 +1,5 @@
 import importlib
+import importlib.util
 import sys
 from pathlib import Path
 
@@ -8,6 +9,10 @@ import torch
 from sma_hf import SMAConfig
 
 
+# transformers loads with a device map through accelerate, which the plain install does not bring
+NEEDS_ACCELERATE = pytest.mark.skipif(
+    importlib.util.find_spec("accelerate") is None, reason="device_map needs accelerate (the train extra)"
+)
 ENCODER_TYPES = ("cross_attention", "self_attention")
 INPUT_TYPES = ("discrete", "continuous")
 STRATEGIES = ("self_guided", "random")

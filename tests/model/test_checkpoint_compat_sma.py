@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import visible_states
+from conftest import NEEDS_ACCELERATE, visible_states
 from safetensors.torch import load_file, save_file
 from test_loading_sma import BLOCK_PACKAGE, run_python
 from transformers import AutoModel, AutoModelForMaskedLM, AutoModelForSequenceClassification
@@ -42,7 +42,7 @@ def expected_outputs(folder: str) -> tuple[dict, dict]:
 
 
 @pytest.mark.parametrize("folder", FOLDERS)
-@pytest.mark.parametrize("device_map", [None, "cpu"])
+@pytest.mark.parametrize("device_map", [None, pytest.param("cpu", marks=NEEDS_ACCELERATE)])
 def test_outputs_are_unchanged_with_the_package(folder, device_map):
     inputs, expected = expected_outputs(folder)
     assert type(SMAConfig.from_pretrained(FIXTURES / folder)) is SMAConfig

@@ -4,7 +4,7 @@ import itertools
 
 import pytest
 import torch
-from conftest import ENCODER_TYPES, INPUT_TYPES, ragged_attention_mask, random_inputs, tiny_config
+from conftest import ENCODER_TYPES, INPUT_TYPES, NEEDS_ACCELERATE, ragged_attention_mask, random_inputs, tiny_config
 
 from sma_hf import SMAForMaskedModeling, SMAForSequenceClassification, SMAForTokenClassification, SMAModel
 
@@ -36,6 +36,7 @@ def test_builds_on_the_meta_device(encoder_type, input_type, model_class):
 
 
 @pytest.mark.parametrize("encoder_type,input_type", MODES)
+@NEEDS_ACCELERATE
 def test_from_pretrained_with_a_device_map_equals_a_plain_load(tmp_path, encoder_type, input_type):
     config = config_for(encoder_type, input_type)
     inputs = random_inputs(config, 3, 10)
