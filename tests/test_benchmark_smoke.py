@@ -48,6 +48,7 @@ def flop_config(encoder_type="cross_attention", input_type="discrete") -> SMACon
     )
 
 
+@pytest.mark.slow
 def test_smoke_run_writes_every_section(tmp_path):
     output = tmp_path / "r.json"
     completed = subprocess.run(
@@ -122,6 +123,7 @@ def test_smoke_run_writes_every_section(tmp_path):
     assert "### 7. Self-guided masks" in completed.stdout
 
 
+@pytest.mark.slow
 def test_sections_run_alone(tmp_path, speed):
     """One section alone, at a length that the RoBERTa targets name, so that its speed-up targets are evaluated."""
     output = tmp_path / "r.json"

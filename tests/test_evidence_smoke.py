@@ -4,7 +4,11 @@ figures, results file and the card of the self-guided checkpoint."""
 import json
 from pathlib import Path
 
+import pytest
 from huggingface_hub import ModelCard
+
+
+pytestmark = pytest.mark.slow  # minutes, not seconds: `pytest -m "not slow"` leaves it out
 
 
 ROOT = Path(__file__).resolve().parents[1]

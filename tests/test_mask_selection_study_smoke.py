@@ -5,6 +5,11 @@ import json
 import math
 from pathlib import Path
 
+import pytest
+
+
+pytestmark = pytest.mark.slow  # minutes, not seconds: `pytest -m "not slow"` leaves it out
+
 
 def test_mask_selection_study_smoke_run(tmp_path, benchmark_script):
     study = benchmark_script("mask_selection_study")

@@ -3,8 +3,12 @@ random-split localisation, logistic regression and a small forest), its tables, 
 
 from pathlib import Path
 
+import pytest
 from huggingface_hub import ModelCard
 from transformers import pipeline
+
+
+pytestmark = pytest.mark.slow  # minutes, not seconds: `pytest -m "not slow"` leaves it out
 
 
 def test_protein_experiment_smoke_run(tmp_path, benchmark_script):

@@ -24,6 +24,7 @@ def run(code, cwd, **env):
     return result.stdout
 
 
+@pytest.mark.slow
 def test_quick_start_runs_and_loads_without_the_package(tmp_path):
     discrete, continuous, remote = python_blocks()
     env = {"HF_HOME": str(tmp_path / "hf_home"), "HF_HUB_OFFLINE": "1"}

@@ -23,6 +23,9 @@ from transformers import AutoModel, AutoModelForSequenceClassification
 from sma_hf import SMAForMaskedModeling, create_byte_tokenizer
 
 
+pytestmark = pytest.mark.slow  # minutes, not seconds: `pytest -m "not slow"` leaves it out
+
+
 ROOT = Path(__file__).resolve().parents[1]
 CONSOLE_SCRIPTS = ("sma-prepare-data", "sma-pretrain", "sma-finetune", "sma-model-card")
 # what the train extra adds (jinja2 and tqdm come with torch and transformers)
@@ -89,6 +92,7 @@ assert [m for m in {TOOL_DEPENDENCIES!r} if importlib.util.find_spec(m)] == []
 import sma_hf
 assert "sma_hf.tools" not in __import__("sys").modules
 from transformers import AutoModel, AutoModelForSequenceClassification
+
 batch = torch.load({str(tmp_path / "batch.pt")!r})
 model = AutoModel.from_pretrained({str(tmp_path / "checkpoint")!r}).eval()
 torch.save(model(**batch).last_hidden_state, {str(tmp_path / "out.pt")!r})

@@ -74,6 +74,7 @@ def test_outputs_are_unchanged_with_the_package(folder, device_map):
             torch.testing.assert_close(out.loss, expected[f"{head_name}.loss"], **TOLERANCE)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("folder", FOLDERS)
 def test_outputs_are_unchanged_with_remote_code_for_every_head(tmp_path, folder):
     """The old checkpoint (its config.json and weights as saved) with today's code files, and as saved (its own old

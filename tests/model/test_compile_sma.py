@@ -7,6 +7,9 @@ from conftest import random_inputs, tiny_config
 from sma_hf import SMAForMaskedModeling
 
 
+pytestmark = pytest.mark.slow  # minutes, not seconds: `pytest -m "not slow"` leaves it out
+
+
 def test_compiled_training_step_matches_eager():
     config = tiny_config(encoder_type="cross_attention", num_hidden_layers=1)
     inputs = random_inputs(config, 2, 16)

@@ -126,6 +126,7 @@ def _save_reference_folder(folder, config, with_preprocessors=True):
             SMAFeatureExtractor(input_channels=config.input_channels).save_pretrained(folder)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("input_type", ["discrete", "continuous"])
 def test_every_head_loads_with_remote_code_without_the_package(tmp_path, input_type):
     config = tiny_config(input_type=input_type, num_labels=2)
@@ -180,6 +181,7 @@ def _offline_hub_cache(root, repo_id, folder):
     shutil.copytree(folder, repo / "snapshots" / commit)
 
 
+@pytest.mark.slow
 def test_from_pretrained_through_offline_hub_cache(tmp_path):
     config = tiny_config(num_labels=2)
     folder = tmp_path / "checkpoint"

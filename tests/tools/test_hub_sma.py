@@ -381,6 +381,7 @@ def _hub_env(hub, home) -> dict:
 BLOCK_PACKAGE = "import sys; sys.modules['sma_hf'] = None  # `import sma_hf` now raises ImportError\n"
 
 
+@pytest.mark.slow
 def test_push_and_download_round_trip_through_the_fake_hub(tmp_path, fake_hub):
     model, tokenizer = _tiny_classifier(0), create_byte_tokenizer(model_max_length=64)
     folder = save_hub_folder(model, tokenizer, tmp_path / "export", _card())

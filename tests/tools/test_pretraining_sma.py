@@ -249,6 +249,7 @@ def test_resume_with_other_data_settings_is_an_error(corpus):
         )
 
 
+@pytest.mark.slow
 def test_a_hub_token_is_never_published(corpus, fake_hub):
     # the token reaches huggingface_hub (create_repo before training) but not the summary, the card or the logs
     env = {key: value for key, value in os.environ.items() if not key.startswith(("HF_", "HUGGINGFACE_"))}
@@ -300,6 +301,7 @@ def test_pairwise_mask_overlap():
     assert pairwise_mask_overlap(mask, valid) == 1.0
 
 
+@pytest.mark.slow
 def test_two_processes_see_every_example_once_and_resume_exactly(corpus):
     accelerate = shutil.which("accelerate", path=os.path.dirname(sys.executable)) or "accelerate"
     out = corpus / "distributed"
@@ -328,6 +330,7 @@ def test_two_processes_see_every_example_once_and_resume_exactly(corpus):
     assert json.loads((out / "resume.json").read_text())["max_abs_difference"] <= 1e-6
 
 
+@pytest.mark.slow
 def test_streams_a_hub_dataset_by_name(corpus, fake_hub):
     """`--dataset_name org/smiles` against a loopback Hub serving a dataset repo of parquet shards."""
     repo, _ = fake_hub.create_repo("dataset", "org/smiles", private=False)
