@@ -476,6 +476,8 @@ def pretraining_card_context(
             "Maximum length": config.max_position_embeddings,
             "Masking": f"{config.masking_strategy}"
             + (f", selected by {config.mask_selection}" if config.masking_strategy == "self_guided" else "")
+            + (", position keys of equal norm" if config.mask_equal_key_norms else "")
+            + (f", {config.mask_random_floor:.0%} of each mask random throughout" if config.mask_random_floor else "")
             + f", ratio {config.masking_ratio}, {config.num_per_query} inputs per query, heads "
             f"{config.head_aggregation}" + (", mask_self" if config.mask_self else ""),
         }
