@@ -22,9 +22,8 @@ import time
 from pathlib import Path
 
 import chemistry
-from evidence import finetune_once
+from evidence import finetune_once, pretrain_once
 
-from sma_hf.tools import pretrain
 from sma_hf.tools.common import PRESETS_DIR, write_json_atomic
 
 
@@ -57,16 +56,11 @@ def with_flags(argv: list[str], overrides: dict[str, str]) -> list[str]:
 
 def pretrain_variant(name: str, overrides: dict, flags: dict, work_dir: Path, data_dir: Path) -> tuple[str, str]:
     base = json.loads((PRESETS_DIR / f"{chemistry.PRESETS['self_guided']}.json").read_text())
-    config = work_dir / name / "config.json"
-    config.parent.mkdir(parents=True, exist_ok=True)
-    config.write_text(json.dumps({**base, **overrides}, indent=2))
     experiment = chemistry.chemistry_experiment(data_dir, smoke=False)
-    argv = ["--config_name", str(config), *with_flags(experiment.pretrain_args, {**BASE_FLAGS, **flags})]
-    argv += ["--output_dir", str(work_dir / name / "pretrained")]
-    summary = work_dir / name / "pretrained" / "pretraining_summary.json"
-    if not (summary.is_file() and json.loads(summary.read_text())["command"] == pretrain.redacted_command(argv)):
-        pretrain.pretrain(pretrain.parse_args(argv), command=pretrain.redacted_command(argv))
-    return str(work_dir / name / "pretrained" / "model"), str(config)
+    pretrain_once(
+        {**base, **overrides}, with_flags(experiment.pretrain_args, {**BASE_FLAGS, **flags}), work_dir / name
+    )
+    return str(work_dir / name / "pretrained" / "model"), str(work_dir / name / "config.json")
 
 
 def validation_rmse(model: list[str], schedule: list[str], out: Path, data_dir: Path) -> dict[str, dict]:

@@ -26,6 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
+from sma_hf import SMAConfig
 from sma_hf.tools import finetune, hub, pretrain
 from sma_hf.tools.baselines import classical_baseline
 from sma_hf.tools.common import TASKS_DIR, write_json_atomic
@@ -83,6 +84,27 @@ def pretrain_arms(experiment: Experiment, work_dir: Path) -> dict[str, dict]:
             "history": summary["history"],
         }
     return arms
+
+
+def pretrain_once(config: dict, argv: list[str], folder: Path) -> dict:
+    """Pretrain `config` (written to `folder/config.json`) with the flags `argv` into `folder/pretrained`, and return
+    the summary. A finished run of the same command whose model has this config is reused, an interrupted one resumed
+    from its newest checkpoint; a finished run of another config (a preset changed since) is this study's own output
+    and is made again."""
+    path = folder / "config.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(config, indent=2))
+    argv = ["--config_name", str(path), *argv, "--output_dir", str(folder / "pretrained")]
+    saved = folder / "pretrained" / "pretraining_summary.json"
+    command = pretrain.redacted_command(argv)
+    if saved.is_file() and json.loads(saved.read_text())["command"] == command:
+        trained = SMAConfig.from_pretrained(folder / "pretrained" / "model")
+        if all(getattr(trained, name) == value for name, value in config.items()):
+            return json.loads(saved.read_text())
+        shutil.rmtree(folder / "pretrained")
+    if pretrain.latest_checkpoint(folder / "pretrained") is not None:  # an interrupted run of the same command
+        argv += ["--resume_from_checkpoint", "latest"]
+    return pretrain.pretrain(pretrain.parse_args(argv), command=command)
 
 
 def run_finetune(argv: list[str]) -> dict:

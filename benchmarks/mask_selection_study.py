@@ -22,7 +22,6 @@ pretrainings and probes it finished (the same command lines); delete `outputs/ma
 import argparse
 import json
 import shlex
-import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -31,9 +30,9 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import torch
-from evidence import ROOT, finetune_once, write_smoke_data
+from evidence import ROOT, finetune_once, pretrain_once, write_smoke_data
 
-from sma_hf import SMAConfig, SMAForMaskedModeling
+from sma_hf import SMAForMaskedModeling
 from sma_hf.masking_sma import random_masked_positions
 from sma_hf.tools import pretrain
 from sma_hf.tools.common import PRESETS_DIR, load_processor, write_json_atomic
@@ -130,23 +129,11 @@ def pool_files(testbed: Testbed) -> list[str]:
 
 
 def pretrain_variant(testbed: Testbed, variant: str, work_dir: Path) -> dict:
-    """Pretrain (or reuse a finished pretraining of the same command); its summary."""
-    folder = work_dir / slug(testbed.name) / slug(variant)
-    config = folder / "config.json"
-    config.parent.mkdir(parents=True, exist_ok=True)
-    config.write_text(json.dumps({**testbed.config, **VARIANTS[variant]}, indent=2))
-    argv = ["--config_name", str(config), *pool_files(testbed), *testbed.pretrain_args,
-            "--output_dir", str(folder / "pretrained")]  # fmt: skip
-    saved = folder / "pretrained" / "pretraining_summary.json"
-    command = pretrain.redacted_command(argv)
-    if saved.is_file() and json.loads(saved.read_text())["command"] == command:
-        trained = SMAConfig.from_pretrained(folder / "pretrained" / "model")
-        if all(getattr(trained, name) == value for name, value in json.loads(config.read_text()).items()):
-            return json.loads(saved.read_text())
-        shutil.rmtree(folder / "pretrained")  # this study's own run of a config it no longer asks for
-    if pretrain.latest_checkpoint(folder / "pretrained") is not None:  # an interrupted run of the same command
-        argv += ["--resume_from_checkpoint", "latest"]
-    return pretrain.pretrain(pretrain.parse_args(argv), command=command)
+    """Pretrain (or reuse a finished pretraining of the same command and config); its summary."""
+    config = {**testbed.config, **VARIANTS[variant]}
+    return pretrain_once(
+        config, [*pool_files(testbed), *testbed.pretrain_args], work_dir / slug(testbed.name) / slug(variant)
+    )
 
 
 def slug(name: str) -> str:
