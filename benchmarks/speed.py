@@ -11,9 +11,6 @@ Sections:
      architecture), at matched sizes: the pretraining step (`SMAForMaskedModeling` vs `RobertaForMaskedLM`), the
      fine-tuning step (`SMAForSequenceClassification` vs `RobertaForSequenceClassification`), inference throughput
      of both classifiers, and the peak step memory of each;
-  7. self-guided masks, per encoder mode: scoring only the sampled query rows and then running the fused attention,
-     against scoring every query explicitly, as every self-guided step did before the fused first layer (step time
-     and peak step memory; the model's choice per mode).
 
 Every timed step is warmed up first, then repeated; the tables give the median and the spread (min-max). Steps that
 are compared with each other run interleaved (one of each per round), so that slow drifts of a shared machine hit
@@ -24,7 +21,7 @@ per-round ratios and a 95% interval for that median (`speedup`).
     python benchmarks/speed.py --output results.json           # full run (a few minutes on 2 CPU cores)
     python benchmarks/speed.py --device cuda --dtype bfloat16  # on a GPU, bf16 autocast
     python benchmarks/speed.py --smoke                         # tiny sizes, a few seconds (CI)
-    python benchmarks/speed.py --sections roberta sampled_rows # only some sections (the matmul rate always runs)
+    python benchmarks/speed.py --sections roberta mask_cost    # only some sections (the matmul rate always runs)
 """
 
 import argparse
@@ -74,12 +71,8 @@ PEER_NUM_PER_QUERY = 3
 PEER_NUM_LABELS = 2
 PEER_SPEEDUP_TARGETS = {"pretraining": 1.3, "fine_tuning": 1.0}  # SMA step time / RoBERTa's, at each length below
 PEER_TARGET_LENGTHS = (128, 512)
-# section 7: peak memory of a self-guided self_attention pretraining step with sampled-row scores, as a share of the
-# same step scoring every query (what every self-guided step did before the fused first layer)
-MEMORY_TARGET_LENGTH = 512
-MEMORY_FRACTION_TARGET = 2 / 3
 INTERVAL_CONFIDENCE = 0.95  # of the per-round speed-ups' median (`median_interval`)
-SECTIONS = ("perceiver", "mask_cost", "scaling", "inference", "roberta", "sampled_rows")
+SECTIONS = ("perceiver", "mask_cost", "scaling", "inference", "roberta")
 
 DEFAULTS = dict(
     batch_size=4,
@@ -279,31 +272,31 @@ def sma_forward_flops(
 
     With B = batch_size, L = length, C = input_channels, E = embedding_size, H = hidden_size, I = intermediate_size,
     D = decoder_hidden_size, J = decoder_intermediate_size, V = vocab_size (discrete) or input_channels (continuous),
-    Q = queries of the first layer = num_latents (cross_attention) or L (self_attention),
-    T = tokens after the first layer = num_latents (cross_attention) or L - num_masked visible ones (self_attention),
+    K = inputs the first layer reads = L (cross_attention) or the L - num_masked visible ones (self_attention),
+    Q = queries of the first layer = num_latents (cross_attention) or K (self_attention),
+    T = tokens after the first layer = num_latents (cross_attention) or K (self_attention),
     P = positions the decoder reconstructs = num_decoded (default L; fewer where only the masked ones are decoded):
 
         embedding       2BLCE                                  (continuous only; discrete ids are a table lookup)
-        first layer     2BQHH (q) + 2*2BLEH (k, v) + 2*2BQLH (scores, probs @ v) + 2BQHH (output) + 2*2BQHI (MLP)
+        first layer     2BQHH (q) + 2*2BKEH (k, v) + 2*2BQKH (scores, probs @ v) + 2BQHH (output) + 2*2BQHI (MLP)
         each of the num_hidden_layers latent layers:
                         4*2BTHH (q, k, v, output) + 2*2BTTH (scores, probs @ v) + 2*2BTHI (MLP)
         decoder         2*2BPDD (q, output) + 2*2BTHD (k, v) + 2*2BPTD (scores, probs @ v) + 2*2BPDJ (MLP) + 2BPDV
 
     The number of heads does not enter: h heads of width H/h together cost as much as one of width H. Elementwise
     work (LayerNorms, softmax, GELU, residual adds, masking, the loss) is ignored, and so is the score sum of
-    self-guided masking (2B*heads*Q*L under no_grad: heads/2H of the first layer's attention products, 0.2% with
-    SMA's one cross-attention head at width 256).
+    self-guided masking (under no_grad: the keys and the sampled query rows' scores).
     """
     B, L, E, H, I = batch_size, length, config.embedding_size, config.hidden_size, config.intermediate_size  # noqa: E741
     D, J = config.decoder_hidden_size, config.decoder_intermediate_size
     P = length if num_decoded is None else num_decoded
     V = config.vocab_size if config.input_type == "discrete" else config.input_channels
     if config.encoder_type == "cross_attention":
-        Q = T = config.num_latents
+        K, Q, T = L, config.num_latents, config.num_latents
     else:
-        Q, T = L, L - num_masked
+        K = Q = T = L - num_masked
     embedding = input_projection_flops(config, batch_size, length)
-    first_layer = 2 * B * Q * H * H + 2 * 2 * B * L * E * H + 2 * 2 * B * Q * L * H + 2 * B * Q * H * H
+    first_layer = 2 * B * Q * H * H + 2 * 2 * B * K * E * H + 2 * 2 * B * Q * K * H + 2 * B * Q * H * H
     first_layer += 2 * 2 * B * Q * H * I
     latent_layer = 4 * 2 * B * T * H * H + 2 * 2 * B * T * T * H + 2 * 2 * B * T * H * I
     decoder = 2 * 2 * B * P * D * D + 2 * 2 * B * T * H * D + 2 * 2 * B * P * T * D + 2 * 2 * B * P * D * J
@@ -523,30 +516,16 @@ def build_sma(config: SMAConfig, args) -> SMAForMaskedModeling:
 
 
 def sma_step(args, length: int, **config_overrides) -> tuple[Callable[[], None], int]:
-    """A training step of a fresh SMA model, and its matmul FLOPs. `cross_attention` mode: counted analytically
-    (`sma_training_flops`); how many positions the model decodes in training (all, or only the masked ones its loss
-    reads) is read off the logits of one untimed forward pass. `self_attention` mode: counted on one untimed step
-    (`counted_step_flops`), as its first layer runs over the visible elements only once the mask is drawn, which the
-    analytic count (of the explicit path) does not model."""
+    """A training step of a fresh SMA model, and its matmul FLOPs, counted analytically (`sma_training_flops`); how
+    many positions the model decodes in training (all, or only the masked ones its loss reads) is read off the logits
+    of one untimed forward pass."""
     config = sma_config(args, length, **config_overrides)
     model = build_sma(config, args)
     inputs = {"input_ids": random_ids(args, length)}
-    if config.encoder_type == "self_attention":
-        flops = counted_step_flops(model, inputs, args)
-    else:
-        with torch.no_grad(), autocast(args):
-            num_decoded = model(**inputs).logits.shape[1]
-        flops = sma_training_flops(config, args.batch_size, length, num_decoded)
+    with torch.no_grad(), autocast(args):
+        num_decoded = model(**inputs).logits.shape[1]
+    flops = sma_training_flops(config, args.batch_size, length, num_decoded)
     return training_step(model, inputs, args), flops
-
-
-def set_sampled_row_scores(model: torch.nn.Module, enabled: bool):
-    """Self-guided masks from the sampled query rows' logits and the fused attention (True), or from every query's
-    logits, explicitly (False); by default each SMA model picks per encoder mode. No effect on models without the
-    switch (SMA before the fused first layer, which always scored every query)."""
-    for module in model.modules():
-        if hasattr(module, "score_sampled_rows_only"):
-            module.score_sampled_rows_only = enabled
 
 
 def peer_inputs(args, length: int, model_name: str, task: str) -> dict:
@@ -744,49 +723,6 @@ def bench_vs_roberta(args, matmul_flops_per_s: float) -> list[dict]:
     return rows
 
 
-def bench_sampled_rows(args) -> list[dict]:
-    """Self-guided pretraining steps of two SMA models with the same weights: the mask from the sampled query rows'
-    logits, then the fused attention, vs the mask from every query's logits, explicitly. `self_attention` mode at the
-    sizes of section 6, `cross_attention` mode at those of section 1."""
-    cases = [("self_attention", length, args.peer_batch_size) for length in args.peer_lengths]
-    cases += [("cross_attention", length, args.batch_size) for length in args.lengths]
-    rows = []
-    for encoder_type, length, batch_size in cases:
-        log(f"sampled-row scores vs every score, {encoder_type}, length {length}")
-        if encoder_type == "self_attention":
-            config = sma_peer_config(args, length)
-        else:
-            config = sma_config(args, length, encoder_type="cross_attention")
-        ids = random_ids(args, length, batch_size=batch_size)
-        models = {"sampled_rows": build_sma(config, args), "every_query": build_sma(config, args)}
-        default = getattr(models["sampled_rows"].sma.encoder.input_layer.attention, "score_sampled_rows_only", None)
-        set_sampled_row_scores(models["sampled_rows"], True)
-        set_sampled_row_scores(models["every_query"], False)
-        steps = {name: training_step(model, {"input_ids": ids}, args) for name, model in models.items()}
-        times = measure(steps, args)
-        peaks = step_memory(steps, args)
-        results = {name: {**summarize(times[name], batch_size * length), "peak_mib": peaks[name]} for name in steps}
-        sampled_rows, every_query = results["sampled_rows"], results["every_query"]
-        memory_fraction = None
-        if sampled_rows["peak_mib"] is not None and every_query["peak_mib"]:
-            memory_fraction = sampled_rows["peak_mib"] / every_query["peak_mib"]
-        queries = length if encoder_type == "self_attention" else config.num_latents
-        sampled = min(queries, max(1, round(length * config.masking_ratio / config.num_per_query)))
-        rows.append({
-            "encoder_type": encoder_type,
-            "length": length,
-            "batch_size": batch_size,
-            "sampled_rows_per_example": sampled,
-            "queries": queries,
-            "model_default": {True: "sampled_rows", False: "every_query"}.get(default),
-            **results,
-            "time_fraction": sampled_rows["median_s"] / every_query["median_s"],
-            "memory_fraction": memory_fraction,
-        })  # fmt: skip
-        del models, steps
-    return rows
-
-
 def bench_scaling(args, matmul_flops_per_s: float) -> dict:
     """Step time, achieved FLOP/s and peak step memory per length, one fresh model per length (warm-up outside the
     memory window)."""
@@ -908,12 +844,6 @@ def evaluate_targets(results: dict) -> list[dict]:
                 result = row[task]
                 name = f"self_attention {task.replace('_', '-')} step speed-up over RoBERTa at {row['length']}"
                 add(name, result["speedup"], f">= {goal}x", result["speedup"] >= goal, result["per_round"])
-    for row in results.get("sampled_rows", []):
-        if row["encoder_type"] == "self_attention" and row["length"] == MEMORY_TARGET_LENGTH:
-            fraction = row["memory_fraction"]
-            if fraction is not None:
-                name = f"self-guided self_attention step memory, sampled rows / every query, at {row['length']}"
-                add(name, fraction, f"<= {MEMORY_FRACTION_TARGET:.3f}", fraction <= MEMORY_FRACTION_TARGET)
     cross = {row["length"]: row["median_s"] for row in results.get("scaling", {}).get("cross_attention", [])}
     short, long = SCALING_LENGTHS_FOR_TARGET
     if short in cross and long in cross:
@@ -1085,28 +1015,6 @@ def markdown(results: dict) -> str:
                 f"| {inference['speedup']:.2f}x | {_per_round(inference['per_round'])} |"
             )
         lines.append("")
-    if "sampled_rows" in results:
-        lines += [
-            "### 7. Self-guided masks: the sampled query rows' logits + fused attention vs every query's logits",
-            "",
-            "Same weights, same masks (up to rounding). self_attention at the sizes of section 6 (its fused path "
-            "also runs the first layer over the visible elements only; every query = the step before the fused first "
-            "layer), "
-            "cross_attention at those of section 1. Peak memory: one step each, in its own window.",
-            "",
-            "| mode | length | sampled rows / queries | sampled rows ms | every query ms | time ratio "
-            "| peak MiB sampled rows, every query | memory ratio | the model uses |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---|",
-        ]
-        for row in results["sampled_rows"]:
-            memory = "n/a" if row["memory_fraction"] is None else f"{row['memory_fraction']:.2f}"
-            lines.append(
-                f"| {row['encoder_type']} | {row['length']} | {row['sampled_rows_per_example']} / {row['queries']} "
-                f"| {_ms(row['sampled_rows'])} | {_ms(row['every_query'])} | {row['time_fraction']:.3f} "
-                f"| {_mib(row['sampled_rows']['peak_mib'])}, {_mib(row['every_query']['peak_mib'])} | {memory} "
-                f"| {row['model_default']} |"
-            )
-        lines.append("")
     lines += [
         "### Targets",
         "",
@@ -1152,8 +1060,8 @@ def parse_args(argv=None):
     parser.add_argument("--warmup", type=int, help="untimed runs before timing")
     parser.add_argument("--repeats", type=int, help="timed runs")
     parser.add_argument("--matmul-size", type=int, help="n of the n x n reference matmul")
-    parser.add_argument("--peer-batch-size", type=int, help="batch of sections 6 and 7 (self_attention)")
-    parser.add_argument("--peer-lengths", type=int, nargs="+", help="lengths of sections 6 and 7 (self_attention)")
+    parser.add_argument("--peer-batch-size", type=int, help="batch of section 6 (self_attention)")
+    parser.add_argument("--peer-lengths", type=int, nargs="+", help="lengths of section 6 (self_attention)")
     parser.add_argument("--peer-layers", type=int, help="layers of section 6, counting SMA's input layer")
     parser.add_argument(
         "--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS), help="what to run (default: all)"
@@ -1193,8 +1101,6 @@ def main(argv=None) -> dict:
     if "roberta" in args.sections:
         results["roberta_notes"] = roberta_notes(args)
         results["vs_roberta"] = bench_vs_roberta(args, reference)
-    if "sampled_rows" in args.sections:
-        results["sampled_rows"] = bench_sampled_rows(args)
     results["targets"] = evaluate_targets(results)
     results["elapsed_s"] = time.perf_counter() - start
     results["machine"].update(machine_load("end"))

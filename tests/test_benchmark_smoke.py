@@ -98,7 +98,7 @@ def test_smoke_run_writes_every_section(tmp_path):
         assert (target["per_round"] is not None) == ("speed-up" in target["target"])
     assert results["elapsed_s"] > 0
 
-    # SMA self_attention mode vs RoBERTa, and sampled-row scores vs every score
+    # SMA self_attention mode vs RoBERTa
     assert results["roberta_notes"] and "### 6. SMA self_attention mode vs RoBERTa" in completed.stdout
     assert [row["length"] for row in results["vs_roberta"]] == results["settings"]["peer_lengths"]
     for row in results["vs_roberta"]:
@@ -112,15 +112,6 @@ def test_smoke_run_writes_every_section(tmp_path):
                 assert row[task][model]["flops_per_step"] > 0 and row[task][model]["fraction_of_matmul"] > 0
                 if sys.platform == "linux":
                     assert row[task][model]["peak_mib"] > 0
-    sampled_rows = results["sampled_rows"]
-    assert {row["encoder_type"] for row in sampled_rows} == {"self_attention", "cross_attention"}
-    for row in sampled_rows:
-        assert row["time_fraction"] > 0 and 1 <= row["sampled_rows_per_example"] <= row["queries"]
-        expected_default = "sampled_rows" if row["encoder_type"] == "self_attention" else "every_query"
-        assert row["model_default"] == expected_default
-        if sys.platform == "linux":
-            assert row["memory_fraction"] > 0
-    assert "### 7. Self-guided masks" in completed.stdout
 
 
 @pytest.mark.slow
@@ -135,9 +126,9 @@ def test_sections_run_alone(tmp_path, speed):
     assert completed.returncode == 0, completed.stderr[-3000:]
     results = json.loads(output.read_text())
     assert "vs_roberta" in results and "matmul" in results
-    for skipped in ("training_vs_perceiver", "mask_cost", "scaling", "inference", "sampled_rows"):
+    for skipped in ("training_vs_perceiver", "mask_cost", "scaling", "inference"):
         assert skipped not in results
-    assert "### 6." in completed.stdout and "### 1." not in completed.stdout and "### 7." not in completed.stdout
+    assert "### 6." in completed.stdout and "### 1." not in completed.stdout
 
     targets = {target["target"]: target for target in results["targets"]}
     row = results["vs_roberta"][0]
@@ -281,10 +272,10 @@ def test_perceiver_flop_formula_matches_torch_flop_counter(speed, width):
         assert speed.perceiver_training_flops(args, length) == sma_flops
 
 
-def test_counted_flops_of_the_fused_step(speed):
+def test_counted_flops_of_the_sdpa_step(speed):
     """`counted_step_flops` counts the CPU sdpa kernels (no formula in torch) as the analytic count does: with an
-    explicit mask, a cross_attention step counts exactly `sma_training_flops`. In self_attention mode the fused first
-    layer runs over the visible elements only: with embedding = hidden width it counts as one more latent layer."""
+    explicit mask, a step counts exactly `sma_training_flops`. In self_attention mode the first layer runs over the
+    visible elements only: with embedding = hidden width it counts as one more latent layer."""
     args = speed.parse_args(["--smoke"])
     batch_size, length = 2, 20
     mask = speed.random_mask(batch_size, length, 0.25)
@@ -308,4 +299,4 @@ def test_counted_flops_of_the_fused_step(speed):
     decoder += 2 * B * P * D * V
     forward = (1 + config.num_hidden_layers) * latent_layer + decoder
     assert speed.counted_step_flops(model, inputs, args) == 3 * forward
-    assert 3 * forward < speed.sma_training_flops(config, batch_size, length, P)  # the explicit path's count
+    assert speed.sma_training_flops(config, batch_size, length, P) == 3 * forward

@@ -14,7 +14,7 @@ import torch
 from huggingface_hub import ModelCard
 from transformers import AutoModel, AutoTokenizer, pipeline
 
-import sma_hf  # noqa: F401 (registers the Auto classes)
+import sma_hf  # registers the Auto classes
 
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,6 +30,15 @@ def published(request):
     experiment, inputs, alphabet = PUBLISHED[name]
     record = json.loads((ROOT / "benchmarks" / "results" / experiment / "results.json").read_text())
     return ROOT / "checkpoints" / name, record, inputs, alphabet
+
+
+def test_carries_the_packages_code(published):
+    """The remote code a checkpoint carries is the package's own: a fix to the model reaches the published folders."""
+    folder = published[0]
+    package = Path(sma_hf.__file__).parent
+    for code in sorted(folder.glob("*.py")):
+        assert code.read_text() == (package / code.name).read_text(), f"{code} differs from sma_hf/{code.name}"
+    assert {code.name for code in folder.glob("*.py")} >= {"configuration_sma.py", "modeling_sma.py"}
 
 
 def test_loads_offline_with_the_package_and_as_remote_code(published, tmp_path):

@@ -32,7 +32,6 @@ from .masking_sma import (
     masked_positions_from_rows,
     random_masked_positions,
     sample_queries,
-    self_guided_masked_positions,
 )
 
 
@@ -133,6 +132,21 @@ class SMAElements:
     mask_given: bool = False
 
 
+@dataclass
+class SMAEncoderOutput:
+    """What the input layer hands to the other layers, and the encoder to [`SMAModel`].
+
+    hidden_states: `[batch, slots, hidden_size]`, one slot per latent (`cross_attention` mode) or per element
+        (`self_attention` mode; the visible ones packed to the front where a mask of pretraining size was applied).
+    mask: `[batch, sequence_length]` bool, the elements hidden from the encoder (given or drawn).
+    hidden_mask: `[batch, slots]` bool, which slots hold a visible element; `None` in `cross_attention` mode.
+    """
+
+    hidden_states: torch.Tensor
+    mask: torch.BoolTensor
+    hidden_mask: torch.BoolTensor | None
+
+
 def key_mask(
     config: SMAConfig,
     queries: torch.Tensor,
@@ -230,159 +244,42 @@ class SMAAttention(nn.Module):
 
 
 class SMAInputAttention(SMAAttention):
-    """The first layer's attention onto the input elements, which also chooses and applies the mask.
+    """The first layer's attention onto the input elements, whose projections also choose the mask.
 
-    Two paths, with the same outputs (within float rounding) and the same masks for the same generator:
-
-    - fused: the mask is drawn first (at random, by position with `draw_mask_by_position`, or self-guided from the
-      logits of the sampled query rows only, `draw_mask`), then the attention runs through
-      `config._attn_implementation` (sdpa: memory linear in the input length) with the hidden inputs masked out of
-      its keys. Taken whenever no probabilities are needed: fine-tuning, evaluation, inference, given masks, random
-      masks, masks selected by position, and the paper's selection in `self_attention` mode.
-    - explicit: every logit and probability is materialised; the paper's selection reads the mask off the logits,
-      and the probabilities are returned. Taken when `output_attentions` asks for them, with
-      `attn_implementation="eager"`, and for the paper's selection in `cross_attention` mode (see
-      `score_sampled_rows_only`). A mask selected by position is drawn before either path.
+    The mask is drawn before the layer attends (`SMAInputLayer.draw_mask`): from the logits of the sampled query rows
+    only (the paper's selection, `draw_mask`), or from the position embeddings alone (`draw_mask_by_position`). The
+    layer then attends like every other one, through `config._attn_implementation`, with the hidden inputs masked
+    out of its keys; every logit is materialised only where probabilities are read (`output_attentions`,
+    `attn_implementation="eager"`).
     """
 
     def __init__(self, config: SMAConfig, query_size: int, key_value_size: int, num_heads: int):
         super().__init__(config, query_size, key_value_size, num_heads)
         # set through `SMAPreTrainedModel.set_mask_noise_scale`; 1 = the fully noisy start of the warm-up
         self.mask_noise_scale = 1.0
-        # Self-guided masks: score only the sampled query rows and then run the fused attention (True), or score every
-        # query explicitly (False). Measured per mode (benchmarks/speed.py section 7, docs/performance.md): in
-        # self_attention mode about a tenth of the rows is sampled (ratio 0.3, 3 inputs per query), and the fused
-        # path is faster and needs far less memory; in cross_attention mode most latents are sampled, and neither
-        # path is measurably faster or smaller, so the one pass over the keys stays. Not a config field: it changes
-        # the speed, not the result.
-        self.score_sampled_rows_only = config.encoder_type == "self_attention"
-
-    def forward(
-        self,
-        hidden_states: torch.Tensor,
-        key_value_states: torch.Tensor,
-        valid: torch.Tensor,
-        masked_positions: torch.Tensor,
-        sample_mask: bool,
-        generator: torch.Generator | None = None,
-        output_attentions: bool = False,
-    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
-        query = self._split_heads(self.query, hidden_states)
-        key = self._split_heads(self.key, key_value_states)
-        value = self._split_heads(self.value, key_value_states)
-        if self.explicit_path(sample_mask, output_attentions):
-            return self._explicit_attention(query, key, value, valid, masked_positions, sample_mask, generator)
-        if sample_mask:
-            masked_positions = self.draw_mask(
-                hidden_states, key_value_states, valid, masked_positions, generator, query=query, key=key
-            )
-        # padded and masked inputs leave every query's softmax
-        attention_mask = key_mask(self.config, hidden_states, valid & ~masked_positions, key_value_states)
-        attended, _ = self._attend(query, key, value, attention_mask)
-        return attended, None, masked_positions
-
-    def explicit_path(self, sample_mask: bool, output_attentions: bool) -> bool:
-        """Whether this forward materialises every logit (see the class docstring for when)."""
-        if output_attentions or self.config._attn_implementation == "eager":
-            return True
-        self_guided = sample_mask and self.config.masking_strategy == "self_guided"
-        return self_guided and not self.score_sampled_rows_only
-
-    def _explicit_attention(self, query, key, value, valid, masked_positions, sample_mask, generator):
-        scores = torch.matmul(query * self.scaling, key.transpose(2, 3))
-        if sample_mask:
-            if self.config.masking_strategy == "random":
-                masked_positions = self._random_mask(valid, masked_positions, generator)
-            else:
-                masked_positions = self._self_guided_mask(scores.detach(), valid, masked_positions, generator)
-        # padded and masked inputs leave every query's softmax; in place, as the matmul's backward does not need it
-        hidden = ~valid | masked_positions
-        scores.masked_fill_(hidden[:, None, None, :], -math.inf)
-        probs = F.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
-        attended = probs
-        if self.training and self.config.attention_probs_dropout_prob > 0:
-            attended = F.dropout(probs, p=self.config.attention_probs_dropout_prob)
-        output = torch.matmul(attended, value).transpose(1, 2)
-        return self._merge_heads(output), probs, masked_positions
 
     def random_share(self) -> float:
         """The share of a self-guided mask drawn at random: the warm-up noise, never below `mask_random_floor`."""
         return max(self.config.mask_random_floor, self.config.mask_noise_ratio * self.mask_noise_scale)
 
-    def _random_mask(self, valid, already_masked, generator):
-        return random_masked_positions(valid, self.config.masking_ratio, generator, already_masked)
-
-    def _sampled_queries(self, valid, num_queries, generator, queries_are_inputs: bool) -> SampledQueries:
-        config = self.config
-        return sample_queries(
-            valid,
-            num_queries,
-            config.masking_ratio,
-            config.num_per_query,
-            queries_are_inputs=queries_are_inputs,
-            generator=generator,
-        )
-
-    def _mask_from_rows(self, row_scores, queries, valid, already_masked, generator):
-        config = self.config
-        return masked_positions_from_rows(
-            row_scores,
-            queries,
-            valid,
-            config.masking_ratio,
-            head_aggregation=config.head_aggregation,
-            mask_self=config.mask_self,
-            noise=self.random_share(),
-            generator=generator,
-            already_masked=already_masked,
-        )
-
-    def _self_guided_mask(self, scores, valid, already_masked, generator):
-        """The mask from every query's logits [batch, heads, queries, inputs] (the explicit path)."""
-        config = self.config
-        return self_guided_masked_positions(
-            scores,
-            valid,
-            ratio=config.masking_ratio,
-            num_per_query=config.num_per_query,
-            queries_are_inputs=config.encoder_type == "self_attention",
-            head_aggregation=config.head_aggregation,
-            mask_self=config.mask_self,
-            noise=self.random_share(),
-            generator=generator,
-            already_masked=already_masked,
-        )
-
     @torch.no_grad()  # the mask takes no gradient
     def draw_mask(
         self,
-        hidden_states: torch.Tensor,
-        key_value_states: torch.Tensor,
+        query_states: torch.Tensor,
+        key_states: torch.Tensor,
         valid: torch.Tensor,
         already_masked: torch.Tensor,
-        generator: torch.Generator | None = None,
-        query: torch.Tensor | None = None,
-        key: torch.Tensor | None = None,
-        queries_are_inputs: bool | None = None,
+        generator: torch.Generator | None,
+        queries_are_inputs: bool,
     ) -> torch.Tensor:
-        """The fused path's mask, with the explicit path's draws: at random (no logits at all), or self-guided from
-        the logits of the sampled query rows only. `query` and `key` are the projections, where already computed;
-        otherwise the keys and just the sampled rows' queries are projected here. The queries are input positions in
-        `self_attention` mode unless `queries_are_inputs` says otherwise."""
-        if self.config.masking_strategy == "random":
-            return self._random_mask(valid, already_masked, generator)
-        if queries_are_inputs is None:
-            queries_are_inputs = self.config.encoder_type == "self_attention"
-        queries = self._sampled_queries(valid, hidden_states.shape[1], generator, queries_are_inputs)
-        if query is None:
-            rows = hidden_states.gather(1, queries.rows[:, :, None].expand(-1, -1, hidden_states.shape[-1]))
-            query_rows = self._split_heads(self.query, rows)
-        else:
-            query_rows = gather_query_rows(query, queries.rows)
-        if key is None:
-            key = self._split_heads(self.key, key_value_states)
-        row_scores = torch.matmul(query_rows * self.scaling, key.transpose(2, 3))
-        return self._mask_from_rows(row_scores, queries, valid, already_masked, generator)
+        """The paper's self-guided mask from the logits of the sampled query rows only: the keys of `key_states` and
+        just the sampled rows of `query_states` are projected (the same mask as `self_guided_masked_positions` on
+        every row's logits, with the same draws)."""
+        queries = self._sample_queries(valid, query_states.shape[1], queries_are_inputs, generator)
+        rows = query_states.gather(1, queries.rows[:, :, None].expand(-1, -1, query_states.shape[-1]))
+        query_rows = self._split_heads(self.query, rows)
+        key = self._split_heads(self.key, key_states)
+        return self._mask_from_rows(query_rows, key, queries, valid, already_masked, generator)
 
     @torch.no_grad()  # the mask takes no gradient
     def draw_mask_by_position(
@@ -390,7 +287,7 @@ class SMAInputAttention(SMAAttention):
         position_states: torch.Tensor,
         valid: torch.Tensor,
         already_masked: torch.Tensor,
-        generator: torch.Generator | None = None,
+        generator: torch.Generator | None,
     ) -> torch.Tensor:
         """Selection by position (`config.mask_selection="positions"`): input positions sampled at random per example
         score every input by this layer's attention between the normalised position embeddings `position_states`
@@ -405,9 +302,33 @@ class SMAInputAttention(SMAAttention):
             weights = valid[:, None, :, None].to(norms.dtype)  # the mean over real elements: padding changes nothing
             mean_norm = (norms * weights).sum(dim=2, keepdim=True) / weights.sum(dim=2, keepdim=True)
             key = key / norms.clamp(min=torch.finfo(key.dtype).tiny) * mean_norm
-        query = None if self.config.encoder_type == "self_attention" else key  # None: project the sampled rows
-        return self.draw_mask(
-            position_states, position_states, valid, already_masked, generator, query, key, queries_are_inputs=True
+        queries = self._sample_queries(valid, position_states.shape[1], True, generator)
+        if self.config.encoder_type == "self_attention":
+            rows = position_states.gather(1, queries.rows[:, :, None].expand(-1, -1, position_states.shape[-1]))
+            query_rows = self._split_heads(self.query, rows)
+        else:
+            query_rows = gather_query_rows(key, queries.rows)
+        return self._mask_from_rows(query_rows, key, queries, valid, already_masked, generator)
+
+    def _sample_queries(self, valid, num_queries, queries_are_inputs, generator) -> SampledQueries:
+        config = self.config
+        return sample_queries(
+            valid, num_queries, config.masking_ratio, config.num_per_query, queries_are_inputs, generator
+        )
+
+    def _mask_from_rows(self, query_rows, key, queries, valid, already_masked, generator) -> torch.Tensor:
+        """The mask from the split-head queries of the sampled rows and every input's key."""
+        config = self.config
+        return masked_positions_from_rows(
+            torch.matmul(query_rows * self.scaling, key.transpose(2, 3)),
+            queries,
+            valid,
+            config.masking_ratio,
+            head_aggregation=config.head_aggregation,
+            mask_self=config.mask_self,
+            noise=self.random_share(),
+            generator=generator,
+            already_masked=already_masked,
         )
 
 
@@ -466,10 +387,12 @@ class SMAEmbeddings(nn.Module):
 
 
 class SMAInputLayer(nn.Module):
-    """First encoder layer: latents cross-attend to the inputs, or the inputs self-attend; pre-LayerNorm."""
+    """First encoder layer: latents cross-attend to the inputs, or the inputs self-attend; pre-LayerNorm. A drawn
+    mask is chosen first and then hides the masked inputs from the keys, which equals deleting them from the input."""
 
     def __init__(self, config: SMAConfig):
         super().__init__()
+        self.config = config
         self.cross_attention = config.encoder_type == "cross_attention"
         if self.cross_attention:
             self.latents = nn.Parameter(torch.empty(config.num_latents, config.hidden_size))
@@ -485,56 +408,53 @@ class SMAInputLayer(nn.Module):
 
     def forward(
         self,
-        embeddings,
-        valid,
-        masked_positions,
-        sample_mask,
-        pack,
-        generator,
-        output_attentions=False,
-        mask_scoring_inputs=None,
-    ):
-        """The layer's output, the probabilities (explicit path only), the mask, and in `self_attention` mode which
-        slots of the output hold a visible element (see `visible_elements` for `pack`). `mask_scoring_inputs`, where
-        given, are what a drawn mask is scored on instead of `embeddings` (see `SMAModel.mask_scoring_inputs`)."""
-        if sample_mask and mask_scoring_inputs is not None:
-            with torch.no_grad():  # the mask takes no gradient
-                scoring_inputs = self.input_layer_norm(mask_scoring_inputs)
-            masked_positions = self.attention.draw_mask_by_position(scoring_inputs, valid, masked_positions, generator)
-            sample_mask = False
-        if not self.cross_attention and not self.attention.explicit_path(sample_mask, output_attentions):
-            return self._fused_self_attention(embeddings, valid, masked_positions, sample_mask, pack, generator)
-        normed_inputs = self.input_layer_norm(embeddings)
+        embeddings: torch.Tensor,
+        elements: SMAElements,
+        sample_mask: bool,
+        generator: torch.Generator | None = None,
+        position_states: torch.Tensor | None = None,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> SMAEncoderOutput:
+        """`position_states` (the positions' embedding alone) are what a mask selected by position is scored on."""
+        mask = elements.masked_positions
+        if sample_mask:
+            mask = self.draw_mask(embeddings, elements, position_states, generator)
+        visible = elements.valid & ~mask
         if self.cross_attention:
             residual = self.latents.expand(embeddings.shape[0], -1, -1)
-            queries = self.latent_layer_norm(residual)
+            queries, keys = self.latent_layer_norm(residual), self.input_layer_norm(embeddings)
+            visible_keys, hidden_mask = visible, None
         else:
-            residual, queries = embeddings, normed_inputs
-        attended, probs, masked_positions = self.attention(
-            queries, normed_inputs, valid, masked_positions, sample_mask, generator, output_attentions
-        )
+            # packed (a mask of pretraining size), the layer runs over the visible elements only: the masked ones are
+            # hidden from every key and dropped after this layer anyway
+            residual, hidden_mask = visible_elements(embeddings, visible, pack=sample_mask or elements.mask_given)
+            queries = keys = self.input_layer_norm(residual)
+            visible_keys = hidden_mask
+        attended, _ = self.attention(queries, keys, key_mask(self.config, queries, visible_keys, keys), **kwargs)
         hidden_states = residual + self.dropout(attended)
         hidden_states = hidden_states + self.mlp(self.mlp_layer_norm(hidden_states))
-        if self.cross_attention:
-            return hidden_states, probs, masked_positions, None
-        hidden_states, hidden_mask = visible_elements(hidden_states, valid & ~masked_positions, pack)
-        return hidden_states, probs, masked_positions, hidden_mask
+        return SMAEncoderOutput(hidden_states, mask, hidden_mask)
 
-    def _fused_self_attention(self, embeddings, valid, masked_positions, sample_mask, pack, generator):
-        """`self_attention` mode without probabilities: the mask first, then the layer through the attention
-        interface. Packed, the layer runs over the visible elements only: the masked ones are hidden from every key
-        and dropped after this layer anyway, so their queries, values, outputs and MLP would be computed for nothing
-        (the explicit path still computes them)."""
-        if sample_mask:
-            with torch.no_grad():
-                normed = self.input_layer_norm(embeddings)
-                masked_positions = self.attention.draw_mask(normed, normed, valid, masked_positions, generator)
-        states, hidden_mask = visible_elements(embeddings, valid & ~masked_positions, pack)
-        normed = self.input_layer_norm(states)
-        attended, _, _ = self.attention(normed, normed, hidden_mask, torch.zeros_like(hidden_mask), sample_mask=False)
-        hidden_states = states + self.dropout(attended)
-        hidden_states = hidden_states + self.mlp(self.mlp_layer_norm(hidden_states))
-        return hidden_states, None, masked_positions, hidden_mask
+    @torch.no_grad()  # the mask takes no gradient
+    def draw_mask(
+        self,
+        embeddings: torch.Tensor,
+        elements: SMAElements,
+        position_states: torch.Tensor | None,
+        generator: torch.Generator | None,
+    ) -> torch.Tensor:
+        """The mask of `config.masking_strategy`, beside the elements masked anyway: at random, by position
+        (`position_states` given), or self-guided from this layer's own queries and keys."""
+        config, attention = self.config, self.attention
+        valid, already_masked = elements.valid, elements.masked_positions
+        if config.masking_strategy == "random":
+            return random_masked_positions(valid, config.masking_ratio, generator, already_masked)
+        if position_states is not None:
+            normed_positions = self.input_layer_norm(position_states)
+            return attention.draw_mask_by_position(normed_positions, valid, already_masked, generator)
+        keys = self.input_layer_norm(embeddings)
+        queries = self.latent_layer_norm(self.latents).expand(keys.shape[0], -1, -1) if self.cross_attention else keys
+        return attention.draw_mask(queries, keys, valid, already_masked, generator, not self.cross_attention)
 
 
 class SMALayer(GradientCheckpointingLayer):
@@ -573,23 +493,21 @@ class SMAEncoder(nn.Module):
         self.layers = nn.ModuleList(SMALayer(config, rate) for rate in drop_path_rates)
         self.layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
 
-    def forward(self, embeddings, elements: SMAElements, sample_mask, generator, mask_scoring_inputs=None, **kwargs):
-        # the first layer materialises its probabilities only when they are asked for (or its mask needs them)
-        output_attentions = kwargs.get("output_attentions", getattr(self.config, "output_attentions", False))
-        hidden_states, _, masked_positions, hidden_mask = self.input_layer(
-            embeddings,
-            elements.valid,
-            elements.masked_positions,
-            sample_mask,
-            pack=sample_mask or elements.mask_given,
-            generator=generator,
-            output_attentions=bool(output_attentions),
-            mask_scoring_inputs=mask_scoring_inputs,
-        )
-        attention_mask = key_mask(self.config, hidden_states, hidden_mask)
+    def forward(
+        self,
+        embeddings: torch.Tensor,
+        elements: SMAElements,
+        sample_mask: bool,
+        generator: torch.Generator | None = None,
+        position_states: torch.Tensor | None = None,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> SMAEncoderOutput:
+        first = self.input_layer(embeddings, elements, sample_mask, generator, position_states, **kwargs)
+        hidden_states = first.hidden_states
+        attention_mask = key_mask(self.config, hidden_states, first.hidden_mask)
         for layer in self.layers:
             hidden_states = layer(hidden_states, attention_mask, **kwargs)
-        return self.layer_norm(hidden_states), masked_positions, hidden_mask
+        return SMAEncoderOutput(self.layer_norm(hidden_states), first.mask, first.hidden_mask)
 
 
 def rows(flags: torch.Tensor) -> list[int]:
@@ -796,23 +714,21 @@ class SMAModel(SMAPreTrainedModel):
         elif any(value is not None for value in (input_ids, inputs, attention_mask, position_ids, masked_positions)):
             raise ValueError("Pass `elements` or the input arguments it is derived from, not both (one is ignored).")
         embeddings = self.embeddings(elements.input_ids, elements.inputs, elements.position_ids)
-        hidden_states, mask, hidden_mask = self.encoder(
-            embeddings,
-            elements,
-            sample_mask,
-            generator,
-            mask_scoring_inputs=self.mask_scoring_inputs(elements, sample_mask),
-            **kwargs,
+        encoded = self.encoder(
+            embeddings, elements, sample_mask, generator, self.position_states(elements, sample_mask), **kwargs
         )
-        pooled = self.pooler(hidden_states, hidden_mask) if self.pooler is not None else None
+        pooled = self.pooler(encoded.hidden_states, encoded.hidden_mask) if self.pooler is not None else None
         return SMAModelOutput(
-            last_hidden_state=hidden_states, pooler_output=pooled, mask=mask, hidden_mask=hidden_mask
+            last_hidden_state=encoded.hidden_states,
+            pooler_output=pooled,
+            mask=encoded.mask,
+            hidden_mask=encoded.hidden_mask,
         )
 
     @torch.no_grad()  # the mask takes no gradient
-    def mask_scoring_inputs(self, elements: SMAElements, sample_mask: bool) -> torch.Tensor | None:
-        """What a drawn self-guided mask is scored on, where it is not the embedded inputs: their positions' embedding
-        alone (`config.mask_selection="positions"`). `None` when no such mask is drawn."""
+    def position_states(self, elements: SMAElements, sample_mask: bool) -> torch.Tensor | None:
+        """What a mask selected by position is scored on (`config.mask_selection="positions"`): the positions'
+        embedding alone. `None` when no such mask is drawn."""
         config = self.config
         if sample_mask and config.masking_strategy == "self_guided" and config.mask_selection == "positions":
             return self.embeddings.positions_only(elements.position_ids)
@@ -1095,9 +1011,8 @@ class SMAForSequenceClassification(SMAPreTrainedModel):
             label, also the binary case with one logit). When `config.problem_type` is unset it is inferred once:
             one label means regression, integer labels mean single-label, anything else multi-label.
         """
-        outputs = self.sma(
-            input_ids=input_ids, inputs=inputs, attention_mask=attention_mask, position_ids=position_ids, **kwargs
-        )
+        elements = self.sma.derive_elements(input_ids, inputs, attention_mask, position_ids)
+        outputs = self.sma(elements=elements, **kwargs)
         logits = self.classifier(self.dropout(self.layer_norm(outputs.pooler_output)))
         loss = self._loss(logits, labels) if labels is not None else None
         return SequenceClassifierOutput(

@@ -1,13 +1,17 @@
-"""The first layer's fused path gives the explicit path's outputs, gradients and masks.
+"""The first layer against a plain reference of it: the same outputs, gradients and masks.
 
-The explicit path is switched on for the whole model with `set_attn_implementation("eager")`: it is the public knob,
-it runs the model exactly as before the fused path existed (every first-layer logit and probability materialised, the
-mask read off them), and unlike `output_attentions=True` it changes neither the outputs that come back nor the
-recording hooks. `output_attentions=True`, which forces the same path per call, is checked on its own below.
+The model's first layer draws its mask first (from the sampled query rows' logits only, by position, or at random)
+and then attends through `config._attn_implementation` with the hidden inputs masked out of its keys, over the visible
+elements only where a mask of pretraining size was applied. `reference_first_layer` below is the same layer written
+as the method reads: every logit and probability materialised, the paper's mask read off every query's logits with
+`self_guided_masked_positions`, the masked inputs' logits set to -inf, every element computed and the hidden ones
+dropped after the layer. The twin of a model runs it in place of the model's layer, with the same weights.
 """
 
 import copy
 import itertools
+import math
+import types
 
 import pytest
 import torch
@@ -23,7 +27,7 @@ from sma_hf.masking_sma import (
     sample_queries,
     self_guided_masked_positions,
 )
-from sma_hf.modeling_sma import SMAInputAttention
+from sma_hf.modeling_sma import SMAEncoderOutput, SMAInputAttention, SMAInputLayer, visible_elements
 
 
 MODES = list(itertools.product(ENCODER_TYPES, INPUT_TYPES))
@@ -35,25 +39,65 @@ def config_for(encoder_type, input_type, **overrides):
     return tiny_config(encoder_type=encoder_type, input_type=input_type, num_labels=3, **overrides)
 
 
-def explicit_twin(model):
-    """The same weights, every first-layer logit computed explicitly (the model as before the fused path)."""
+def reference_first_layer(layer, embeddings, elements, sample_mask, generator=None, position_states=None, **kwargs):
+    """`SMAInputLayer.forward` as the method reads (see the module docstring)."""
+    config, attention = layer.config, layer.attention
+    valid, mask = elements.valid, elements.masked_positions
+    normed = layer.input_layer_norm(embeddings)
+    if layer.cross_attention:
+        residual = layer.latents.expand(embeddings.shape[0], -1, -1)
+        queries = layer.latent_layer_norm(residual)
+    else:
+        residual, queries = embeddings, normed
+
+    def heads(projection, states):
+        return projection(states).view(*states.shape[:2], attention.num_heads, -1).transpose(1, 2)
+
+    query, key, value = heads(attention.query, queries), heads(attention.key, normed), heads(attention.value, normed)
+    logits = query @ key.transpose(2, 3) * attention.scaling
+    if sample_mask:
+        if config.masking_strategy == "random":
+            mask = random_masked_positions(valid, config.masking_ratio, generator, mask)
+        elif position_states is not None:  # the selection by position has its own tests (test_modeling_sma.py)
+            positions = layer.input_layer_norm(position_states)
+            mask = attention.draw_mask_by_position(positions, valid, mask, generator)
+        else:
+            mask = self_guided_masked_positions(
+                logits.detach(), valid, config.masking_ratio, config.num_per_query,
+                queries_are_inputs=not layer.cross_attention, head_aggregation=config.head_aggregation,
+                mask_self=config.mask_self, noise=attention.random_share(), generator=generator, already_masked=mask,
+            )  # fmt: skip
+    probs = logits.masked_fill((~valid | mask)[:, None, None, :], -math.inf).softmax(dim=-1)
+    attended = attention.output((probs @ value).transpose(1, 2).flatten(2))
+    hidden_states = residual + layer.dropout(attended)
+    hidden_states = hidden_states + layer.mlp(layer.mlp_layer_norm(hidden_states))
+    if layer.cross_attention:
+        return SMAEncoderOutput(hidden_states, mask, None)
+    packed, hidden_mask = visible_elements(hidden_states, valid & ~mask, pack=sample_mask or elements.mask_given)
+    return SMAEncoderOutput(packed, mask, hidden_mask)
+
+
+def reference_twin(model):
+    """The same weights, with `reference_first_layer` in place of the model's first layer."""
     twin = copy.deepcopy(model)
-    twin.set_attn_implementation("eager")
+    for module in twin.modules():
+        if isinstance(module, SMAInputLayer):
+            module.forward = types.MethodType(reference_first_layer, module)
     return twin
 
 
 class FirstLayerProbabilities:
-    """Records what the first layer returned as its probabilities: None on the fused path."""
+    """Records what the first layer's attention returned as its probabilities: None through sdpa."""
 
     def __init__(self, model):
         self.seen = []
         attention = next(module for module in model.modules() if isinstance(module, SMAInputAttention))
         self.handle = attention.register_forward_hook(lambda module, args, output: self.seen.append(output[1]))
 
-    def fused(self) -> bool:
+    def materialised(self) -> bool:
         self.handle.remove()
         assert self.seen
-        return all(probs is None for probs in self.seen)
+        return all(probs is not None for probs in self.seen)
 
 
 def spread_first_layer_logits(model, std=0.3):
@@ -99,25 +143,24 @@ def compared_outputs(head, out):
     return {name: getattr(out, name) for name in names}
 
 
+@pytest.mark.parametrize("attn_implementation", ["sdpa", "eager"])
 @pytest.mark.parametrize("side", ["right", "left"])
 @pytest.mark.parametrize("head", HEADS)
 @pytest.mark.parametrize("encoder_type,input_type", MODES)
-def test_eval_outputs_equal_the_explicit_path(encoder_type, input_type, head, side):
-    config = config_for(encoder_type, input_type)
+def test_eval_outputs_equal_the_reference(encoder_type, input_type, head, side, attn_implementation):
+    config = config_for(encoder_type, input_type, attn_implementation=attn_implementation)
     model = head_model(head, config).eval()
-    assert model.config._attn_implementation == "sdpa"
-    twin = explicit_twin(model)
+    twin = reference_twin(model)
     inputs = head_inputs(head, config, 4, 14, side)
     recorder = FirstLayerProbabilities(model)
-    fused = model(**inputs)
-    assert recorder.fused()
-    recorder = FirstLayerProbabilities(twin)
-    explicit = twin(**inputs)
-    assert not recorder.fused()
-    for name, value in compared_outputs(head, fused).items():
-        torch.testing.assert_close(value, getattr(explicit, name), atol=ATOL, rtol=1e-5, msg=name)
+    out = model(**inputs)
+    # probabilities are materialised only where they are read: eager attention, output_attentions
+    assert recorder.materialised() == (attn_implementation == "eager")
+    reference = twin(**inputs)
+    for name, value in compared_outputs(head, out).items():
+        torch.testing.assert_close(value, getattr(reference, name), atol=ATOL, rtol=1e-5, msg=name)
     if head.startswith("masked_modeling"):
-        assert torch.equal(fused.mask, explicit.mask)
+        assert torch.equal(out.mask, reference.mask)
 
 
 def step(model, inputs, generator_seed=None):
@@ -131,29 +174,30 @@ def step(model, inputs, generator_seed=None):
     return out, grads, None if generator is None else generator.get_state()
 
 
-def assert_same_step(fused, explicit):
-    (out, grads, state), (out_explicit, grads_explicit, state_explicit) = fused, explicit
-    torch.testing.assert_close(out.loss, out_explicit.loss, atol=ATOL, rtol=1e-5)
-    assert grads.keys() == grads_explicit.keys()
+def assert_same_step(model_step, reference_step):
+    (out, grads, state), (out_reference, grads_reference, state_reference) = model_step, reference_step
+    torch.testing.assert_close(out.loss, out_reference.loss, atol=ATOL, rtol=1e-5)
+    assert grads.keys() == grads_reference.keys()
     for name, grad in grads.items():
-        torch.testing.assert_close(grad, grads_explicit[name], atol=ATOL, rtol=1e-4, msg=name)
+        torch.testing.assert_close(grad, grads_reference[name], atol=ATOL, rtol=1e-4, msg=name)
     if state is not None:
-        assert torch.equal(state, state_explicit)  # the same draws, in the same order
+        assert torch.equal(state, state_reference)  # the same draws, in the same order
 
 
+@pytest.mark.parametrize("attn_implementation", ["sdpa", "eager"])
 @pytest.mark.parametrize("encoder_type,input_type", MODES)
 @pytest.mark.parametrize(
     "masking",
     ["given", "random", "self_guided_positions", "self_guided_inputs", "self_guided_inputs_random_mix_noise",
      "fine_tuning"],
 )  # fmt: skip
-def test_training_step_equals_the_explicit_path(encoder_type, input_type, masking):
+def test_training_step_equals_the_reference(encoder_type, input_type, masking, attn_implementation):
     """Loss and every gradient of one training step, and the same mask from the same generator."""
-    overrides = {}
+    overrides = {"attn_implementation": attn_implementation}
     if masking == "random":
-        overrides = {"masking_strategy": "random"}
+        overrides["masking_strategy"] = "random"
     elif masking.startswith("self_guided_inputs"):
-        overrides = {"mask_selection": "inputs"}
+        overrides["mask_selection"] = "inputs"
     if masking.endswith("random_mix_noise"):
         overrides.update(head_aggregation="random_mix", mask_self=encoder_type == "self_attention")
     config = config_for(encoder_type, input_type, **overrides)
@@ -161,45 +205,20 @@ def test_training_step_equals_the_explicit_path(encoder_type, input_type, maskin
     model = head_model(head, config).train()
     model.set_mask_noise_scale(0.5 if masking.endswith("random_mix_noise") else 0.0)
     spread_first_layer_logits(model)
-    twin = explicit_twin(model)
-    inputs = head_inputs(head, config, 4, 16, "left")
+    twin = reference_twin(model)
+    length = 40 if encoder_type == "cross_attention" else 16  # most latents sampled at 16: few rows left out
+    inputs = head_inputs(head, config, 4, length, "left")
     if masking == "given":
-        inputs["masked_positions"] = head_inputs("masked_modeling_given_mask", config, 4, 16, "left")[
+        inputs["masked_positions"] = head_inputs("masked_modeling_given_mask", config, 4, length, "left")[
             "masked_positions"
         ]
     seed = None if masking in ("given", "fine_tuning") else 5
-    recorder = FirstLayerProbabilities(model)
-    fused = step(model, inputs, seed)
-    # only the paper's selection in cross_attention mode still scores every latent (most of them are sampled)
-    assert recorder.fused() == (not (masking.startswith("self_guided_inputs") and encoder_type == "cross_attention"))
-    explicit = step(twin, inputs, seed)
+    out = step(model, inputs, seed)
+    reference = step(twin, inputs, seed)
     if head == "masked_modeling":
-        assert torch.equal(fused[0].mask, explicit[0].mask)
-        assert fused[0].mask.any()
-    assert_same_step(fused, explicit)
-
-
-@pytest.mark.parametrize("input_type", INPUT_TYPES)
-@pytest.mark.parametrize("aggregation,noise", [("mean", 0.0), ("random_mix", 0.6)])
-def test_sampled_rows_path_in_cross_attention_mode_equals_every_query(input_type, aggregation, noise):
-    """cross_attention mode scores every latent by default; its sampled-row path (the switch the benchmark flips)
-    gives the same masks, draws and step too."""
-    config = config_for("cross_attention", input_type, head_aggregation=aggregation, mask_selection="inputs")
-    model = SMAForMaskedModeling(config).train()
-    model.set_mask_noise_scale(noise)
-    spread_first_layer_logits(model)
-    twin = copy.deepcopy(model)
-    for module in model.modules():
-        if isinstance(module, SMAInputAttention):
-            assert module.score_sampled_rows_only is False
-            module.score_sampled_rows_only = True
-    inputs = head_inputs("masked_modeling", config, 4, 40, "right")
-    recorder = FirstLayerProbabilities(model)
-    fused = step(model, inputs, 7)
-    assert recorder.fused()
-    explicit = step(twin, inputs, 7)
-    assert torch.equal(fused[0].mask, explicit[0].mask)
-    assert_same_step(fused, explicit)
+        assert torch.equal(out[0].mask, reference[0].mask)
+        assert out[0].mask.any()
+    assert_same_step(out, reference)
 
 
 def integer_queries_and_keys(batch, heads, queries, length, head_dim, seed):
@@ -265,9 +284,7 @@ def test_random_masks_need_no_logits_and_draw_the_same(encoder_type):
     model = SMAForMaskedModeling(config).train()
     inputs = head_inputs("masked_modeling", config, 3, 20, "right")
     generator = torch.Generator().manual_seed(4)
-    recorder = FirstLayerProbabilities(model)
     mask = model(**inputs, generator=generator).mask
-    assert recorder.fused()
     expected_generator = torch.Generator().manual_seed(4)
     expected = random_masked_positions(inputs["attention_mask"].bool(), config.masking_ratio, expected_generator)
     assert torch.equal(mask, expected)
@@ -275,67 +292,60 @@ def test_random_masks_need_no_logits_and_draw_the_same(encoder_type):
 
 
 @pytest.mark.parametrize("encoder_type", ENCODER_TYPES)
-def test_output_attentions_still_returns_the_first_layers_probabilities(encoder_type):
-    config = config_for(encoder_type, "discrete", head_aggregation="random_mix")
+def test_output_attentions_returns_the_first_layers_probabilities(encoder_type):
+    """The same mask and loss with and without probabilities; they come over the inputs (cross_attention) or over
+    the visible elements packed to the front (self_attention, as the later layers' do), padding and masks excluded."""
+    config = config_for(encoder_type, "discrete", head_aggregation="random_mix", mask_selection="inputs")
     model = SMAForMaskedModeling(config).train()
     model.set_mask_noise_scale(0.0)
     spread_first_layer_logits(model)
     inputs = head_inputs("masked_modeling", config, 3, 12, "right")
     plain = model(**inputs, generator=torch.Generator().manual_seed(2))
     recorded = model(**inputs, generator=torch.Generator().manual_seed(2), output_attentions=True)
-    assert torch.equal(plain.mask, recorded.mask)  # the same mask, drawn on the other path
+    assert torch.equal(plain.mask, recorded.mask)
     torch.testing.assert_close(plain.loss, recorded.loss, atol=ATOL, rtol=1e-5)
     first = recorded.attentions[0]
-    heads = config.num_cross_attention_heads if encoder_type == "cross_attention" else config.num_attention_heads
-    queries = config.num_latents if encoder_type == "cross_attention" else 12
-    assert first.shape == (3, heads, queries, 12)
+    visible = inputs["attention_mask"].bool() & ~recorded.mask
+    if encoder_type == "cross_attention":
+        heads, queries, keys = config.num_cross_attention_heads, config.num_latents, 12
+        attended = visible
+    else:
+        heads, queries = config.num_attention_heads, int(visible.sum(dim=1).max())
+        keys = queries
+        attended = torch.arange(keys)[None, :] < visible.sum(dim=1)[:, None]
+    assert first.shape == (3, heads, queries, keys)
     torch.testing.assert_close(first.sum(dim=-1), torch.ones(3, heads, queries))
-    hidden = recorded.mask | ~inputs["attention_mask"].bool()
-    assert (first.permute(0, 3, 1, 2)[hidden] == 0).all()  # masked and padded inputs get no attention
-    # the explicit twin records the same probabilities
-    twin = explicit_twin(model)
-    again = twin(**inputs, generator=torch.Generator().manual_seed(2), output_attentions=True)
-    torch.testing.assert_close(again.attentions[0], first)
+    assert (first.permute(0, 3, 1, 2)[~attended] == 0).all()
+    assert len(recorded.attentions) == 1 + config.num_hidden_layers
 
 
-def test_config_output_attentions_with_eager_attention_records_the_first_layer():
+def test_config_output_attentions_records_every_layer():
+    # (transformers refuses `output_attentions` in the config of an sdpa model)
     config = config_for("self_attention", "discrete", output_attentions=True, attn_implementation="eager")
     model = SMAModel(config).eval()
     out = model(**random_inputs(config, 2, 10))
-    assert out.attentions[0].shape == (2, config.num_attention_heads, 10, 10)
+    assert [tuple(probs.shape) for probs in out.attentions] == [(2, config.num_attention_heads, 10, 10)] * 3
 
 
 @pytest.mark.parametrize("encoder_type", ENCODER_TYPES)
-def test_bf16_autocast_on_the_fused_path(encoder_type):
-    """Under bf16 autocast the fused path runs in bf16 and the mask is still chosen in float32 (the same mask as
-    the explicit path's under the same autocast, when the logits are far apart). The paper's selection: selection by
-    position draws the mask before either path runs."""
+def test_bf16_autocast(encoder_type):
+    """Under bf16 autocast the layer runs in bf16 and the mask is still chosen in float32 (the reference's mask under
+    the same autocast, when the logits are far apart)."""
     config = config_for(encoder_type, "discrete", masking_ratio=0.15, mask_selection="inputs")
     model = SMAForMaskedModeling(config).train()
     model.set_mask_noise_scale(0.0)
     spread_first_layer_logits(model, std=1.0)
-    for module in model.modules():
-        if isinstance(module, SMAInputAttention):
-            module.score_sampled_rows_only = True
     inputs = random_inputs(config, 3, 40)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = model(**inputs, generator=torch.Generator().manual_seed(0))
-        explicit = explicit_twin(model)(**inputs, generator=torch.Generator().manual_seed(0))
+        reference = reference_twin(model)(**inputs, generator=torch.Generator().manual_seed(0))
     out.loss.backward()
     assert torch.isfinite(out.loss) and all(torch.isfinite(p.grad).all() for p in model.parameters())
-    assert float((out.mask & explicit.mask).sum() / explicit.mask.sum()) > 0.9
+    assert float((out.mask & reference.mask).sum() / reference.mask.sum()) > 0.9
 
 
-def test_eager_attention_is_the_explicit_path_everywhere():
-    config = config_for("self_attention", "continuous", attn_implementation="eager")
-    model = SMAForSequenceClassification(config).eval()
-    recorder = FirstLayerProbabilities(model)
-    model(**random_inputs(config, 2, 9))
-    assert not recorder.fused()
-
-
-def test_fused_first_layer_masks_keys_only(monkeypatch):
-    """The fused path hands sdpa one bool mask over the keys, [batch, 1, 1, inputs]: memory linear in the inputs."""
+def test_first_layer_masks_keys_only(monkeypatch):
+    """The first layer hands sdpa one bool mask over the keys, [batch, 1, 1, inputs]: memory linear in the inputs."""
     config = config_for("self_attention", "discrete")
     model = SMAModel(config).eval()
     seen = []
@@ -354,13 +364,15 @@ def test_fused_first_layer_masks_keys_only(monkeypatch):
     assert torch.equal(mask[:, 0, 0], attention_mask.bool())
 
 
-def test_explicit_twin_has_the_same_weights_and_its_own_config():
-    """A guard for the comparisons in this file."""
-    model = SMAForMaskedModeling(config_for("cross_attention", "discrete"))
-    twin = explicit_twin(model)
+@pytest.mark.parametrize("encoder_type", ENCODER_TYPES)
+def test_reference_twin_has_the_same_weights_and_runs_the_reference(encoder_type):
+    """A guard for the comparisons in this file: the twin runs the reference, the model its own layer."""
+    model = SMAForMaskedModeling(config_for(encoder_type, "discrete"))
+    twin = reference_twin(model)
     for (name, parameter), (_, other) in zip(model.named_parameters(), twin.named_parameters()):
         assert torch.equal(parameter, other), name
-    assert model.config._attn_implementation == "sdpa" and twin.config._attn_implementation == "eager"
+    assert twin.sma.encoder.input_layer.forward.__func__ is reference_first_layer
+    assert model.sma.encoder.input_layer.forward.__func__ is SMAInputLayer.forward
 
 
 @pytest.mark.parametrize("attn_implementation", ["sdpa", "eager"])
@@ -405,9 +417,8 @@ def test_attention_pooling_with_folded_projections_equals_the_attention_module(e
 
 @pytest.mark.parametrize("sample", [False, True])
 def test_self_attention_first_layer_runs_over_the_visible_elements_only(sample):
-    """On the fused path the mask comes first, and the first layer's queries, keys, values and MLP see only the
-    visible elements, packed to the front (the explicit path computes every element and drops the hidden ones
-    after the layer)."""
+    """The mask comes first, and the first layer's queries, keys, values and MLP see only the visible elements, packed
+    to the front (the reference computes every element and drops the hidden ones after the layer)."""
     config = config_for("self_attention", "discrete")
     model = SMAForMaskedModeling(config).train()
     inputs = head_inputs("masked_modeling", config, 3, 20, "left")
