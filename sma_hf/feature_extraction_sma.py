@@ -111,14 +111,48 @@ class SMAFeatureExtractor(SequenceFeatureExtractor):
                 raise ValueError("truncation=True needs max_length")
             arrays = [x[:max_length] for x in arrays]
 
-        # SequenceFeatureExtractor.pad treats feature_size == 1 as 1-D values, but our elements are always
-        # [N, input_channels] vectors, so padding is done here.
+        return BatchFeature(
+            self._pad_arrays(arrays, padding, max_length, pad_to_multiple_of, return_attention_mask),
+            tensor_type=return_tensors,
+        )
+
+    def pad(
+        self,
+        processed_features,
+        padding=True,
+        max_length=None,
+        pad_to_multiple_of=None,
+        return_attention_mask=True,
+        return_tensors=None,
+    ) -> BatchFeature:
+        """
+        Pad examples that `__call__` already standardised and truncated (with `padding=False`), given as a list of
+        dicts or a dict of lists: what transformers' collators call, so that `DataCollatorWithPadding(extractor)`
+        batches continuous examples. `inputs` (and `attention_mask`) are padded as `__call__` pads them; a field
+        whose rows hold one value per element (per-element `labels`) is padded to the same length with -100, the
+        index losses ignore; any other field (one value per example) is stacked.
+        """
+        if isinstance(processed_features, (list, tuple)):
+            processed_features = {key: [row[key] for row in processed_features] for key in processed_features[0]}
+        arrays = [np.asarray(x, dtype=np.float32).reshape(len(x), -1) for x in processed_features["inputs"]]
+        data = self._pad_arrays(arrays, padding, max_length, pad_to_multiple_of, return_attention_mask)
+        lengths = [len(x) for x in arrays]
+        for key, rows in processed_features.items():
+            if key in data:
+                continue
+            per_element = all(np.ndim(row) == 1 and len(row) == n for row, n in zip(rows, lengths))
+            data[key] = self._pad_rows(rows, data["inputs"].shape[1], -100) if per_element else np.asarray(rows)
+        return BatchFeature(data, tensor_type=return_tensors)
+
+    def _pad_arrays(self, arrays, padding, max_length, pad_to_multiple_of, return_attention_mask) -> dict:
+        """`inputs` [batch, length, input_channels] and `attention_mask`, padded on `padding_side` (the base class's
+        `pad` reads feature_size == 1 as scalar values; here every element is an [input_channels] vector)."""
         strategy = self._get_padding_strategies(padding=padding, max_length=max_length)
         if strategy == PaddingStrategy.DO_NOT_PAD:
             data = {"inputs": arrays}
             if return_attention_mask:
                 data["attention_mask"] = [np.ones(len(x), dtype=np.int64) for x in arrays]
-            return BatchFeature(data, tensor_type=return_tensors)
+            return data
 
         lengths = [len(x) for x in arrays]
         if strategy == PaddingStrategy.LONGEST:
@@ -133,18 +167,19 @@ class SMAFeatureExtractor(SequenceFeatureExtractor):
                 )
         if pad_to_multiple_of is not None:
             length = -(-length // pad_to_multiple_of) * pad_to_multiple_of
-
-        inputs = np.full((len(arrays), length, self.input_channels), self.padding_value, dtype=np.float32)
-        attention_mask = np.zeros((len(arrays), length), dtype=np.int64)
-        for i, x in enumerate(arrays):
-            rows = slice(0, len(x)) if self.padding_side == "right" else slice(length - len(x), length)
-            inputs[i, rows] = x
-            attention_mask[i, rows] = 1
-
-        data = {"inputs": inputs}
+        data = {"inputs": self._pad_rows(arrays, length, self.padding_value, np.float32)}
         if return_attention_mask:
-            data["attention_mask"] = attention_mask
-        return BatchFeature(data, tensor_type=return_tensors)
+            data["attention_mask"] = self._pad_rows([np.ones(n, dtype=np.int64) for n in lengths], length, 0)
+        return data
+
+    def _pad_rows(self, rows, length: int, value, dtype=None) -> np.ndarray:
+        """Rows of different lengths (and equal trailing shape) in one array of `length`, on `padding_side`."""
+        first = np.asarray(rows[0], dtype=dtype)
+        padded = np.full((len(rows), length, *first.shape[1:]), value, dtype=dtype or first.dtype)
+        for i, row in enumerate(rows):
+            n = len(row)
+            padded[i, slice(0, n) if self.padding_side == "right" else slice(length - n, length)] = row
+        return padded
 
     def fit(self, examples, is_image=False):
         """

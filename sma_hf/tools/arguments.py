@@ -188,16 +188,30 @@ class FinetuningArguments:
             raise ValueError(f"--seeds must be distinct, got {self.seeds}.")
 
 
-PRETRAINING = (ModelArguments, PretrainingDataArguments, CommonTrainingArguments, PretrainingArguments, HubArguments)
-FINETUNING = (ModelArguments, FinetuningArguments, CommonTrainingArguments)
+# each script's groups, by the name the drivers read them under (`args.data.train_file`)
+PRETRAINING = {
+    "model": ModelArguments,
+    "data": PretrainingDataArguments,
+    "training": CommonTrainingArguments,
+    "run": PretrainingArguments,
+    "hub": HubArguments,
+}
+FINETUNING = {"model": ModelArguments, "finetuning": FinetuningArguments, "training": CommonTrainingArguments}
 
 
-def parse(program: str, description: str, groups: tuple, argv: list[str] | None) -> argparse.Namespace:
-    """The flags of `groups` from `argv`, as one namespace; a bad value exits with one line naming its flag."""
+def parse(program: str, description: str, groups: dict[str, type], argv: list[str] | None) -> argparse.Namespace:
+    """The flags of `groups` from `argv`, one dataclass per group under its name; a bad value exits with one line
+    naming its flag."""
     # no abbreviated flags: a prefix of --hub_token would escape the redaction of published commands
-    parser = HfArgumentParser(groups, prog=program, description=description, allow_abbrev=False)
+    parser = HfArgumentParser(tuple(groups.values()), prog=program, description=description, allow_abbrev=False)
     try:
         parsed = parser.parse_args_into_dataclasses(args=argv, look_for_args_file=False)
     except (ValueError, FileNotFoundError) as error:
         parser.error(str(error))
-    return argparse.Namespace(**{k: v for group in parsed for k, v in dataclasses.asdict(group).items()})
+    return argparse.Namespace(**dict(zip(groups, parsed)))
+
+
+def public_arguments(args: argparse.Namespace) -> dict:
+    """Every flag's value, flat, as it may be published (summaries, cards, TensorBoard): without the Hub token."""
+    values = {k: v for group in vars(args).values() for k, v in dataclasses.asdict(group).items()}
+    return {k: ("***" if k == "hub_token" and v else v) for k, v in values.items()}

@@ -18,6 +18,7 @@ in the task's own units.
 import shlex
 import shutil
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +38,7 @@ from transformers.utils import logging
 
 from ..configuration_sma import SMAConfig
 from ..feature_extraction_sma import SMAFeatureExtractor
-from .arguments import FINETUNING, parse
+from .arguments import FINETUNING, CommonTrainingArguments, FinetuningArguments, ModelArguments, parse
 from .baselines import fit_linear_model
 from .common import (
     load_processor,
@@ -96,47 +97,21 @@ class Encoder:
         return features
 
 
-class ContinuousCollator:
-    """Pads continuous `inputs` [N, C] with zeros (masked out by `attention_mask`)."""
-
-    def __init__(self, token_labels: bool):
-        self.token_labels = token_labels
-
-    def __call__(self, features):
-        length = max(len(f["inputs"]) for f in features)
-        channels = len(features[0]["inputs"][0])
-        inputs = torch.zeros(len(features), length, channels)
-        attention_mask = torch.zeros(len(features), length, dtype=torch.long)
-        for i, f in enumerate(features):
-            inputs[i, : len(f["inputs"])] = torch.tensor(f["inputs"])
-            attention_mask[i, : len(f["inputs"])] = 1
-        batch = {"inputs": inputs, "attention_mask": attention_mask}
-        labels = [f["labels"] for f in features]
-        if self.token_labels:
-            padded = torch.full((len(features), length), -100, dtype=torch.long)
-            for i, row in enumerate(labels):
-                padded[i, : len(row)] = torch.tensor(row)
-            batch["labels"] = padded
-        else:
-            batch["labels"] = torch.tensor(labels)
-        return batch
-
-
-def load_config(args, task: dict) -> SMAConfig:
-    config = load_sma_config(args.model_name_or_path, args.config_name)
+def load_config(model_args: ModelArguments, classifier_pooling: str | None, task: dict) -> SMAConfig:
+    config = load_sma_config(model_args.model_name_or_path, model_args.config_name)
     if task.get("input_type", config.input_type) != config.input_type:
         raise ValueError(
             f"Task {task['name']!r} has {task['input_type']} inputs but the model takes {config.input_type} inputs."
         )
     config.num_labels = task["num_labels"]
     config.problem_type = None if task["problem_type"] == "token_classification" else task["problem_type"]
-    config.classifier_pooling = args.classifier_pooling or config.classifier_pooling
+    config.classifier_pooling = classifier_pooling or config.classifier_pooling
     return config
 
 
-def fitted_processor(args, config: SMAConfig, train_values):
+def fitted_processor(model_name_or_path: str | None, config: SMAConfig, train_values):
     """The checkpoint's processor, or a new one (a feature extractor is fitted on the usable training values)."""
-    processor = load_processor(args.model_name_or_path, config)
+    processor = load_processor(model_name_or_path, config)
     if processor is not None:
         return processor
     checked = (usable_input(value, config) for value in train_values)
@@ -145,10 +120,9 @@ def fitted_processor(args, config: SMAConfig, train_values):
 
 
 def make_collator(config: SMAConfig, task: dict, processor):
-    token_labels = task["problem_type"] == "token_classification"
-    if config.input_type == "continuous":
-        return ContinuousCollator(token_labels)
-    if token_labels:
+    """transformers' collators: the feature extractor's `pad` also pads per-element labels (the token collator
+    reads `input_ids`, which continuous inputs do not have)."""
+    if config.input_type == "discrete" and task["problem_type"] == "token_classification":
         return DataCollatorForTokenClassification(processor)
     return DataCollatorWithPadding(processor)
 
@@ -167,7 +141,7 @@ def metrics_in_task_units(task: dict, label_transform):
     return compute_metrics
 
 
-def new_model(args, config: SMAConfig, task: dict, quiet: bool = False):
+def new_model(model_name_or_path: str | None, config: SMAConfig, task: dict, quiet: bool = False):
     """A fresh model for one seed; `quiet` leaves out transformers' load report (new head weights, unused decoder),
     which is the same for every seed."""
     auto_class = (
@@ -175,13 +149,13 @@ def new_model(args, config: SMAConfig, task: dict, quiet: bool = False):
         if task["problem_type"] == "token_classification"
         else AutoModelForSequenceClassification
     )
-    if args.model_name_or_path is None:
+    if model_name_or_path is None:
         return auto_class.from_config(config)
     verbosity = logging.get_verbosity()
     if quiet:
         logging.set_verbosity_error()
     try:
-        return auto_class.from_pretrained(args.model_name_or_path, config=config)
+        return auto_class.from_pretrained(model_name_or_path, config=config)
     finally:
         logging.set_verbosity(verbosity)
 
@@ -193,24 +167,39 @@ def fold_label_transform(model, mean: float, std: float):
     model.classifier.bias.mul_(std).add_(mean)
 
 
-def training_arguments(args, task: dict, config: SMAConfig, seed: int, output_dir: Path) -> TrainingArguments:
+@dataclass
+class Setup:
+    """What every seed of a run shares, made once in `finetune`."""
+
+    task: dict
+    config: SMAConfig
+    rows: dict  # usable rows per split
+    encoder: Encoder
+    collator: object
+    processor: object
+    model_name_or_path: str | None  # None: from scratch (`--config_name`)
+
+
+def training_arguments(
+    finetuning: FinetuningArguments, training: CommonTrainingArguments, setup: Setup, seed: int, output_dir: Path
+) -> TrainingArguments:
     return TrainingArguments(
         output_dir=str(output_dir),
-        num_train_epochs=args.num_train_epochs,
-        per_device_train_batch_size=args.per_device_train_batch_size,
-        per_device_eval_batch_size=args.per_device_eval_batch_size,
-        learning_rate=args.learning_rate,
-        weight_decay=args.weight_decay,
-        warmup_steps=args.warmup_ratio,  # transformers reads a float below 1 as a share of the steps
+        num_train_epochs=finetuning.num_train_epochs,
+        per_device_train_batch_size=training.per_device_train_batch_size,
+        per_device_eval_batch_size=finetuning.per_device_eval_batch_size,
+        learning_rate=training.learning_rate,
+        weight_decay=training.weight_decay,
+        warmup_steps=finetuning.warmup_ratio,  # transformers reads a float below 1 as a share of the steps
         lr_scheduler_type="linear",
         # byte sequences vary in length: batching similar lengths saves most of the padding
-        train_sampling_strategy="group_by_length" if config.input_type == "discrete" else "random",
+        train_sampling_strategy="group_by_length" if setup.config.input_type == "discrete" else "random",
         eval_strategy="epoch",
         save_strategy="epoch",
         save_total_limit=1,
         load_best_model_at_end=True,  # selected on the validation split
-        metric_for_best_model=task["metric"],
-        greater_is_better=task["greater_is_better"],
+        metric_for_best_model=setup.task["metric"],
+        greater_is_better=setup.task["greater_is_better"],
         logging_strategy="epoch",
         # pinned memory only helps copies to an accelerator; without one, torch warns at every evaluation
         dataloader_pin_memory=torch.cuda.is_available(),
@@ -219,24 +208,28 @@ def training_arguments(args, task: dict, config: SMAConfig, seed: int, output_di
     )
 
 
-def train_one_seed(args, task, config, rows, encoder, collator, processor, seed) -> dict:
+def train_one_seed(
+    setup: Setup, finetuning: FinetuningArguments, training: CommonTrainingArguments, seed: int
+) -> dict:
     """Fine-tune a fresh model on this seed's label budget, select its best epoch on validation, read the test split
     once, save it."""
     set_seed(seed)
-    train = label_subset(rows["train"], task, args.label_fraction, seed)
+    task, rows = setup.task, setup.rows
+    train = label_subset(rows["train"], task, finetuning.label_fraction, seed)
     label_transform = regression_label_transform(train, task)
-    encoded = {"train": encoder.encode(train, label_transform)}
-    encoded.update({split: encoder.encode(rows[split], label_transform) for split in ("validation", "test")})
-    seed_dir = Path(args.output_dir) / f"seed-{seed}"
+    encoded = {"train": setup.encoder.encode(train, label_transform)}
+    encoded.update({split: setup.encoder.encode(rows[split], label_transform) for split in ("validation", "test")})
+    seed_dir = Path(training.output_dir) / f"seed-{seed}"
+    patience = finetuning.early_stopping_patience
     trainer = Trainer(
-        model=new_model(args, config, task, quiet=seed != args.seeds[0]),
-        args=training_arguments(args, task, config, seed, seed_dir / "checkpoints"),
-        data_collator=collator,
+        model=new_model(setup.model_name_or_path, setup.config, task, quiet=seed != finetuning.seeds[0]),
+        args=training_arguments(finetuning, training, setup, seed, seed_dir / "checkpoints"),
+        data_collator=setup.collator,
         train_dataset=encoded["train"],
         eval_dataset=encoded["validation"],
-        processing_class=processor,
+        processing_class=setup.processor,
         compute_metrics=metrics_in_task_units(task, label_transform),
-        callbacks=[EarlyStoppingCallback(args.early_stopping_patience)] if args.early_stopping_patience else None,
+        callbacks=[EarlyStoppingCallback(patience)] if patience else None,
     )
     trainer.train()
     validation = trainer.evaluate(encoded["validation"], metric_key_prefix="validation")
@@ -255,21 +248,23 @@ def train_one_seed(args, task, config, rows, encoder, collator, processor, seed)
     }
 
 
-def probe_one_seed(args, task, config, rows, encoder, collator, processor, seed) -> dict:
+def probe_one_seed(setup: Setup, label_fraction: float, seed: int) -> dict:
     """A linear model on the frozen encoder's mean-pooled embeddings (`--linear_probe`): ridge regression or
     logistic regression, its regularisation chosen on validation. The encoder is the checkpoint's, or a randomly
     initialised one (seeded) with `--config_name`."""
     set_seed(seed)
-    train = label_subset(rows["train"], task, args.label_fraction, seed)
+    task, rows, config = setup.task, setup.rows, setup.config
+    train = label_subset(rows["train"], task, label_fraction, seed)
     config.classifier_pooling = "mean"  # a pretrained encoder has no trained attention pooler
-    if args.model_name_or_path is None:
+    if setup.model_name_or_path is None:
         encoder_model = AutoModel.from_config(config)
     else:
-        encoder_model = AutoModel.from_pretrained(args.model_name_or_path, config=config)
+        encoder_model = AutoModel.from_pretrained(setup.model_name_or_path, config=config)
     label_transform = regression_label_transform(train, task)
     features, labels = {}, {}
     for split, dataset in (("train", train), ("validation", rows["validation"]), ("test", rows["test"])):
-        features[split] = pooled_embeddings(encoder_model.eval(), encoder.encode(dataset, label_transform), collator)
+        encoded = setup.encoder.encode(dataset, label_transform)
+        features[split] = pooled_embeddings(encoder_model.eval(), encoded, setup.collator)
         labels[split] = np.asarray(dataset[task["label_column"]])
     return {"seed": seed, "num_train": len(train), **fit_linear_model(task, features, labels)}
 
@@ -288,42 +283,46 @@ def pooled_embeddings(model, dataset, collator, batch_size: int = 64) -> np.ndar
 def finetune(args, command: str | None = None) -> dict:
     """Fine-tune (or probe) on every seed and write `results.json` (`command`, the reproducing command line, goes
     into it)."""
-    task = load_task(args.task)
-    if args.linear_probe and task["problem_type"] == "token_classification":
+    model_args, finetuning, training = args.model, args.finetuning, args.training
+    task = load_task(finetuning.task)
+    if finetuning.linear_probe and task["problem_type"] == "token_classification":
         raise ValueError("--linear_probe probes pooled embeddings: it needs a sequence-level task, not token labels.")
-    splits = load_splits(task, args.data_dir)
-    config = load_config(args, task)
+    splits = load_splits(task, finetuning.data_dir)
+    config = load_config(model_args, finetuning.classifier_pooling, task)
     skipped = {}
     rows = {split: usable_rows(splits[split], split, task, config, skipped) for split in SPLITS}
     if skipped:
         print(f"Skipped unusable rows per split: {skipped}")
-    processor = fitted_processor(args, config, rows["train"][task["input_column"]])
+    processor = fitted_processor(model_args.model_name_or_path, config, rows["train"][task["input_column"]])
     if config.input_type == "discrete":  # what Trainer would otherwise align, with a warning for every seed
         config.bos_token_id, config.eos_token_id = processor.bos_token_id, processor.eos_token_id
-    encoder = Encoder(task, config, processor, max_input_length(args.max_seq_length, config))
+    encoder = Encoder(task, config, processor, max_input_length(training.max_seq_length, config))
     collator = make_collator(config, task, processor)
-    run_seed = probe_one_seed if args.linear_probe else train_one_seed
-    runs = [run_seed(args, task, config, rows, encoder, collator, processor, seed) for seed in args.seeds]
+    setup = Setup(task, config, rows, encoder, collator, processor, model_args.model_name_or_path)
+    if finetuning.linear_probe:
+        runs = [probe_one_seed(setup, finetuning.label_fraction, seed) for seed in finetuning.seeds]
+    else:
+        runs = [train_one_seed(setup, finetuning, training, seed) for seed in finetuning.seeds]
     metric = task["metric"]
     for run in runs:
         print(
             f"seed {run['seed']}: validation {metric} {run['validation'][metric]:.4f}, test {run['test'][metric]:.4f}"
         )
-    default_label = args.model_name_or_path or f"{args.config_name} (from scratch)"
+    default_label = model_args.model_name_or_path or f"{model_args.config_name} (from scratch)"
     results = results_record(
         task,
-        args.label or default_label + (" (linear probe)" if args.linear_probe else ""),
-        args.model_name_or_path or args.config_name,
+        finetuning.label or default_label + (" (linear probe)" if finetuning.linear_probe else ""),
+        model_args.model_name_or_path or model_args.config_name,
         runs,
         {split: len(rows[split]) for split in SPLITS},
         skipped,
         command,
-        label_fraction=args.label_fraction,
-        protocol="linear probe" if args.linear_probe else "fine-tuning",
+        label_fraction=finetuning.label_fraction,
+        protocol="linear probe" if finetuning.linear_probe else "fine-tuning",
     )
-    write_json_atomic(Path(args.output_dir) / "results.json", results)
-    test = results["test"][task["metric"]]
-    print(f"{task['name']} test {task['metric']}: {test['mean']:.4f} ± {test['std']:.4f} over {len(args.seeds)} seeds")
+    write_json_atomic(Path(training.output_dir) / "results.json", results)
+    test = results["test"][metric]
+    print(f"{task['name']} test {metric}: {test['mean']:.4f} ± {test['std']:.4f} over {len(finetuning.seeds)} seeds")
     return results
 
 

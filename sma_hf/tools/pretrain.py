@@ -29,6 +29,7 @@ import shlex
 import shutil
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -45,7 +46,15 @@ from ..configuration_sma import SMAConfig
 from ..feature_extraction_sma import SMAFeatureExtractor
 from ..masking_sma import cosine_noise_scale, masked_counts, random_masked_positions
 from ..modeling_sma import SMAForMaskedModeling
-from .arguments import PRETRAINING, parse
+from .arguments import (
+    PRETRAINING,
+    HubArguments,
+    ModelArguments,
+    PretrainingArguments,
+    PretrainingDataArguments,
+    parse,
+    public_arguments,
+)
 from .common import (
     FILE_BUILDERS,
     load_processor,
@@ -102,21 +111,21 @@ def resolve_files(pattern: str, flag: str) -> list[str]:
     return files
 
 
-def load_stream(args, split: str):
+def load_stream(data: PretrainingDataArguments, split: str):
     """The `datasets.IterableDataset` of one split, or None when there is no held-out split."""
     from datasets import load_dataset
 
-    if args.dataset_name is not None:
+    if data.dataset_name is not None:
         if split == "validation":
-            split = args.validation_split_name
+            split = data.validation_split_name
         try:
-            return load_dataset(args.dataset_name, args.dataset_config_name, split=split, streaming=True)
+            return load_dataset(data.dataset_name, data.dataset_config_name, split=split, streaming=True)
         except ValueError as error:
-            if split == args.validation_split_name:
-                logger.warning(f"{args.dataset_name} has no split {split!r} ({error}).")
+            if split == data.validation_split_name:
+                logger.warning(f"{data.dataset_name} has no split {split!r} ({error}).")
                 return None
             raise
-    pattern = args.train_file if split == "train" else args.validation_file
+    pattern = data.train_file if split == "train" else data.validation_file
     if pattern is None:
         return None
     flag = "--train_file" if split == "train" else "--validation_file"
@@ -266,16 +275,16 @@ def training_batches(stream, builder: BatchBuilder, batch_size: int, position: D
         position.window_start = 0
 
 
-def load_model_and_processor(args):
-    config = load_sma_config(args.model_name_or_path, args.config_name)
-    max_seq_length = max_input_length(args.max_seq_length, config)
-    processor = load_processor(args.model_name_or_path, config)
+def load_model_and_processor(model_args: ModelArguments, max_seq_length: int | None):
+    config = load_sma_config(model_args.model_name_or_path, model_args.config_name)
+    max_seq_length = max_input_length(max_seq_length, config)
+    processor = load_processor(model_args.model_name_or_path, config)
     if config.input_type == "discrete" and len(processor) > config.vocab_size:
         raise ValueError(f"The tokenizer has {len(processor)} ids but the config's vocab_size is {config.vocab_size}.")
     if processor is None:
         processor = SMAFeatureExtractor(input_channels=config.input_channels)  # fitted on the data in `pretrain`
-    if args.model_name_or_path is not None:
-        model = AutoModelForMaskedLM.from_pretrained(args.model_name_or_path)
+    if model_args.model_name_or_path is not None:
+        model = AutoModelForMaskedLM.from_pretrained(model_args.model_name_or_path)
     else:
         model = SMAForMaskedModeling(config)
     return model, processor, max_seq_length
@@ -394,53 +403,87 @@ class MaskFigures:
         return None if self.batch is None else figure_png(self.draw(model))
 
 
+@dataclass
+class Training:
+    """What the optimizer steps work on, made once in `pretrain`."""
+
+    accelerator: Accelerator
+    model: torch.nn.Module  # prepared by the accelerator
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    position: DataPosition
+    output_dir: Path
+
+
 def pretrain(args, command: str | None = None) -> dict:
     """Run the pretraining described by `args` (see `parse_args`); `command` is recorded in the summary and card."""
-    output_dir = Path(args.output_dir)
-    accelerator = make_accelerator(args, output_dir)
-    set_seed(args.seed)  # the same initial weights on every rank
-    model, processor, max_seq_length = load_model_and_processor(args)
-    train_stream = load_stream(args, "train")
-    builder = batch_builder(args, train_stream, processor, model.config, max_seq_length)
-    eval_batches, figure_rows = held_out_batches(args, builder)
-    if args.push_to_hub and accelerator.is_main_process:  # a bad token or repo id fails now, not after training
-        create_repo(args.hub_model_id, token=args.hub_token, exist_ok=True)
-    optimizer = torch.optim.AdamW(param_groups(model, args.weight_decay), lr=args.learning_rate, betas=(0.9, 0.999))
+    data, training, run, hub = args.data, args.training, args.run, args.hub
+    output_dir = Path(training.output_dir)
+    accelerator = make_accelerator(run, output_dir)
+    set_seed(run.seed)  # the same initial weights on every rank
+    model, processor, max_seq_length = load_model_and_processor(args.model, training.max_seq_length)
+    train_stream = load_stream(data, "train")
+    builder = batch_builder(train_stream, data.input_column, processor, model.config, max_seq_length)
+    eval_batches, figure_rows = held_out_batches(
+        load_stream(data, "validation"), builder, data.max_eval_samples, run.per_device_eval_batch_size
+    )
+    if hub.push_to_hub and accelerator.is_main_process:  # a bad token or repo id fails now, not after training
+        create_repo(hub.hub_model_id, token=hub.hub_token, exist_ok=True)
+    optimizer = torch.optim.AdamW(
+        param_groups(model, training.weight_decay), lr=training.learning_rate, betas=(0.9, 0.999)
+    )
     # stepped here once per optimizer step (a prepared scheduler would step once per process)
-    scheduler = get_cosine_schedule_with_warmup(optimizer, args.warmup_steps, args.max_steps)
+    scheduler = get_cosine_schedule_with_warmup(optimizer, run.warmup_steps, run.max_steps)
     model, optimizer = accelerator.prepare(model, optimizer)
     accelerator.register_for_checkpointing(scheduler)
-    position = DataPosition(data_setup(args, accelerator))
-    step = resume_or_seed_ranks(args, accelerator, position, output_dir)
+    # what must match on resume for a saved data position to mean the same rows
+    position = DataPosition({
+        "num_processes": accelerator.num_processes,
+        "per_device_train_batch_size": training.per_device_train_batch_size,
+        "group_by_length": data.group_by_length,
+        "shuffle_buffer_size": data.shuffle_buffer_size,
+        "seed": run.seed,
+    })  # fmt: skip
+    step = resume_or_seed_ranks(run.resume_from_checkpoint, run.seed, accelerator, position, output_dir)
     stream = rank_stream(
-        train_stream, args.seed, args.shuffle_buffer_size, accelerator.process_index, accelerator.num_processes
+        train_stream, run.seed, data.shuffle_buffer_size, accelerator.process_index, accelerator.num_processes
     )
-    group_size = LENGTH_GROUP_BATCHES if args.group_by_length else 1
-    batches = training_batches(stream, builder, args.per_device_train_batch_size, position, group_size, args.seed)
-    figures = MaskFigures(builder, figure_rows, args.mask_grid_shape, args.seed)
-    train(args, accelerator, model, optimizer, scheduler, batches, eval_batches, figures, position, step, output_dir)
-    summary = run_summary(args, accelerator, position, max_seq_length, command)
+    group_size = LENGTH_GROUP_BATCHES if data.group_by_length else 1
+    batches = training_batches(stream, builder, training.per_device_train_batch_size, position, group_size, run.seed)
+    figures = MaskFigures(builder, figure_rows, data.mask_grid_shape, run.seed)
+    if run.report_to != "none":
+        published = public_arguments(args)
+        accelerator.init_trackers(
+            "sma_pretrain", config={k: v for k, v in published.items() if isinstance(v, (int, float, str, bool))}
+        )
+    state = Training(accelerator, model, optimizer, scheduler, position, output_dir)
+    train(state, run, batches, eval_batches, figures, step)
+    batch_size = training.per_device_train_batch_size * run.gradient_accumulation_steps * accelerator.num_processes
+    summary = run_summary(
+        accelerator, position, run.max_steps, batch_size, max_seq_length, public_arguments(args), command
+    )
     if accelerator.is_main_process:
-        export(accelerator.unwrap_model(model), processor, output_dir, summary, args, figures)
+        export(accelerator.unwrap_model(model), processor, output_dir, summary, hub, figures)
     accelerator.wait_for_everyone()
     for tracker in accelerator.trackers:  # `end_training` would also end the process group, which `main` owns
         tracker.finish()
     return summary
 
 
-def make_accelerator(args, output_dir: Path) -> Accelerator:
-    accelerator = Accelerator(
-        mixed_precision=args.mixed_precision,
-        gradient_accumulation_steps=args.gradient_accumulation_steps,
-        log_with=None if args.report_to == "none" else args.report_to.split(","),
+def make_accelerator(run: PretrainingArguments, output_dir: Path) -> Accelerator:
+    return Accelerator(
+        mixed_precision=run.mixed_precision,
+        gradient_accumulation_steps=run.gradient_accumulation_steps,
+        log_with=None if run.report_to == "none" else run.report_to.split(","),
         project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / "logs")),
     )
-    return accelerator
 
 
-def batch_builder(args, train_stream, processor, config: SMAConfig, max_seq_length: int) -> BatchBuilder:
+def batch_builder(
+    train_stream, input_column: str | None, processor, config: SMAConfig, max_seq_length: int
+) -> BatchBuilder:
     """The builder of batches from the stream's input column; a new feature extractor is fitted on the first rows."""
-    input_column = choose_input_column(first_example(train_stream, "training"), args.input_column)
+    input_column = choose_input_column(first_example(train_stream, "training"), input_column)
     builder = BatchBuilder(processor, config, input_column, max_seq_length)
     if config.input_type == "continuous" and not processor.do_normalize:
         sample, _ = builder.usable_values(itertools.islice(iter(train_stream), NORMALIZATION_EXAMPLES))
@@ -450,19 +493,19 @@ def batch_builder(args, train_stream, processor, config: SMAConfig, max_seq_leng
     return builder
 
 
-def held_out_batches(args, builder: BatchBuilder) -> tuple[list[dict], list]:
-    """The held-out rows as batches (at most `--max_eval_samples` rows), and the first few rows, whose masks are
-    drawn; both empty without held-out data."""
-    validation_stream = load_stream(args, "validation")
+def held_out_batches(
+    validation_stream, builder: BatchBuilder, max_rows: int, batch_size: int
+) -> tuple[list[dict], list]:
+    """The held-out rows as batches (at most `max_rows` rows), and the first few rows, whose masks are drawn; both
+    empty without held-out data."""
     if validation_stream is None:
         logger.warning("No held-out data: neither held-out losses nor mask health will be measured.")
         return [], []
     choose_input_column(first_example(validation_stream, "validation"), builder.input_column)
-    values, skipped = builder.usable_values(itertools.islice(iter(validation_stream), args.max_eval_samples))
+    values, skipped = builder.usable_values(itertools.islice(iter(validation_stream), max_rows))
     if skipped:
         logger.warning(f"Skipped held-out rows (never used): {skipped}")
-    size = args.per_device_eval_batch_size
-    batches = [builder.collate(values[i : i + size]) for i in range(0, len(values), size)]
+    batches = [builder.collate(values[i : i + batch_size]) for i in range(0, len(values), batch_size)]
     ratio = builder.config.masking_ratio
     if not any(masked_counts(batch["attention_mask"].bool(), ratio).sum() > 0 for batch in batches):
         raise ValueError(
@@ -472,29 +515,20 @@ def held_out_batches(args, builder: BatchBuilder) -> tuple[list[dict], list]:
     return batches, values[:MASK_FIGURE_EXAMPLES]
 
 
-def data_setup(args, accelerator: Accelerator) -> dict:
-    """What must match on resume for a saved data position to mean the same rows."""
-    return {
-        "num_processes": accelerator.num_processes,
-        "per_device_train_batch_size": args.per_device_train_batch_size,
-        "group_by_length": args.group_by_length,
-        "shuffle_buffer_size": args.shuffle_buffer_size,
-        "seed": args.seed,
-    }
-
-
-def resume_or_seed_ranks(args, accelerator: Accelerator, position: DataPosition, output_dir: Path) -> int:
-    """Restore the state of `--resume_from_checkpoint` and return its step; or give each rank its own random state
-    (different masks and dropout per rank) and return 0."""
-    if not args.resume_from_checkpoint:
-        set_seed(args.seed, device_specific=True)
+def resume_or_seed_ranks(
+    resume_from_checkpoint: str | None, seed: int, accelerator: Accelerator, position: DataPosition, output_dir: Path
+) -> int:
+    """Restore the state of `resume_from_checkpoint` ("latest": the newest complete one) and return its step; or
+    give each rank its own random state (different masks and dropout per rank) and return 0."""
+    if not resume_from_checkpoint:
+        set_seed(seed, device_specific=True)
         return 0
-    if args.resume_from_checkpoint == "latest":
+    if resume_from_checkpoint == "latest":
         checkpoint = latest_checkpoint(output_dir)
     else:
-        checkpoint = Path(args.resume_from_checkpoint)
+        checkpoint = Path(resume_from_checkpoint)
     if checkpoint is None or not checkpoint.is_dir():
-        raise FileNotFoundError(f"No checkpoint to resume from at {args.resume_from_checkpoint!r}.")
+        raise FileNotFoundError(f"No checkpoint to resume from at {resume_from_checkpoint!r}.")
     step = checkpoint_step(checkpoint)
     accelerator.load_state(str(checkpoint))  # weights, optimizer, schedule, random states of every rank
     # checkpoints fall between optimizer steps: the micro-batch count restarts, whatever accumulation the run had
@@ -509,29 +543,25 @@ def resume_or_seed_ranks(args, accelerator: Accelerator, position: DataPosition,
     return step
 
 
-def train(args, accelerator, model, optimizer, scheduler, batches, eval_batches, figures, position, step, output_dir):
-    """The optimizer steps from `step` to `--max_steps`: logging, held-out evaluation and checkpoints on the way."""
-    unwrapped = accelerator.unwrap_model(model)
-    noise_warmup_steps = round(args.mask_noise_warmup_ratio * args.max_steps)
-    if args.report_to != "none":
-        accelerator.init_trackers(
-            "sma_pretrain",
-            config={k: v for k, v in public_args(args).items() if isinstance(v, (int, float, str, bool))},
-        )
-    progress = tqdm(total=args.max_steps, initial=step, disable=not accelerator.is_local_main_process, desc="pretrain")
+def train(state: Training, run: PretrainingArguments, batches, eval_batches, figures: "MaskFigures", step: int):
+    """The optimizer steps from `step` to `run.max_steps`: logging, held-out evaluation and checkpoints on the way."""
+    accelerator, position = state.accelerator, state.position
+    unwrapped = accelerator.unwrap_model(state.model)
+    noise_warmup_steps = round(run.mask_noise_warmup_ratio * run.max_steps)
+    progress = tqdm(total=run.max_steps, initial=step, disable=not accelerator.is_local_main_process, desc="pretrain")
     metrics, start = {}, time.time() - position.elapsed_s
     window_loss, window_steps = 0.0, 0
-    while step < args.max_steps:
+    while step < run.max_steps:
         unwrapped.set_mask_noise_scale(cosine_noise_scale(step, noise_warmup_steps))
-        loss, grad_norm = optimizer_step(args, accelerator, model, optimizer, scheduler, batches, step)
+        loss, grad_norm = optimizer_step(state, batches, run.gradient_accumulation_steps, run.max_grad_norm, step)
         step += 1
         progress.update(1)
         window_loss += loss
         window_steps += 1
-        if step % args.logging_steps == 0 or step == args.max_steps:
+        if step % run.logging_steps == 0 or step == run.max_steps:
             metrics = {
                 "train_loss": window_loss / window_steps,
-                "learning_rate": scheduler.get_last_lr()[0],
+                "learning_rate": state.scheduler.get_last_lr()[0],
                 "grad_norm": float(grad_norm),
                 "epoch": position.epoch,
             }
@@ -539,9 +569,9 @@ def train(args, accelerator, model, optimizer, scheduler, batches, eval_batches,
                 metrics["mask_noise_scale"] = cosine_noise_scale(step - 1, noise_warmup_steps)
             window_loss, window_steps = 0.0, 0
             progress.set_postfix(loss=f"{metrics['train_loss']:.4f}")
-        if eval_batches and (step % args.eval_steps == 0 or step == args.max_steps):
+        if eval_batches and (step % run.eval_steps == 0 or step == run.max_steps):
             if accelerator.is_main_process:
-                metrics.update(evaluate(unwrapped, eval_batches, seed=args.seed))
+                metrics.update(evaluate(unwrapped, eval_batches, seed=run.seed))
                 health, warnings = mask_health(metrics)
                 metrics.update(health)
                 progress.write(f"step {step}: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
@@ -553,38 +583,49 @@ def train(args, accelerator, model, optimizer, scheduler, batches, eval_batches,
             accelerator.log(metrics, step=step)
             position.history.append({"step": step, **metrics})
             metrics = {}
-        if step % args.save_steps == 0 and step < args.max_steps:
+        if step % run.save_steps == 0 and step < run.max_steps:
             position.elapsed_s = time.time() - start
-            save_checkpoint(accelerator, output_dir, step, position)
+            save_checkpoint(accelerator, state.output_dir, step, position)
     progress.close()
     position.elapsed_s = time.time() - start
 
 
-def optimizer_step(args, accelerator, model, optimizer, scheduler, batches, step) -> tuple[float, torch.Tensor]:
-    """Optimizer step `step + 1` over `--gradient_accumulation_steps` batches: its loss (the mean over every rank)
-    and gradient norm."""
+def optimizer_step(
+    state: Training, batches, accumulation_steps: int, max_grad_norm: float, step: int
+) -> tuple[float, torch.Tensor]:
+    """Optimizer step `step + 1` over `accumulation_steps` batches: its loss (the mean over every rank) and
+    gradient norm."""
+    accelerator, model, optimizer = state.accelerator, state.model, state.optimizer
     model.train()
     step_loss = torch.zeros((), device=accelerator.device)
-    for _ in range(args.gradient_accumulation_steps):
+    for _ in range(accumulation_steps):
         batch = next(batches)
         # gradients synchronised across ranks on the last micro-batch only; `backward` divides by the accumulation
         with accelerator.accumulate(model):
             loss = model(**{k: v.to(accelerator.device) for k, v in batch.items()}).loss
             accelerator.backward(loss)
-        step_loss += loss.detach() / args.gradient_accumulation_steps
+        step_loss += loss.detach() / accumulation_steps
     # reduced before the step, so that every rank sees a non-finite loss of any rank and stops together
     mean_loss = float(accelerator.reduce(step_loss, reduction="mean"))
     if not math.isfinite(mean_loss):
         raise FloatingPointError(f"Non-finite training loss ({mean_loss}) at step {step + 1}.")
-    grad_norm = accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+    grad_norm = accelerator.clip_grad_norm_(model.parameters(), max_grad_norm)
     optimizer.step()
     if not accelerator.optimizer_step_was_skipped:  # fp16 skips steps whose gradients overflowed
-        scheduler.step()
+        state.scheduler.step()
     optimizer.zero_grad(set_to_none=True)
     return mean_loss, grad_norm
 
 
-def run_summary(args, accelerator: Accelerator, position: DataPosition, max_seq_length: int, command) -> dict:
+def run_summary(
+    accelerator: Accelerator,
+    position: DataPosition,
+    steps: int,
+    batch_size: int,
+    max_seq_length: int,
+    arguments: dict,
+    command: str | None,
+) -> dict:
     """What the run did, over every rank: steps, time, hardware, rows skipped or truncated, the logged history."""
     skipped, truncated, elements_seen = {}, 0, 0
     ranks = gather_object([(position.skipped, position.truncated, position.elements_seen)])
@@ -598,20 +639,18 @@ def run_summary(args, accelerator: Accelerator, position: DataPosition, max_seq_
     accelerator.print(f"Rows truncated to {max_seq_length} elements: {truncated}")
     history = position.history
     return {
-        "steps": args.max_steps,
+        "steps": steps,
         "wall_time_s": round(position.elapsed_s, 1),
         "num_processes": accelerator.num_processes,
         "hardware": hardware_description(accelerator),
         "command": command,
-        "train_batch_size_total": args.per_device_train_batch_size
-        * args.gradient_accumulation_steps
-        * accelerator.num_processes,
+        "train_batch_size_total": batch_size,
         "skipped_rows": skipped,  # all ranks; a row is counted each epoch it is read
         "truncated_rows": truncated,
         "elements_seen": elements_seen,  # all ranks, after truncation
         "final": history[-1] if history else {},
         "history": history,
-        "args": public_args(args),
+        "args": arguments,
     }
 
 
@@ -628,11 +667,6 @@ def param_groups(model, weight_decay: float):
     return [{"params": decay, "weight_decay": weight_decay}, {"params": plain, "weight_decay": 0.0}]
 
 
-def public_args(args) -> dict:
-    """The arguments as they may be published (summary, card, TensorBoard): without the Hub token."""
-    return {k: ("***" if k == "hub_token" and v else v) for k, v in vars(args).items()}
-
-
 HUB_TOKEN_FLAGS = ("--hub_token", "--hub-token")  # both spellings HfArgumentParser accepts (abbreviations are off)
 
 
@@ -647,7 +681,7 @@ def redacted_command(argv: list[str]) -> str:
     return shlex.join(["sma-pretrain", *argv])
 
 
-def export(model, processor, output_dir: Path, summary: dict, args, figures: "MaskFigures") -> Path:
+def export(model, processor, output_dir: Path, summary: dict, hub: HubArguments, figures: "MaskFigures") -> Path:
     """Write the hub-ready model to `output_dir/model` (and push it if asked); return that folder."""
     write_json_atomic(output_dir / "pretraining_summary.json", summary)
     # the summary travels with the model: `sma-model-card` renders the final card from it
@@ -656,17 +690,17 @@ def export(model, processor, output_dir: Path, summary: dict, args, figures: "Ma
     if figure is not None:
         extra_files[MASK_FIGURE_FILE] = figure
     card = render_model_card(
-        model_id=args.hub_model_id or output_dir.name,
+        model_id=hub.hub_model_id or output_dir.name,
         results=[],
         card_data=sma_card_data(model.config),
         context=pretraining_card_context(summary, config=model.config, mask_figure=figure is not None),
-        domain=args.model_card_domain,
-        template_path=args.model_card_template,
+        domain=hub.model_card_domain,
+        template_path=hub.model_card_template,
     )
     model_dir = output_dir / MODEL_DIR
     save_hub_folder(model, processor, model_dir, card, extra_files=extra_files)
-    if args.push_to_hub:
-        print(f"Pushed to {push_to_hub(model_dir, args.hub_model_id, token=args.hub_token)}")
+    if hub.push_to_hub:
+        print(f"Pushed to {push_to_hub(model_dir, hub.hub_model_id, token=hub.hub_token)}")
     return model_dir
 
 

@@ -202,3 +202,35 @@ def test_normalize_with_wrong_stats_raises():
 def test_unknown_keyword_is_an_error():
     with pytest.raises(TypeError, match="padding_sid"):
         SMAFeatureExtractor(input_channels=1)([1.0, 2.0], padding_sid="left")
+
+
+@pytest.mark.parametrize("padding_side", ["right", "left"])
+def test_pad_equals_padding_in_the_call_and_serves_transformers_collator(padding_side):
+    """`pad` on already-processed rows gives what `__call__` pads, so that `DataCollatorWithPadding` batches them;
+    per-element labels are padded with -100 on the same side, one label per example is stacked."""
+    from transformers import DataCollatorWithPadding
+
+    extractor = SMAFeatureExtractor(input_channels=2, padding_side=padding_side)
+    examples = [
+        np.arange(6, dtype=np.float32).reshape(3, 2),
+        np.ones((1, 2), np.float32),
+        np.zeros((2, 2), np.float32),
+    ]
+    called = extractor(examples, return_tensors="pt")
+    rows = extractor(examples, padding=False)
+    features = [
+        {"inputs": x.tolist(), "attention_mask": m.tolist(), "labels": label}
+        for x, m, label in zip(rows["inputs"], rows["attention_mask"], [0, 1, 1])
+    ]
+    batch = DataCollatorWithPadding(extractor)(features)
+    assert torch.equal(batch["inputs"], called["inputs"]) and torch.equal(
+        batch["attention_mask"], called["attention_mask"]
+    )
+    assert batch["labels"].tolist() == [0, 1, 1]
+    for row, label_row in zip(features, [[1, 0, 2], [1], [2, 2]]):
+        row["labels"] = label_row
+    padded = DataCollatorWithPadding(extractor)(features)["labels"]
+    expected = [[1, 0, 2], [1, -100, -100], [2, 2, -100]]
+    if padding_side == "left":
+        expected = [[1, 0, 2], [-100, -100, 1], [-100, 2, 2]]
+    assert padded.tolist() == expected

@@ -50,7 +50,7 @@ for name in ("four_shards", "three_shards"):
         ]
     )
     stream = rank_stream(
-        load_stream(args, "train"),
+        load_stream(args.data, "train"),
         seed=0,
         shuffle_buffer_size=16,
         rank=accelerator.process_index,

@@ -169,7 +169,7 @@ def test_batches_cover_each_epoch_and_resume_anywhere(corpus, group_size):
     tokenizer = create_byte_tokenizer(model_max_length=64)
     builder = pretraining.BatchBuilder(tokenizer, SMAConfig(**TINY_CONFIG), "smiles", max_seq_length=12)
     args = pretraining.parse_args(pretrain_args(corpus, "unused"))
-    stream = pretraining.rank_stream(pretraining.load_stream(args, "train"), 0, 8, rank=0, world_size=1)
+    stream = pretraining.rank_stream(pretraining.load_stream(args.data, "train"), 0, 8, rank=0, world_size=1)
 
     def take(position, count):
         batches = pretraining.training_batches(stream, builder, 3, position, group_size, seed=0)
@@ -356,7 +356,7 @@ def test_streams_a_hub_dataset_by_name(corpus, fake_hub):
                                         ["--hub-token=hf_X"]])  # fmt: skip
 def test_every_spelling_of_the_hub_token_is_redacted(corpus, token_args):
     argv = pretrain_args(corpus, "unused") + token_args
-    assert pretraining.parse_args(argv).hub_token == "hf_X"
+    assert pretraining.parse_args(argv).hub.hub_token == "hf_X"
     assert "hf_X" not in pretraining.redacted_command(argv)
     with pytest.raises(SystemExit):  # an abbreviation would escape the redaction: refused
         pretraining.parse_args(pretrain_args(corpus, "unused") + ["--hub_tok", "hf_X"])
