@@ -23,14 +23,15 @@ from evidence import (
     card_args,
     card_results,
     cell_label,
+    finetune_once,
+    pretrain_or_reuse,
     publish,
     run_experiment,
-    run_finetune,
     write_smoke_data,
 )
 from transformers import AutoModel, AutoTokenizer
 
-from sma_hf.tools import pretrain
+from sma_hf.tools.common import PRESETS_DIR, shipped_or_path
 from sma_hf.tools.data import prepare_chemistry
 
 
@@ -118,12 +119,15 @@ def main_job(data_dir: Path, work_dir: Path) -> dict:
     started = time.time()
     prepare_data(data_dir, smoke=False)
     experiment = chemistry_experiment(data_dir, smoke=False)
-    argv = ["--config_name", PRESETS["self_guided"], *experiment.pretrain_args, "--output_dir", str(work_dir)]
-    pretrain.pretrain(pretrain.parse_args(argv), command=pretrain.redacted_command(argv))
-    model_dir = work_dir / "model"
-    own = run_finetune(["--model_name_or_path", str(model_dir), "--task", "freesolv", "--data_dir", str(data_dir),
-                        "--output_dir", str(work_dir / "freesolv"), "--seeds", "0", "1", "2", "--label_fraction", "1",
-                        "--label", cell_label("self_guided", 1.0), *FINETUNE_ARGS])  # fmt: skip
+    pretrained = work_dir / "pretrained"
+    argv = ["--config_name", PRESETS["self_guided"], *experiment.pretrain_args, "--output_dir", str(pretrained)]
+    config = json.loads(shipped_or_path(PRESETS["self_guided"], PRESETS_DIR, "--config_name").read_text())
+    pretrain_or_reuse(argv, pretrained, config)
+    model_dir = pretrained / "model"
+    freesolv = work_dir / "freesolv"
+    own = finetune_once(["--model_name_or_path", str(model_dir), "--task", "freesolv", "--data_dir", str(data_dir),
+                         "--output_dir", str(freesolv), "--seeds", "0", "1", "2", "--label_fraction", "1",
+                         "--label", cell_label("self_guided", 1.0), *FINETUNE_ARGS], freesolv)  # fmt: skip
     committed = ROOT / "benchmarks" / "results" / "chemistry" / "results.json"
     others = []
     if committed.is_file():  # the other arms, from the committed experiment rather than run again

@@ -29,7 +29,7 @@ import torch
 from sma_hf import SMAConfig
 from sma_hf.tools import finetune, hub, pretrain
 from sma_hf.tools.baselines import classical_baseline
-from sma_hf.tools.common import TASKS_DIR, write_json_atomic
+from sma_hf.tools.common import PRESETS_DIR, TASKS_DIR, shipped_or_path, write_json_atomic
 from sma_hf.tools.mask_health import MASK_FIGURE_FILE
 from sma_hf.tools.metrics import display_name
 from sma_hf.tools.task_data import load_task
@@ -74,7 +74,8 @@ def pretrain_arms(experiment: Experiment, work_dir: Path) -> dict[str, dict]:
     for arm, preset in experiment.presets.items():
         argv = ["--config_name", preset, *experiment.pretrain_args, "--output_dir", str(work_dir / arm)]
         started = time.time()
-        summary = pretrain.pretrain(pretrain.parse_args(argv), command=pretrain.redacted_command(argv))
+        config = json.loads(shipped_or_path(preset, PRESETS_DIR, "--config_name").read_text())
+        summary = pretrain_or_reuse(argv, work_dir / arm, config)
         arms[arm] = {
             "model_dir": str(work_dir / arm / "model"),
             "preset": preset,
@@ -86,25 +87,31 @@ def pretrain_arms(experiment: Experiment, work_dir: Path) -> dict[str, dict]:
     return arms
 
 
+def pretrain_or_reuse(argv: list[str], output_dir: Path, config: dict) -> dict:
+    """`sma-pretrain argv` (writing to `output_dir`), and its summary. A finished run of the same command whose model
+    has `config` is reused, an interrupted one resumed from its newest checkpoint; anything else in `output_dir` (a
+    run of another command or config, or one stopped before its first checkpoint) is this study's own output and is
+    made again."""
+    saved = output_dir / pretrain.SUMMARY_FILE
+    command = pretrain.redacted_command(argv)
+    if saved.is_file() and json.loads(saved.read_text())["command"] == command:
+        trained = SMAConfig.from_pretrained(output_dir / pretrain.MODEL_DIR)
+        if all(getattr(trained, name) == value for name, value in config.items() if name != "model_type"):
+            return json.loads(saved.read_text())
+    elif not saved.is_file() and pretrain.latest_checkpoint(output_dir) is not None:
+        return pretrain.pretrain(pretrain.parse_args([*argv, "--resume_from_checkpoint", "latest"]), command=command)
+    shutil.rmtree(output_dir, ignore_errors=True)
+    return pretrain.pretrain(pretrain.parse_args(argv), command=command)
+
+
 def pretrain_once(config: dict, argv: list[str], folder: Path) -> dict:
-    """Pretrain `config` (written to `folder/config.json`) with the flags `argv` into `folder/pretrained`, and return
-    the summary. A finished run of the same command whose model has this config is reused, an interrupted one resumed
-    from its newest checkpoint; a finished run of another config (a preset changed since) is this study's own output
-    and is made again."""
+    """`pretrain_or_reuse` of `config` (written to `folder/config.json`) with the flags `argv`, into
+    `folder/pretrained`."""
     path = folder / "config.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(config, indent=2))
-    argv = ["--config_name", str(path), *argv, "--output_dir", str(folder / "pretrained")]
-    saved = folder / "pretrained" / "pretraining_summary.json"
-    command = pretrain.redacted_command(argv)
-    if saved.is_file() and json.loads(saved.read_text())["command"] == command:
-        trained = SMAConfig.from_pretrained(folder / "pretrained" / "model")
-        if all(getattr(trained, name) == value for name, value in config.items()):
-            return json.loads(saved.read_text())
-        shutil.rmtree(folder / "pretrained")
-    if pretrain.latest_checkpoint(folder / "pretrained") is not None:  # an interrupted run of the same command
-        argv += ["--resume_from_checkpoint", "latest"]
-    return pretrain.pretrain(pretrain.parse_args(argv), command=command)
+    output_dir = folder / "pretrained"
+    return pretrain_or_reuse(["--config_name", str(path), *argv, "--output_dir", str(output_dir)], output_dir, config)
 
 
 def run_finetune(argv: list[str]) -> dict:
@@ -114,8 +121,12 @@ def run_finetune(argv: list[str]) -> dict:
 
 
 def finetune_once(argv: list[str], output_dir: Path) -> dict:
-    """`run_finetune`, or the results an earlier (interrupted) run of a study left in `output_dir` with the same
-    command line."""
+    """`run_finetune` into `output_dir`, or the results an earlier run left there with the same arguments and starting
+    weights (an interrupted one continues after its finished seeds). Anything else there (another command, other
+    weights at the same path, a run too old to record its weights) is this study's own output and is made again."""
+    run_file, record = output_dir / finetune.RUN_FILE, finetune.run_record(finetune.parse_args(argv))
+    if not (run_file.is_file() and json.loads(run_file.read_text()) == record):
+        shutil.rmtree(output_dir, ignore_errors=True)
     saved = output_dir / "results.json"
     if saved.is_file() and json.loads(saved.read_text())["command"] == shlex.join(["sma-finetune", *argv]):
         return json.loads(saved.read_text())
@@ -148,7 +159,7 @@ def finetune_cell(experiment: Experiment, arms: dict, task: str, budget: float, 
     argv = [*_model_args(experiment, arms, arm), "--task", task, "--data_dir", str(experiment.data_dir),
             "--output_dir", str(out), "--seeds", *map(str, experiment.seeds), "--label_fraction", f"{budget:g}",
             "--label", cell_label(arm, budget), *experiment.finetune_args]  # fmt: skip
-    return {"budget": budget, "arm": arm, "row": ARM_LABELS[arm], **run_finetune(argv)}
+    return {"budget": budget, "arm": arm, "row": ARM_LABELS[arm], **finetune_once(argv, out)}
 
 
 def classical_cell(experiment: Experiment, task: str, budget: float, features: str, model_name: str, grid=None):
@@ -166,7 +177,7 @@ def probe_cell(experiment: Experiment, arms: dict, task: str, arm: str, work_dir
             "--output_dir", str(out), "--seeds", *map(str, experiment.seeds), "--linear_probe",
             "--label", f"{ARM_LABELS[arm]}, linear probe"]  # fmt: skip
     row = f"{ARM_LABELS[arm]}: linear probe of the frozen encoder"
-    return {"budget": 1.0, "arm": f"probe_{arm}", "row": row, **run_finetune(argv)}
+    return {"budget": 1.0, "arm": f"probe_{arm}", "row": row, **finetune_once(argv, out)}
 
 
 def data_hashes(cards: list[Path]) -> dict[str, str]:

@@ -41,6 +41,10 @@ class ModelArguments:
 @dataclass
 class CommonTrainingArguments:
     output_dir: str = field(metadata={"help": "Where the run writes everything it makes."})
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={"help": "Replace what an earlier run wrote in --output_dir (other files there are kept)."},
+    )
     per_device_train_batch_size: int = 32
     learning_rate: float = 1e-4
     weight_decay: float = 0.01

@@ -4,6 +4,7 @@ config and processor, the check of input rows, atomic file writes."""
 import dataclasses
 import json
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,11 @@ from ..tokenization_sma import create_byte_tokenizer
 
 
 logger = logging.get_logger(__name__)
+
+
+class UsageError(ValueError):
+    """Something the user asked for that cannot be done as asked; the console scripts print it as one line."""
+
 
 # package data: `presets/<name>.json` (SMAConfig presets), `tasks/<name>.json` (fine-tuning task specs),
 # `templates/` (the model card template and its per-domain text)
@@ -118,6 +124,43 @@ def usable_input(value, config: SMAConfig):
     if not np.isfinite(array).all():
         return None, "non-finite input values"
     return array, None
+
+
+def check_output_dir(output_dir: str, overwrite: bool, continues: bool, outputs: tuple[str, ...]) -> list[Path]:
+    """Check `--output_dir` before any work, so that nothing is lost and nothing is found unwritable at the end.
+
+    Refused: a file, a folder that cannot be made or written, and a folder that already holds files, unless the run
+    continues what is there (`continues`: a resume) or `overwrite` (`--overwrite_output_dir`) is given. Returns what
+    an overwriting run removes first: the entries of the folder matching `outputs` (the names this tool writes, glob
+    patterns), never anything else (the caller removes them, once, with `remove_outputs`).
+    """
+    path = Path(output_dir)
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"--output_dir {output_dir} is a file, not a folder.")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        raise UsageError(f"--output_dir {output_dir} cannot be written ({error.strerror or error}).") from None
+    existing = sorted(entry for entry in path.iterdir() if not entry.name.startswith(".write-test-"))
+    if not existing or continues:
+        return []
+    if not overwrite:
+        shown = ", ".join(entry.name for entry in existing[:5]) + (", ..." if len(existing) > 5 else "")
+        raise UsageError(
+            f"--output_dir {output_dir} already holds files ({shown}); pass --overwrite_output_dir to replace what an "
+            "earlier run wrote there, or choose another folder."
+        )
+    return sorted({entry for pattern in outputs for entry in path.glob(pattern)})
+
+
+def remove_outputs(paths: list[Path]) -> None:
+    """Remove an earlier run's outputs (what `check_output_dir` returned for `--overwrite_output_dir`), saying so."""
+    for entry in paths:
+        logger.warning(f"--overwrite_output_dir: removing {entry}")
+        shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
 
 
 def atomic_write(path: str | os.PathLike, write) -> None:

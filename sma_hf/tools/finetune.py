@@ -15,6 +15,8 @@ values of order 1) and the transform is folded into the output layer before savi
 in the task's own units.
 """
 
+import hashlib
+import json
 import shlex
 import shutil
 import sys
@@ -38,17 +40,33 @@ from transformers.utils import logging
 
 from ..configuration_sma import SMAConfig
 from ..feature_extraction_sma import SMAFeatureExtractor
-from .arguments import FINETUNING, CommonTrainingArguments, FinetuningArguments, ModelArguments, parse
+from .arguments import (
+    FINETUNING,
+    CommonTrainingArguments,
+    FinetuningArguments,
+    ModelArguments,
+    parse,
+    public_arguments,
+)
 from .baselines import fit_linear_model
 from .common import (
+    UsageError,
+    check_output_dir,
     load_processor,
     load_sma_config,
     max_input_length,
+    remove_outputs,
     usable_input,
     write_json_atomic,
 )
 from .metrics import task_metrics
 from .task_data import SPLITS, label_subset, load_splits, load_task, results_record, usable_rows
+
+
+RUN_FILE = "finetune_run.json"  # the arguments of the run whose seeds the folder holds
+SEED_RESULT_FILE = "result.json"  # in seed-<seed>/, written when that seed ends
+# what a run writes in --output_dir (and --overwrite_output_dir replaces)
+FINETUNING_OUTPUTS = ("results.json", "seed-*", RUN_FILE)
 
 
 def regression_label_transform(train, task: dict) -> tuple[float, float] | None:
@@ -220,6 +238,7 @@ def train_one_seed(
     encoded = {"train": setup.encoder.encode(train, label_transform)}
     encoded.update({split: setup.encoder.encode(rows[split], label_transform) for split in ("validation", "test")})
     seed_dir = Path(training.output_dir) / f"seed-{seed}"
+    shutil.rmtree(seed_dir / "checkpoints", ignore_errors=True)  # an interrupted try of this seed
     patience = finetuning.early_stopping_patience
     trainer = Trainer(
         model=new_model(setup.model_name_or_path, setup.config, task, quiet=seed != finetuning.seeds[0]),
@@ -280,10 +299,37 @@ def pooled_embeddings(model, dataset, collator, batch_size: int = 64) -> np.ndar
     return np.concatenate(pooled)
 
 
+def run_record(args) -> dict:
+    """What makes two runs the same run, seed for seed: every argument (the list of seeds aside) and the starting
+    weights (the hash of a local checkpoint's weights, which a path alone does not pin down)."""
+    record = {k: v for k, v in public_arguments(args).items() if k not in ("seeds", "overwrite_output_dir")}
+    record["model_sha256"] = weights_sha256(args.model.model_name_or_path)
+    return json.loads(json.dumps(record))  # as it reads back from the file (tuples become lists)
+
+
+def weights_sha256(model_name_or_path: str | None) -> str | None:
+    """The sha256 of a local checkpoint's weight files, in name order; None from scratch or for a Hub id."""
+    if model_name_or_path is None or not Path(model_name_or_path).is_dir():
+        return None
+    folder, digest = Path(model_name_or_path), hashlib.sha256()
+    for path in sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.bin")):
+        with path.open("rb") as file:
+            for block in iter(lambda: file.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
 def finetune(args, command: str | None = None) -> dict:
     """Fine-tune (or probe) on every seed and write `results.json` (`command`, the reproducing command line, goes
     into it)."""
     model_args, finetuning, training = args.model, args.finetuning, args.training
+    output_dir = Path(training.output_dir)
+    # a run of the same arguments and starting weights continues: its finished seeds are read back, not trained again
+    record = run_record(args)
+    run_file = output_dir / RUN_FILE
+    continues = run_file.is_file() and json.loads(run_file.read_text()) == record
+    remove_outputs(check_output_dir(training.output_dir, training.overwrite_output_dir, continues, FINETUNING_OUTPUTS))
+    write_json_atomic(run_file, record)
     task = load_task(finetuning.task)
     if finetuning.linear_probe and task["problem_type"] == "token_classification":
         raise ValueError("--linear_probe probes pooled embeddings: it needs a sequence-level task, not token labels.")
@@ -299,10 +345,19 @@ def finetune(args, command: str | None = None) -> dict:
     encoder = Encoder(task, config, processor, max_input_length(training.max_seq_length, config))
     collator = make_collator(config, task, processor)
     setup = Setup(task, config, rows, encoder, collator, processor, model_args.model_name_or_path)
-    if finetuning.linear_probe:
-        runs = [probe_one_seed(setup, finetuning.label_fraction, seed) for seed in finetuning.seeds]
-    else:
-        runs = [train_one_seed(setup, finetuning, training, seed) for seed in finetuning.seeds]
+    runs = []
+    for seed in finetuning.seeds:
+        seed_file = output_dir / f"seed-{seed}" / SEED_RESULT_FILE
+        if seed_file.is_file():
+            print(f"seed {seed}: finished by an earlier run of these arguments; read from {seed_file}")
+            runs.append(json.loads(seed_file.read_text()))
+            continue
+        if finetuning.linear_probe:
+            run = probe_one_seed(setup, finetuning.label_fraction, seed)
+        else:
+            run = train_one_seed(setup, finetuning, training, seed)
+        write_json_atomic(seed_file, run)  # this seed is done, whatever happens to the next ones
+        runs.append(run)
     metric = task["metric"]
     for run in runs:
         print(
@@ -320,7 +375,7 @@ def finetune(args, command: str | None = None) -> dict:
         label_fraction=finetuning.label_fraction,
         protocol="linear probe" if finetuning.linear_probe else "fine-tuning",
     )
-    write_json_atomic(Path(training.output_dir) / "results.json", results)
+    write_json_atomic(output_dir / "results.json", results)
     test = results["test"][metric]
     print(f"{task['name']} test {metric}: {test['mean']:.4f} ± {test['std']:.4f} over {len(finetuning.seeds)} seeds")
     return results
@@ -333,7 +388,10 @@ def parse_args(argv=None):
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     logging.disable_progress_bar()  # transformers' bars of every checkpoint write; Trainer's own bars stay
-    finetune(parse_args(argv), command=shlex.join(["sma-finetune", *argv]))
+    try:
+        finetune(parse_args(argv), command=shlex.join(["sma-finetune", *argv]))
+    except UsageError as error:
+        sys.exit(f"sma-finetune: error: {error}")
 
 
 if __name__ == "__main__":

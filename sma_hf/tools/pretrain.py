@@ -57,9 +57,12 @@ from .arguments import (
 )
 from .common import (
     FILE_BUILDERS,
+    UsageError,
+    check_output_dir,
     load_processor,
     load_sma_config,
     max_input_length,
+    remove_outputs,
     usable_input,
     write_json_atomic,
 )
@@ -86,6 +89,9 @@ logger = logging.get_logger(__name__)
 
 CHECKPOINTS_DIR = "checkpoints"
 MODEL_DIR = "model"  # the hub-ready export
+SUMMARY_FILE = "pretraining_summary.json"
+# what a run writes in --output_dir (and --overwrite_output_dir replaces)
+PRETRAINING_OUTPUTS = (MODEL_DIR, CHECKPOINTS_DIR, "logs", SUMMARY_FILE)
 CHECKPOINT_PREFIX = "checkpoint-"
 # examples used to fit the feature extractor's standardisation when it is not loaded with the model
 NORMALIZATION_EXAMPLES = 1000
@@ -421,7 +427,14 @@ def pretrain(args, command: str | None = None) -> dict:
     """Run the pretraining described by `args` (see `parse_args`); `command` is recorded in the summary and card."""
     data, training, run, hub = args.data, args.training, args.run, args.hub
     output_dir = Path(training.output_dir)
+    # every rank checks (and fails alike); one removes an overwritten run's outputs
+    stale = check_output_dir(
+        training.output_dir, training.overwrite_output_dir, bool(run.resume_from_checkpoint), PRETRAINING_OUTPUTS
+    )
     accelerator = make_accelerator(run, output_dir)
+    if accelerator.is_main_process:
+        remove_outputs(stale)
+    accelerator.wait_for_everyone()
     set_seed(run.seed)  # the same initial weights on every rank
     model, processor, max_seq_length = load_model_and_processor(args.model, training.max_seq_length)
     train_stream = load_stream(data, "train")
@@ -685,7 +698,7 @@ def redacted_command(argv: list[str]) -> str:
 
 def export(model, processor, output_dir: Path, summary: dict, hub: HubArguments, figures: "MaskFigures") -> Path:
     """Write the hub-ready model to `output_dir/model` (and push it if asked); return that folder."""
-    write_json_atomic(output_dir / "pretraining_summary.json", summary)
+    write_json_atomic(output_dir / SUMMARY_FILE, summary)
     # the summary travels with the model: `sma-model-card` renders the final card from it
     extra_files = {"pretraining_summary.json": summary}
     figure = figures.png(model)
@@ -716,7 +729,10 @@ def hardware_description(accelerator: Accelerator) -> str:
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
-    pretrain(parse_args(argv), command=redacted_command(argv))
+    try:
+        pretrain(parse_args(argv), command=redacted_command(argv))
+    except UsageError as error:
+        sys.exit(f"sma-pretrain: error: {error}")
     if torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()  # gloo sometimes aborts at interpreter exit otherwise
 

@@ -40,7 +40,7 @@ def config_path(tmp_path):
 
 
 def run(tmp_path, config_path, task, *extra):
-    out = tmp_path / "out"
+    out = tmp_path / f"out-{len(list(tmp_path.glob('out-*')))}"  # a new folder per run (a used one is refused)
     main(["--config_name", str(config_path), "--task", str(task), "--data_dir", str(tmp_path / "data"),
           "--output_dir", str(out), "--num_train_epochs", "3", "--per_device_train_batch_size", "8",
           "--learning_rate", "1e-3", *extra])  # fmt: skip

@@ -1,0 +1,122 @@
+"""Nothing a user wrote or trained is lost by running a command twice, and a folder that cannot hold the outputs is
+refused before any work: `--output_dir` of `sma-pretrain` and `sma-finetune`, and fine-tuning seeds that survive an
+interruption."""
+
+import hashlib
+import json
+
+import pytest
+from test_finetuning_sma import write_task
+from test_pretraining_sma import TINY_CONFIG, corpus, pretrain_args, smiles_rows  # noqa: F401 (fixture)
+
+from sma_hf.tools import finetune, pretrain
+
+
+def digest(folder):
+    """The hashes of every file under `folder`."""
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*"))
+            if p.is_file()}  # fmt: skip
+
+
+def one_line_error(main, argv, capsys) -> str:
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    message = str(exited.value.code)
+    assert "\n" not in message and "Traceback" not in capsys.readouterr().err
+    return message
+
+
+def test_pretraining_twice_into_one_folder_is_refused_and_loses_nothing(corpus, capsys):  # noqa: F811
+    argv = pretrain_args(corpus, "run")
+    pretrain.main(argv)
+    before = digest(corpus / "run")
+    message = one_line_error(pretrain.main, argv, capsys)
+    assert message.startswith("sma-pretrain: error: --output_dir") and "--overwrite_output_dir" in message
+    assert digest(corpus / "run") == before
+
+
+def test_overwrite_replaces_the_earlier_run_and_keeps_other_files(corpus):  # noqa: F811
+    argv = pretrain_args(corpus, "run")
+    pretrain.main(argv)
+    (corpus / "run" / "notes.txt").write_text("mine")
+    stale = corpus / "run" / "checkpoints" / "checkpoint-99"
+    stale.mkdir()
+    pretrain.main([*argv, "--overwrite_output_dir"])
+    assert (corpus / "run" / "notes.txt").read_text() == "mine"
+    assert not stale.exists()  # a later `--resume_from_checkpoint latest` must not find the earlier run's
+    assert sorted(p.name for p in (corpus / "run" / "checkpoints").iterdir()) == ["checkpoint-3"]
+
+
+@pytest.mark.parametrize("where", ["a file", "under a file"])
+def test_an_output_dir_that_cannot_hold_the_outputs_is_refused_before_any_work(corpus, where, capsys):  # noqa: F811
+    blocker = corpus / "blocker"
+    blocker.write_text("not a folder")
+    output_dir = blocker if where == "a file" else blocker / "run"
+    argv = [*pretrain_args(corpus, "unused"), "--output_dir", str(output_dir)]
+    message = one_line_error(pretrain.main, argv, capsys)
+    expected = "is a file, not a folder" if where == "a file" else "cannot be written"
+    assert message.startswith(f"sma-pretrain: error: --output_dir {output_dir}") and expected in message
+    assert blocker.read_text() == "not a folder"
+
+
+@pytest.fixture
+def task(tmp_path):
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps(TINY_CONFIG))
+    rows = [{"smiles": s, "label": float(len(s))} for s in smiles_rows(40)]
+    return config, write_task(tmp_path, "lengths", rows, "regression", 1, "rmse")
+
+
+def finetune_args(tmp_path, task, *extra):
+    config, spec = task
+    return ["--config_name", str(config), "--task", str(spec), "--data_dir", str(tmp_path / "data"),
+            "--output_dir", str(tmp_path / "out"), "--num_train_epochs", "1", "--per_device_train_batch_size", "8",
+            *extra]  # fmt: skip
+
+
+def test_an_interrupted_fine_tuning_continues_after_its_finished_seeds(tmp_path, task, monkeypatch, capsys):
+    argv = finetune_args(tmp_path, task, "--seeds", "0", "1", "2")
+    trained = []
+    real = finetune.train_one_seed
+
+    def interrupted_at_seed_1(setup, finetuning, training, seed):
+        if seed == 1 and not trained.count(1):
+            trained.append(seed)
+            raise KeyboardInterrupt  # Ctrl-C during seed 1
+        trained.append(seed)
+        return real(setup, finetuning, training, seed)
+
+    monkeypatch.setattr(finetune, "train_one_seed", interrupted_at_seed_1)
+    with pytest.raises(KeyboardInterrupt):
+        finetune.main(argv)
+    out = tmp_path / "out"
+    seed_0 = json.loads((out / "seed-0" / "result.json").read_text())
+    assert seed_0["test"]["rmse"] > 0 and not (out / "results.json").exists()
+    capsys.readouterr()
+    finetune.main(argv)  # the same command again
+    assert trained == [0, 1, 1, 2]  # seed 0 was not trained again
+    assert "seed 0: finished by an earlier run" in capsys.readouterr().out
+    results = json.loads((out / "results.json").read_text())
+    assert [run["seed"] for run in results["runs"]] == [0, 1, 2]
+    assert results["runs"][0] == seed_0
+
+
+@pytest.mark.parametrize("change", ["arguments", "weights"])
+def test_fine_tuning_into_a_folder_of_another_run_is_refused(tmp_path, task, change, capsys):
+    config, spec = task
+    model = tmp_path / "pretrained"
+    from sma_hf import SMAConfig, SMAForMaskedModeling
+    from sma_hf.tokenization_sma import create_byte_tokenizer
+
+    SMAForMaskedModeling(SMAConfig(**TINY_CONFIG)).save_pretrained(model)
+    create_byte_tokenizer().save_pretrained(model)
+    argv = ["--model_name_or_path", str(model), *finetune_args(tmp_path, task)[2:]]
+    finetune.main(argv)
+    before = digest(tmp_path / "out")
+    if change == "arguments":
+        argv = [*argv, "--learning_rate", "3e-4"]
+    else:  # other weights at the same path: the path alone does not say the run is the same
+        SMAForMaskedModeling(SMAConfig(**TINY_CONFIG)).save_pretrained(model)
+    message = one_line_error(finetune.main, argv, capsys)
+    assert message.startswith(f"sma-finetune: error: --output_dir {tmp_path / 'out'} already holds files")
+    assert digest(tmp_path / "out") == before
