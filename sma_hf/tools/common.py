@@ -2,6 +2,7 @@
 config and processor, the check of input rows, atomic file writes."""
 
 import dataclasses
+import hashlib
 import json
 import os
 import shutil
@@ -161,6 +162,18 @@ def remove_outputs(paths: list[Path]) -> None:
     for entry in paths:
         logger.warning(f"--overwrite_output_dir: removing {entry}")
         shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+
+
+def weights_sha256(model_name_or_path: str | None) -> str | None:
+    """The sha256 of a local checkpoint's weight files, in name order; None from scratch or for a Hub id."""
+    if model_name_or_path is None or not Path(model_name_or_path).is_dir():
+        return None
+    folder, digest = Path(model_name_or_path), hashlib.sha256()
+    for path in sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.bin")):
+        with path.open("rb") as file:
+            for block in iter(lambda: file.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
 
 
 def atomic_write(path: str | os.PathLike, write) -> None:

@@ -15,7 +15,6 @@ values of order 1) and the transform is folded into the output layer before savi
 in the task's own units.
 """
 
-import hashlib
 import json
 import shlex
 import shutil
@@ -57,6 +56,7 @@ from .common import (
     max_input_length,
     remove_outputs,
     usable_input,
+    weights_sha256,
     write_json_atomic,
 )
 from .metrics import task_metrics
@@ -307,18 +307,6 @@ def run_record(args) -> dict:
     return json.loads(json.dumps(record))  # as it reads back from the file (tuples become lists)
 
 
-def weights_sha256(model_name_or_path: str | None) -> str | None:
-    """The sha256 of a local checkpoint's weight files, in name order; None from scratch or for a Hub id."""
-    if model_name_or_path is None or not Path(model_name_or_path).is_dir():
-        return None
-    folder, digest = Path(model_name_or_path), hashlib.sha256()
-    for path in sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.bin")):
-        with path.open("rb") as file:
-            for block in iter(lambda: file.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()
-
-
 def finetune(args, command: str | None = None) -> dict:
     """Fine-tune (or probe) on every seed and write `results.json` (`command`, the reproducing command line, goes
     into it)."""
@@ -374,6 +362,7 @@ def finetune(args, command: str | None = None) -> dict:
         command,
         label_fraction=finetuning.label_fraction,
         protocol="linear probe" if finetuning.linear_probe else "fine-tuning",
+        model_sha256=record["model_sha256"],  # which weights "this model" is: `sma-model-card` checks it
     )
     write_json_atomic(output_dir / "results.json", results)
     test = results["test"][metric]

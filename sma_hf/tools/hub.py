@@ -46,7 +46,7 @@ from pathlib import Path
 from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
 from transformers import AutoConfig
 
-from .common import TEMPLATES_DIR, atomic_write
+from .common import TEMPLATES_DIR, atomic_write, weights_sha256
 from .mask_health import (
     COLLAPSE_SCORE_THRESHOLD,
     EASY_MASK_LOSS_RATIO_THRESHOLD,
@@ -613,6 +613,13 @@ def main(argv=None):
         if not (model_dir / "README.md").is_file():
             parser.error(f"--keep_card: {model_dir} has no README.md to keep")
     else:
+        for path in args.results[:1]:  # the model's own: fine-tuned from exactly this folder's weights
+            recorded = json.loads(Path(path).read_text()).get("model_sha256")
+            if recorded != weights_sha256(model_dir):
+                parser.error(
+                    f"--results {path} was not fine-tuned from the weights in --model_dir {model_dir} (its "
+                    f"model_sha256 is {recorded}); the first results file must be this model's own"
+                )
         write_card(model_dir, args)
     if args.push_to_hub:
         print(f"Pushed: {push_to_hub(model_dir, args.model_id, token=args.hub_token)}")

@@ -444,3 +444,27 @@ def test_card_names_every_selection_option_of_the_masks():
     masking = hub.pretraining_card_context(None, None, config)["model_config"]["Masking"]
     assert "selected by positions" in plain and "equal norm" not in plain and "random throughout" not in plain
     assert "position keys of equal norm" in masking and "25% of each mask random throughout" in masking
+
+
+def test_model_card_cli_takes_as_own_results_only_those_of_the_folders_weights(tmp_path, capsys):
+    """The first --results file is "this model" in the card and its model-index: it must name the folder's weights
+    (`model_sha256`, which sma-finetune records); results of another checkpoint are refused and the card is kept."""
+    from sma_hf.tools.common import weights_sha256
+
+    tokenizer = create_byte_tokenizer(model_max_length=64)
+    folder = save_hub_folder(_tiny_classifier(0), tokenizer, tmp_path / "model", _card())
+    other = save_hub_folder(_tiny_classifier(1), tokenizer, tmp_path / "other", _card())
+    task = {"name": "freesolv", "problem_type": "regression", "metric": "rmse"}
+    for name, sha in (("own", weights_sha256(folder)), ("other", weights_sha256(other)), ("unrecorded", None)):
+        result = _result(name, str(folder), task, {"rmse": [1.0, 1.1, 1.2]}) | {"model_sha256": sha}
+        (tmp_path / f"{name}.json").write_text(json.dumps(result))
+    assert weights_sha256(folder) != weights_sha256(other)
+    argv = ["--model_dir", str(folder), "--model_id", "org/tiny", "--domain", "chemistry", "--results"]
+    card = (folder / "README.md").read_text()
+    for name in ("other", "unrecorded"):
+        with pytest.raises(SystemExit):
+            hub.main([*argv, str(tmp_path / f"{name}.json")])
+        assert "was not fine-tuned from the weights in --model_dir" in capsys.readouterr().err
+        assert (folder / "README.md").read_text() == card
+    hub.main([*argv, str(tmp_path / "own.json"), str(tmp_path / "other.json")])  # another model's, as a comparison
+    assert (folder / "README.md").read_text() != card
