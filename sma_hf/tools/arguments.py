@@ -10,7 +10,7 @@ from typing import Literal
 
 from transformers import HfArgumentParser
 
-from .common import PRESETS_DIR, shipped_names
+from .common import PRESETS_DIR, check_model_path, shipped_names
 from .hub import CARD_DOMAINS
 
 
@@ -36,6 +36,8 @@ class ModelArguments:
     def __post_init__(self):
         if (self.config_name is None) == (self.model_name_or_path is None):
             raise ValueError("Pass exactly one of --config_name (from scratch) or --model_name_or_path.")
+        if self.model_name_or_path is not None:
+            check_model_path(self.model_name_or_path)
 
 
 @dataclass

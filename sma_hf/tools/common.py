@@ -69,6 +69,19 @@ def load_sma_config(model_name_or_path: str | None, config_name: str | None) -> 
     return config
 
 
+def check_model_path(model_name_or_path: str) -> None:
+    """Refuse at once a `--model_name_or_path` that is meant as a local folder and is not one (a Hub lookup would
+    wait on the network and then blame it): one that is not a Hub id (`name` or `org/name`), or whose first part is
+    a folder here."""
+    path = Path(model_name_or_path).expanduser()
+    if path.is_dir():
+        return
+    parts = model_name_or_path.split("/")
+    local = path.is_absolute() or model_name_or_path.startswith(".") or len(parts) > 2 or Path(parts[0]).is_dir()
+    if local or path.exists():
+        raise UsageError(f"--model_name_or_path {model_name_or_path}: no such model folder.")
+
+
 def max_input_length(max_seq_length: int | None, config: SMAConfig) -> int:
     """`--max_seq_length`, by default the model's limit; checked against that limit."""
     length = max_seq_length or config.max_position_embeddings

@@ -111,3 +111,26 @@ def test_atomic_write_keeps_the_old_file_when_the_write_fails(tmp_path):
         atomic_write(path, fails)
     assert json.loads(path.read_text()) == {"a": 1}
     assert [p.name for p in path.parent.iterdir()] == ["results.json"]  # no temporary file left
+
+
+MISSPELT = ["outputs/sma-chemsitry/model", "./model", "/nowhere/model", "a/b/c", "outputs/x"]
+
+
+@pytest.mark.parametrize("misspelt", MISSPELT)
+def test_a_misspelt_local_model_path_is_refused_at_once(tmp_path, monkeypatch, misspelt, capsys):
+    """Not a Hub lookup that waits on the network and blames it: one line naming the flag, before any work."""
+    import time
+
+    from sma_hf.tools import finetune
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "outputs").mkdir()  # so "outputs/x" names a folder here, not a Hub id
+    started = time.time()
+    with pytest.raises(SystemExit):
+        finetune.main(["--model_name_or_path", misspelt, "--task", "freesolv", "--output_dir", str(tmp_path / "out")])
+    assert time.time() - started < 5
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert (
+        error == f"sma-finetune: error: --model_name_or_path {misspelt} is not a model folder (no such folder here)."
+    )
+    assert not (tmp_path / "out").exists()
