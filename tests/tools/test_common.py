@@ -130,7 +130,5 @@ def test_a_misspelt_local_model_path_is_refused_at_once(tmp_path, monkeypatch, m
         finetune.main(["--model_name_or_path", misspelt, "--task", "freesolv", "--output_dir", str(tmp_path / "out")])
     assert time.time() - started < 5
     error = capsys.readouterr().err.strip().splitlines()[-1]
-    assert (
-        error == f"sma-finetune: error: --model_name_or_path {misspelt} is not a model folder (no such folder here)."
-    )
+    assert error == f"sma-finetune: error: --model_name_or_path {misspelt}: no such model folder."
     assert not (tmp_path / "out").exists()
