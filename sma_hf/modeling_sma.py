@@ -618,6 +618,9 @@ class SMAPreTrainedModel(PreTrainedModel):
     _supports_sdpa = True
     _supports_flash_attn = False  # not measured on a GPU yet
     _supports_flex_attn = False
+    # an encoder or a classifier loaded from a pretraining checkpoint leaves its reconstruction decoder behind, as
+    # meant: not worth a line per weight in the load report
+    _keys_to_ignore_on_load_unexpected = [r"^decoder\."]
     _can_record_outputs = {
         "hidden_states": SMALayer,
         "attentions": [

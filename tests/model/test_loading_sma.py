@@ -94,11 +94,15 @@ def test_feature_extractor_resolves_through_auto_class(tmp_path):
     assert type(AutoFeatureExtractor.from_pretrained(tmp_path)) is SMAFeatureExtractor
 
 
-def test_head_loads_pretrained_encoder(tmp_path):
+def test_head_loads_pretrained_encoder(tmp_path, capfd):
     config = tiny_config(num_labels=2)
     pretrained = SMAForMaskedModeling(config)
     pretrained.save_pretrained(tmp_path)
+    capfd.readouterr()
     classifier = SMAForSequenceClassification.from_pretrained(tmp_path)
+    report = "".join(capfd.readouterr())
+    # the decoder left behind is expected: no line per weight; the new head's weights are still reported
+    assert "UNEXPECTED" not in report and "decoder." not in report and "classifier.weight" in report
     encoder = {k: v for k, v in pretrained.state_dict().items() if k.startswith("sma.")}
     for name, tensor in encoder.items():
         assert torch.equal(classifier.state_dict()[name], tensor), name
