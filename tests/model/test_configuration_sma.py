@@ -85,8 +85,36 @@ def test_rules_between_fields_run_at_construction_and_when_saving(tmp_path):
 def test_selection_options_that_would_change_nothing_are_refused(overrides, match):
     with pytest.raises(StrictDataclassClassValidationError, match=match):
         tiny_config(**overrides)
-    with pytest.raises(StrictDataclassFieldValidationError, match=r"must be a number in \[0, 1\), got 1"):
+    with pytest.raises(StrictDataclassFieldValidationError, match=r"must be None or a number in \[0, 1\), got 1"):
         tiny_config(mask_random_floor=1)
+
+
+@pytest.mark.parametrize(
+    "selection,expected",
+    [
+        ({}, (True, 0.25)),  # selection by position, the default: the study's remedies
+        ({"mask_selection": "inputs"}, (False, 0.0)),  # the paper's selection, as the paper made it
+        ({"masking_strategy": "random"}, (False, 0.0)),
+        ({"mask_random_floor": 0.0}, (True, 0.0)),  # a value given is kept
+        ({"mask_selection": "inputs", "mask_random_floor": 0.1}, (False, 0.1)),
+    ],
+)
+def test_selection_options_default_to_what_the_study_chose_for_the_selection(tmp_path, selection, expected):
+    config = tiny_config(**selection)
+    assert (config.mask_equal_key_norms, config.mask_random_floor) == expected
+    config.save_pretrained(tmp_path)  # written out, so that a checkpoint keeps them whatever the defaults become
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert (saved["mask_equal_key_norms"], saved["mask_random_floor"]) == expected
+
+
+def test_a_config_saved_before_the_remedies_keeps_selecting_without_them(tmp_path):
+    tiny_config().save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    for name in ("mask_equal_key_norms", "mask_random_floor"):
+        del saved[name]
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    config = SMAConfig.from_pretrained(tmp_path)
+    assert (config.mask_selection, config.mask_equal_key_norms, config.mask_random_floor) == ("positions", False, 0.0)
 
 
 def test_continuous_models_need_no_token_ids():

@@ -306,12 +306,12 @@ def test_self_guided_mask_is_the_top_k_of_the_first_layer_attention():
 def test_position_selected_mask_is_the_top_k_of_the_sampled_positions_attention_on_positions_alone(
     encoder_type, equal_key_norms
 ):
-    """Selection by position, noise 0: input positions are sampled per example, and the mask is the top-k of their
+    """Selection by position, no random share: input positions are sampled per example, and the mask is the top-k of their
     summed, head-averaged attention onto every input, computed from the position embeddings and the first layer's
     projections alone (the sampled positions' keys stand in for queries in cross_attention mode); with
     `mask_equal_key_norms`, every key rescaled to the mean norm of the row's keys first."""
     config = config_for(encoder_type, "continuous", masking_ratio=0.4, num_per_query=1.0,
-                        mask_equal_key_norms=equal_key_norms)  # fmt: skip
+                        mask_equal_key_norms=equal_key_norms, mask_random_floor=0.0)  # fmt: skip
     assert config.mask_selection == "positions"  # the default
     model = SMAForMaskedModeling(config).train()
     model.set_mask_noise_scale(0.0)
