@@ -208,8 +208,8 @@ class DataPosition:
         self.epoch = 0
         self.window_start = 0
         self.batches_done = 0
-        self.skipped = {}  # reason -> rows never used (counted each time a row is read, i.e. once per epoch)
-        self.truncated = 0  # rows cut to max_seq_length
+        self.skipped = {}  # reason -> rows never used (each row counted once)
+        self.truncated = 0  # rows cut to max_seq_length (each row counted once)
         self.elements_seen = 0  # input elements of the training batches after truncation ([SEP] included)
         self.history = []  # logged metrics, so that a resumed run's summary covers the whole run
         self.elapsed_s = 0.0  # training wall time before this process started
@@ -257,7 +257,8 @@ def training_batches(stream, builder: BatchBuilder, batch_size: int, position: D
                 break
             epoch_had_rows = True
             values, skipped = builder.usable_values(window)
-            if position.batches_done == 0:  # a window read again on resume was counted before the checkpoint
+            # each row once: in the first epoch, and not again for a window read again on resume
+            if position.epoch == 0 and position.batches_done == 0:
                 for reason, count in skipped.items():
                     position.skipped[reason] = position.skipped.get(reason, 0) + count
             if group_size > 1:
@@ -270,7 +271,8 @@ def training_batches(stream, builder: BatchBuilder, batch_size: int, position: D
                 epoch_had_batches = True
                 position.batches_done = index + 1
                 lengths = [builder.length(v) for v in batches[index]]
-                position.truncated += sum(length > builder.max_seq_length for length in lengths)
+                if position.epoch == 0:  # each row once
+                    position.truncated += sum(length > builder.max_seq_length for length in lengths)
                 position.elements_seen += sum(min(length, builder.max_seq_length) for length in lengths)
                 yield builder.collate(batches[index])
             position.window_start += len(window)
@@ -650,7 +652,7 @@ def run_summary(
         truncated += rank_truncated
         elements_seen += rank_elements
     if skipped:
-        accelerator.print(f"Skipped training rows (never used; counted each epoch they were read): {skipped}")
+        accelerator.print(f"Skipped training rows (never used): {skipped}")
     accelerator.print(f"Rows truncated to {max_seq_length} elements: {truncated}")
     history = position.history
     return {
@@ -660,7 +662,7 @@ def run_summary(
         "hardware": hardware_description(accelerator),
         "command": command,
         "train_batch_size_total": batch_size,
-        "skipped_rows": skipped,  # all ranks; a row is counted each epoch it is read
+        "skipped_rows": skipped,  # all ranks, each row once
         "truncated_rows": truncated,
         "elements_seen": elements_seen,  # all ranks, after truncation
         "final": history[-1] if history else {},

@@ -158,8 +158,8 @@ def test_streams_json_and_a_named_column(corpus):
         summary = main_summary(args)
     assert "No held-out data" in captured.out  # said, not silently skipped
     assert summary["steps"] == 6
-    # 21 rows (one empty) in batches of 8 over 12 batches: 5 epochs began, and the empty row is counted in each
-    assert summary["skipped_rows"] == {"empty input": summary["final"]["epoch"] + 1}
+    # 21 rows (one empty) in batches of 8 over 12 batches: several epochs, and the empty row is counted once
+    assert summary["final"]["epoch"] >= 2 and summary["skipped_rows"] == {"empty input": 1}
 
 
 @pytest.mark.parametrize("group_size", [1, 3])
@@ -182,7 +182,7 @@ def test_batches_cover_each_epoch_and_resume_anywhere(corpus, group_size):
     assert sorted(epoch0) == sorted(r[:11] for r in smiles_rows(40))  # each row once (cut to 11 bytes + [SEP])
     two_epochs = pretraining.DataPosition()
     take(two_epochs, 28)
-    assert two_epochs.truncated == 2 * sum(len(r) + 1 > 12 for r in smiles_rows(40))
+    assert two_epochs.truncated == sum(len(r) + 1 > 12 for r in smiles_rows(40))  # each row once, not per epoch
     assert two_epochs.elements_seen == 2 * sum(min(len(r) + 1, 12) for r in smiles_rows(40))
     if group_size > 1:  # each window of 3 batches is sorted by length before it is cut: batches do not interleave
         for window in range(4):
