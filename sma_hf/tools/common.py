@@ -189,6 +189,20 @@ def weights_sha256(model_name_or_path: str | None) -> str | None:
     return digest.hexdigest()
 
 
+def refuse_to_cut_elements(longest: int, config: SMAConfig, max_length: int, cut_asked: bool) -> None:
+    """Continuous rows longer than `max_length` (the `longest` has that many elements) would lose their last elements,
+    features past the positions the model reads: refused, unless `--max_seq_length` asked for the cut (the cut rows
+    are then counted). Sequences of tokens are cut and counted as usual."""
+    if config.input_type != "continuous" or cut_asked:
+        return
+    if longest > max_length:
+        raise UsageError(
+            f"A row has {longest} elements, more than the {max_length} positions the model reads: its last elements "
+            f"would be dropped. Pass --max_seq_length {max_length} to cut such rows (they are counted), or use a "
+            "config with more positions."
+        )
+
+
 def atomic_write(path: str | os.PathLike, write) -> None:
     """`write(temporary_path)`, then rename the file into place, so that a reader never sees a half-written file and
     an interrupted write leaves the old one (the temporary file is removed)."""

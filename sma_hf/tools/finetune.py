@@ -54,6 +54,7 @@ from .common import (
     load_processor,
     load_sma_config,
     max_input_length,
+    refuse_to_cut_elements,
     remove_outputs,
     usable_input,
     weights_sha256,
@@ -330,7 +331,17 @@ def finetune(args, command: str | None = None) -> dict:
     processor = fitted_processor(model_args.model_name_or_path, config, rows["train"][task["input_column"]])
     if config.input_type == "discrete":  # what Trainer would otherwise align, with a warning for every seed
         config.bos_token_id, config.eos_token_id = processor.bos_token_id, processor.eos_token_id
-    encoder = Encoder(task, config, processor, max_input_length(training.max_seq_length, config))
+    max_length = max_input_length(training.max_seq_length, config)
+    if config.input_type == "continuous":  # elements past the model's positions are lost: asked for, or refused
+        lengths = {
+            split: [len(usable_input(v, config)[0]) for v in rows[split][task["input_column"]]] for split in SPLITS
+        }
+        longest = max(max(counts) for counts in lengths.values())
+        refuse_to_cut_elements(longest, config, max_length, training.max_seq_length is not None)
+        cut = {split: sum(n > max_length for n in counts) for split, counts in lengths.items()}
+        if any(cut.values()):
+            print(f"Rows cut to {max_length} elements per split: {cut}")
+    encoder = Encoder(task, config, processor, max_length)
     collator = make_collator(config, task, processor)
     setup = Setup(task, config, rows, encoder, collator, processor, model_args.model_name_or_path)
     runs = []

@@ -62,6 +62,7 @@ from .common import (
     load_processor,
     load_sma_config,
     max_input_length,
+    refuse_to_cut_elements,
     remove_outputs,
     usable_input,
     write_json_atomic,
@@ -167,11 +168,12 @@ class BatchBuilder:
     by the feature extractor. Which rows are usable is `common.usable_input`'s rule, shared with `sma-finetune`.
     """
 
-    def __init__(self, processor, config: SMAConfig, input_column: str, max_seq_length: int):
+    def __init__(self, processor, config: SMAConfig, input_column: str, max_seq_length: int, cut_asked: bool = False):
         self.processor = processor
         self.config = config
         self.input_column = input_column
         self.max_seq_length = max_seq_length
+        self.cut_asked = cut_asked  # --max_seq_length given: continuous rows may be cut (see `refuse_to_cut_elements`)
 
     def length(self, value) -> int:
         """Elements the model sees (before truncation): bytes plus the appended [SEP], or elements."""
@@ -191,6 +193,8 @@ class BatchBuilder:
                 values.append(value)
             else:
                 skipped[reason] = skipped.get(reason, 0) + 1
+        longest = max((len(value) for value in values), default=0)
+        refuse_to_cut_elements(longest, self.config, self.max_seq_length, self.cut_asked)
         return values, skipped
 
 
@@ -440,7 +444,8 @@ def pretrain(args, command: str | None = None) -> dict:
     set_seed(run.seed)  # the same initial weights on every rank
     model, processor, max_seq_length = load_model_and_processor(args.model, training.max_seq_length)
     train_stream = load_stream(data, "train")
-    builder = batch_builder(train_stream, data.input_column, processor, model.config, max_seq_length)
+    cut_asked = training.max_seq_length is not None
+    builder = batch_builder(train_stream, data.input_column, processor, model.config, max_seq_length, cut_asked)
     eval_batches, figure_rows = held_out_batches(
         load_stream(data, "validation"), builder, data.max_eval_samples, run.per_device_eval_batch_size
     )
@@ -497,11 +502,11 @@ def make_accelerator(run: PretrainingArguments, output_dir: Path) -> Accelerator
 
 
 def batch_builder(
-    train_stream, input_column: str | None, processor, config: SMAConfig, max_seq_length: int
+    train_stream, input_column: str | None, processor, config: SMAConfig, max_seq_length: int, cut_asked: bool
 ) -> BatchBuilder:
     """The builder of batches from the stream's input column; a new feature extractor is fitted on the first rows."""
     input_column = choose_input_column(first_example(train_stream, "training"), input_column)
-    builder = BatchBuilder(processor, config, input_column, max_seq_length)
+    builder = BatchBuilder(processor, config, input_column, max_seq_length, cut_asked)
     if config.input_type == "continuous" and not processor.do_normalize:
         sample, _ = builder.usable_values(itertools.islice(iter(train_stream), NORMALIZATION_EXAMPLES))
         if not sample:

@@ -306,8 +306,8 @@ def test_self_guided_mask_is_the_top_k_of_the_first_layer_attention():
 def test_position_selected_mask_is_the_top_k_of_the_sampled_positions_attention_on_positions_alone(
     encoder_type, equal_key_norms
 ):
-    """Selection by position, no random share: input positions are sampled per example, and the mask is the top-k of their
-    summed, head-averaged attention onto every input, computed from the position embeddings and the first layer's
+    """Selection by position, no random share: input positions are sampled per example, and the mask is the top-k of
+    their summed, head-averaged attention onto every input, computed from the position embeddings and the first layer's
     projections alone (the sampled positions' keys stand in for queries in cross_attention mode); with
     `mask_equal_key_norms`, every key rescaled to the mean norm of the row's keys first."""
     config = config_for(encoder_type, "continuous", masking_ratio=0.4, num_per_query=1.0,

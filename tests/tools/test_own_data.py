@@ -1,10 +1,13 @@
-"""Nothing a user wrote or trained is lost by running a command twice, and a folder that cannot hold the outputs is
-refused before any work: `--output_dir` of `sma-pretrain` and `sma-finetune`, and fine-tuning seeds that survive an
-interruption."""
+"""Your own data, safely: nothing a user wrote or trained is lost by running a command twice, a folder that cannot
+hold the outputs is refused before any work (`--output_dir` of `sma-pretrain` and `sma-finetune`), fine-tuning seeds
+survive an interruption, and elements are never dropped without being asked for."""
 
 import hashlib
 import json
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from test_finetuning_sma import write_task
 from test_pretraining_sma import TINY_CONFIG, corpus, pretrain_args, smiles_rows  # noqa: F401 (fixture)
@@ -120,3 +123,39 @@ def test_fine_tuning_into_a_folder_of_another_run_is_refused(tmp_path, task, cha
     message = one_line_error(finetune.main, argv, capsys)
     assert message.startswith(f"sma-finetune: error: --output_dir {tmp_path / 'out'} already holds files")
     assert digest(tmp_path / "out") == before
+
+
+@pytest.fixture
+def long_rows(tmp_path):
+    """Continuous rows of 9 elements for a model that reads 6 positions; a table and a task of them."""
+    rng = np.random.default_rng(0)
+    rows = [{"features": rng.normal(size=9).tolist(), "label": float(i % 3)} for i in range(30)]
+    pq.write_table(pa.Table.from_pylist(rows[:24]), tmp_path / "pool.parquet")
+    pq.write_table(pa.Table.from_pylist(rows[24:]), tmp_path / "held_out.parquet")
+    config = tmp_path / "continuous.json"
+    config.write_text(json.dumps({**TINY_CONFIG, "input_type": "continuous", "max_position_embeddings": 6}))
+    return config, write_task(tmp_path, "long", rows, "regression", 1, "rmse", "features", "continuous")
+
+
+@pytest.mark.parametrize("tool", ["pretrain", "finetune"])
+def test_continuous_rows_longer_than_the_model_are_refused_unless_a_cut_is_asked(tmp_path, long_rows, tool, capsys):
+    config, spec = long_rows
+    if tool == "pretrain":
+        main = pretrain.main
+        argv = ["--config_name", str(config), "--train_file", str(tmp_path / "pool.parquet"), "--validation_file",
+                str(tmp_path / "held_out.parquet"), "--max_steps", "2", "--per_device_train_batch_size", "8",
+                "--report_to", "none", "--output_dir", str(tmp_path / "run")]  # fmt: skip
+    else:
+        main = finetune.main
+        argv = ["--config_name", str(config), "--task", str(spec), "--data_dir", str(tmp_path / "data"),
+                "--num_train_epochs", "1", "--output_dir", str(tmp_path / "run")]  # fmt: skip
+    message = one_line_error(main, argv, capsys)
+    assert message.startswith(f"sma-{tool}: error: A row has 9 elements, more than the 6 positions the model reads")
+    assert "--max_seq_length 6" in message
+    main([*argv, "--max_seq_length", "6", "--overwrite_output_dir"])  # asked for: cut, and counted
+    out = capsys.readouterr().out
+    if tool == "pretrain":
+        summary = json.loads((tmp_path / "run" / "pretraining_summary.json").read_text())
+        assert summary["truncated_rows"] == 24 and "Rows truncated to 6 elements: 24" in out
+    else:
+        assert "Rows cut to 6 elements per split: {'train': 18, 'validation': 6, 'test': 6}" in out
