@@ -82,3 +82,36 @@ def test_documented_commands_parse(argv):
         "sma-prepare-data": prepare.build_parser().parse_args,
     }
     parse[argv[0]](argv[1:])  # an unknown flag, a missing one or a bad value exits
+
+
+@pytest.mark.slow
+def test_your_own_data_runs_as_written(tmp_path, monkeypatch):
+    """README's "Your own data": its commands as written (but for 3 pretraining steps and 1 fine-tuning epoch) on a
+    tiny table under its file names: a CSV to a pretrained, fine-tuned and carded model."""
+    from sma_hf.tools import finetune, hub, pretrain
+
+    section = README.read_text().split("## Your own data")[1].split("\n## ")[0]
+    commands = [
+        shlex.split(line)
+        for block in re.findall(r"```bash\n(.*?)```", section, flags=re.DOTALL)
+        for line in block.replace("\\\n", " ").splitlines()
+        if line.strip()
+    ]
+    assert [argv[0] for argv in commands] == ["sma-pretrain", "sma-finetune", "sma-model-card"]
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "my_data").mkdir()
+    sequences = ["MKTAYIAKQRQISFVKSHFSRQ"[i % 7 :] + "ACDEFGHIK"[: 3 + i % 6] for i in range(40)]
+    for name, rows in (("pool_train", sequences[:30]), ("pool_validation", sequences[30:])):
+        (tmp_path / "my_data" / f"{name}.csv").write_text("sequence\n" + "\n".join(rows) + "\n")
+    for split, part in (("train", range(24)), ("validation", range(24, 32)), ("test", range(32, 40))):
+        lines = [f"{sequences[i]},{('cytoplasm', 'nucleus')[i % 2]}" for i in part]
+        (tmp_path / "my_data" / f"task_{split}.csv").write_text("sequence,label\n" + "\n".join(lines) + "\n")
+    runs = {"sma-pretrain": pretrain.main, "sma-finetune": finetune.main, "sma-model-card": hub.main}
+    shorter = {"sma-pretrain": ["--max_steps", "3"], "sma-finetune": ["--num_train_epochs", "1"]}
+    for program, *argv in commands:
+        runs[program]([*argv, *shorter.get(program, [])])  # a repeated flag: the last one counts
+    results = (tmp_path / "runs" / "my-task" / "results.json").read_text()
+    assert '"metric": "roc_auc"' in results and '"id2label"' not in results
+    card = (tmp_path / "runs" / "my-sma" / "model" / "README.md").read_text()
+    assert "me/my-sma" in card and "ROC-AUC" in card
+    assert (tmp_path / "runs" / "my-task" / "seed-2" / "config.json").read_text().count("nucleus") == 2

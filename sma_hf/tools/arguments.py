@@ -10,7 +10,7 @@ from typing import Literal
 
 from transformers import HfArgumentParser
 
-from .common import PRESETS_DIR, check_model_path, shipped_names
+from .common import PRESETS_DIR, shipped_names
 from .hub import CARD_DOMAINS
 
 
@@ -36,8 +36,6 @@ class ModelArguments:
     def __post_init__(self):
         if (self.config_name is None) == (self.model_name_or_path is None):
             raise ValueError("Pass exactly one of --config_name (from scratch) or --model_name_or_path.")
-        if self.model_name_or_path is not None:
-            check_model_path(self.model_name_or_path)
 
 
 @dataclass
@@ -150,8 +148,27 @@ class HubArguments:
 
 @dataclass
 class FinetuningArguments:
-    task: str = field(metadata={"help": "Task spec: a shipped name (e.g. freesolv) or a JSON path."})
+    task: str | None = field(
+        default=None,
+        metadata={"help": "Task spec: a shipped name (e.g. freesolv) or a JSON path; or give your table."},
+    )
     data_dir: str = field(default="data", metadata={"help": "Root the task's data_files are relative to."})
+    train_file: str | None = field(
+        default=None, metadata={"help": "Your table instead of --task: the training split."}
+    )
+    validation_file: str | None = field(default=None, metadata={"help": "With --train_file: the validation split."})
+    test_file: str | None = field(default=None, metadata={"help": "With --train_file: the test split."})
+    input_column: str = field(default="text", metadata={"help": "With --train_file: the column of the inputs."})
+    label_column: str = field(default="label", metadata={"help": "With --train_file: the column of the labels."})
+    problem_type: Literal["regression", "single_label_classification", "token_classification"] | None = field(
+        default=None,
+        metadata={"help": "With --train_file (default: regression for non-integer numbers, else classification)."},
+    )
+    metric: str | None = field(
+        default=None,
+        metadata={"help": "With --train_file: what selects the epoch (default: rmse, roc_auc for 2 classes, else "
+                  "macro_f1)."},
+    )  # fmt: skip
     label: str | None = field(default=None, metadata={"help": "Name of this model in the results and model cards."})
     seeds: list[int] = field(default_factory=lambda: [0], metadata={"help": "One model per seed."})
     label_fraction: float = field(
@@ -179,6 +196,20 @@ class FinetuningArguments:
     )
 
     def __post_init__(self):
+        table = {
+            "--train_file": self.train_file,
+            "--validation_file": self.validation_file,
+            "--test_file": self.test_file,
+        }
+        if (self.task is None) == (self.train_file is None):
+            raise ValueError(
+                "Pass --task (a task spec) or --train_file, --validation_file and --test_file (your table)."
+            )
+        if self.task is None and None in table.values():
+            missing = [flag for flag, value in table.items() if value is None]
+            raise ValueError(f"Your table needs every split: {', '.join(missing)} missing.")
+        if self.task is not None and (self.problem_type or self.metric or any(table.values())):
+            raise ValueError("--problem_type, --metric and the split files describe your table: not with --task.")
         if not 0 < self.label_fraction <= 1:
             raise ValueError(f"--label_fraction must be in (0, 1], got {self.label_fraction}.")
         if not 0 <= self.warmup_ratio < 1:

@@ -69,10 +69,12 @@ def load_sma_config(model_name_or_path: str | None, config_name: str | None) -> 
     return config
 
 
-def check_model_path(model_name_or_path: str) -> None:
+def check_model_path(model_name_or_path: str | None) -> None:
     """Refuse at once a `--model_name_or_path` that is meant as a local folder and is not one (a Hub lookup would
     wait on the network and then blame it): one that is not a Hub id (`name` or `org/name`), or whose first part is
     a folder here."""
+    if model_name_or_path is None:
+        return
     path = Path(model_name_or_path).expanduser()
     if path.is_dir():
         return

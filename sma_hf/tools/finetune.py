@@ -50,6 +50,7 @@ from .arguments import (
 from .baselines import fit_linear_model
 from .common import (
     UsageError,
+    check_model_path,
     check_output_dir,
     load_processor,
     load_sma_config,
@@ -61,7 +62,16 @@ from .common import (
     write_json_atomic,
 )
 from .metrics import task_metrics
-from .task_data import SPLITS, label_subset, load_splits, load_task, results_record, usable_rows
+from .task_data import (
+    SPLITS,
+    class_names,
+    label_subset,
+    load_splits,
+    load_task,
+    results_record,
+    table_task,
+    usable_rows,
+)
 
 
 RUN_FILE = "finetune_run.json"  # the arguments of the run whose seeds the folder holds
@@ -119,7 +129,7 @@ class Encoder:
 def load_config(model_args: ModelArguments, classifier_pooling: str | None, task: dict) -> SMAConfig:
     config = load_sma_config(model_args.model_name_or_path, model_args.config_name)
     if task.get("input_type", config.input_type) != config.input_type:
-        raise ValueError(
+        raise UsageError(
             f"Task {task['name']!r} has {task['input_type']} inputs but the model takes {config.input_type} inputs."
         )
     config.num_labels = task["num_labels"]
@@ -312,6 +322,7 @@ def finetune(args, command: str | None = None) -> dict:
     """Fine-tune (or probe) on every seed and write `results.json` (`command`, the reproducing command line, goes
     into it)."""
     model_args, finetuning, training = args.model, args.finetuning, args.training
+    check_model_path(model_args.model_name_or_path)
     output_dir = Path(training.output_dir)
     # a run of the same arguments and starting weights continues: its finished seeds are read back, not trained again
     record = run_record(args)
@@ -319,15 +330,29 @@ def finetune(args, command: str | None = None) -> dict:
     continues = run_file.is_file() and json.loads(run_file.read_text()) == record
     remove_outputs(check_output_dir(training.output_dir, training.overwrite_output_dir, continues, FINETUNING_OUTPUTS))
     write_json_atomic(run_file, record)
-    task = load_task(finetuning.task)
+    if finetuning.task is not None:
+        task = load_task(finetuning.task)
+        splits = load_splits(task, finetuning.data_dir)
+    else:
+        files = {
+            "train": finetuning.train_file,
+            "validation": finetuning.validation_file,
+            "test": finetuning.test_file,
+        }
+        task, splits = table_task(
+            files, finetuning.input_column, finetuning.label_column, finetuning.problem_type, finetuning.metric
+        )
     if finetuning.linear_probe and task["problem_type"] == "token_classification":
-        raise ValueError("--linear_probe probes pooled embeddings: it needs a sequence-level task, not token labels.")
-    splits = load_splits(task, finetuning.data_dir)
+        raise UsageError("--linear_probe probes pooled embeddings: it needs a sequence-level task, not token labels.")
     config = load_config(model_args, finetuning.classifier_pooling, task)
     skipped = {}
     rows = {split: usable_rows(splits[split], split, task, config, skipped) for split in SPLITS}
     if skipped:
         print(f"Skipped unusable rows per split: {skipped}")
+    if task["problem_type"] == "single_label_classification":  # saved with the models: pipelines print the names
+        names = class_names(rows, task)
+        config.id2label = dict(enumerate(names))
+        config.label2id = {class_name: index for index, class_name in enumerate(names)}
     processor = fitted_processor(model_args.model_name_or_path, config, rows["train"][task["input_column"]])
     if config.input_type == "discrete":  # what Trainer would otherwise align, with a warning for every seed
         config.bos_token_id, config.eos_token_id = processor.bos_token_id, processor.eos_token_id
@@ -390,7 +415,7 @@ def main(argv=None):
     logging.disable_progress_bar()  # transformers' bars of every checkpoint write; Trainer's own bars stay
     try:
         finetune(parse_args(argv), command=shlex.join(["sma-finetune", *argv]))
-    except UsageError as error:
+    except (UsageError, FileNotFoundError) as error:  # what the user asked for, said in one line
         sys.exit(f"sma-finetune: error: {error}")
 
 

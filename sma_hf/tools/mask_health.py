@@ -171,14 +171,21 @@ def draw_masks(examples, masks, *, grid_shape=None, titles=None, characters_per_
         height, width = grid_shape
         figure, axes = plt.subplots(1, len(examples), figsize=(2.2 * len(examples), 2.4), squeeze=False)
         for ax, values, mask, title in zip(axes[0], examples, masks, titles):
-            values = np.asarray(values, dtype=np.float32).reshape(height * width, -1).mean(axis=1)
-            image = np.repeat(((values - values.min()) / (np.ptp(values) or 1.0))[:, None], 3, axis=1)
-            tint = mask[: height * width]
-            image[tint] = 0.35 * image[tint] + 0.65 * np.array([0.85, 0.1, 0.1])
+            image = _tinted(np.asarray(values, dtype=np.float32).reshape(height * width, -1), mask)
             ax.imshow(image.reshape(height, width, 3), interpolation="nearest")
             ax.set_xticks([]), ax.set_yticks([])
             if title:
                 ax.set_title(title, fontsize=8)
+        figure.tight_layout()
+        return figure
+    if not isinstance(examples[0], str) and not isinstance(list(examples[0])[0], str):  # values without a grid
+        figure, axes = plt.subplots(len(examples), 1, figsize=(8, 0.5 * len(examples) + 0.4), squeeze=False)
+        for ax, values, mask, title in zip(axes[:, 0], examples, masks, titles):
+            values = np.asarray(values, dtype=np.float32)[: len(mask)]  # a truncated example: what the model saw
+            image = _tinted(values.reshape(len(values), -1), mask)  # one cell per element, in order
+            ax.imshow(image[None], aspect="auto", interpolation="nearest")
+            ax.set_xticks([]), ax.set_yticks([])
+            ax.set_title(title or "", fontsize=8, loc="left")
         figure.tight_layout()
         return figure
 
@@ -212,6 +219,15 @@ def draw_masks(examples, masks, *, grid_shape=None, titles=None, characters_per_
             )
         y -= line_height
     return figure
+
+
+def _tinted(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """[elements, 3] grey levels of the elements' mean values (scaled to [0, 1]), the masked ones tinted red."""
+    values = values.mean(axis=1)
+    image = np.repeat(((values - values.min()) / (np.ptp(values) or 1.0))[:, None], 3, axis=1)
+    tint = mask[: len(values)]
+    image[tint] = 0.35 * image[tint] + 0.65 * np.array([0.85, 0.1, 0.1])
+    return image
 
 
 def figure_png(figure, dpi: int = 110) -> bytes:

@@ -58,6 +58,7 @@ from .arguments import (
 from .common import (
     FILE_BUILDERS,
     UsageError,
+    check_model_path,
     check_output_dir,
     load_processor,
     load_sma_config,
@@ -432,6 +433,7 @@ class Training:
 def pretrain(args, command: str | None = None) -> dict:
     """Run the pretraining described by `args` (see `parse_args`); `command` is recorded in the summary and card."""
     data, training, run, hub = args.data, args.training, args.run, args.hub
+    check_model_path(args.model.model_name_or_path)
     output_dir = Path(training.output_dir)
     # every rank checks (and fails alike); one removes an overwritten run's outputs
     stale = check_output_dir(
@@ -738,7 +740,7 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     try:
         pretrain(parse_args(argv), command=redacted_command(argv))
-    except UsageError as error:
+    except (UsageError, FileNotFoundError) as error:  # what the user asked for, said in one line
         sys.exit(f"sma-pretrain: error: {error}")
     if torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()  # gloo sometimes aborts at interpreter exit otherwise

@@ -147,18 +147,18 @@ def test_bad_labels_are_counted_or_refused(tmp_path, config_path):
     assert np.isfinite(results["test"]["rmse"]["mean"])
     rows = [{"smiles": s, "label": i % 3} for i, s in enumerate(smiles_rows(30))]
     task = write_task(tmp_path, "classes", rows, "single_label_classification", 2, "accuracy")
-    with pytest.raises(ValueError, match=r"labels must be class ids in \[0, 2\)"):
+    with pytest.raises(SystemExit, match=r"labels must be class ids in \[0, 2\)"):
         run(tmp_path, config_path, task)
 
 
 def test_task_and_model_must_agree(tmp_path, config_path):
     rows = [{"features": [1.0, 2.0], "label": 0.5}] * 10
     task = write_task(tmp_path, "cont", rows, "regression", 1, "rmse", "features", "continuous")
-    with pytest.raises(ValueError, match="continuous inputs but the model takes discrete"):
+    with pytest.raises(SystemExit, match="continuous inputs but the model takes discrete"):
         run(tmp_path, config_path, task)
     bad = json.loads(task.read_text()) | {"label_column": "target"}
     task.write_text(json.dumps(bad))
-    with pytest.raises(ValueError, match="column 'target' is not in"):
+    with pytest.raises(SystemExit, match="column 'target' is not in"):
         run(tmp_path, config_path, task)
 
 

@@ -156,6 +156,60 @@ def test_continuous_rows_longer_than_the_model_are_refused_unless_a_cut_is_asked
     out = capsys.readouterr().out
     if tool == "pretrain":
         summary = json.loads((tmp_path / "run" / "pretraining_summary.json").read_text())
-        assert summary["truncated_rows"] == 24 and "Rows truncated to 6 elements: 24" in out
+        # 2 steps of 8 rows, every row 9 elements long; and the masks of rows without a grid are drawn as strips
+        assert summary["truncated_rows"] == 16 and "Rows truncated to 6 elements: 16" in out
+        assert (tmp_path / "run" / "model" / "masks.png").is_file()
     else:
         assert "Rows cut to 6 elements per split: {'train': 18, 'validation': 6, 'test': 6}" in out
+
+
+def test_class_labels_as_users_have_them(tmp_path, capsys):
+    """String classes get ids in sorted order from the training split (stated), the saved models carry the names,
+    and a class that only the test split holds is refused in one line."""
+    from transformers import AutoConfig
+
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps(TINY_CONFIG))
+    rows = [{"smiles": s, "label": ("yes", "no", "maybe")[i % 3]} for i, s in enumerate(smiles_rows(45))]
+    spec = write_task(tmp_path, "words", rows, "single_label_classification", 3, "accuracy")
+    argv = ["--config_name", str(config), "--task", str(spec), "--data_dir", str(tmp_path / "data"),
+            "--num_train_epochs", "1", "--output_dir", str(tmp_path / "run")]  # fmt: skip
+    finetune.main(argv)
+    assert "classes from the training split, sorted: {0: 'maybe', 1: 'no', 2: 'yes'}" in capsys.readouterr().out
+    saved = AutoConfig.from_pretrained(tmp_path / "run" / "seed-0")
+    assert saved.id2label == {0: "maybe", 1: "no", 2: "yes"} and saved.label2id["yes"] == 2
+    rows[-1]["label"] = "never seen"  # the last row lands in the test split
+    spec = write_task(tmp_path, "words", rows, "single_label_classification", 3, "accuracy")
+    message = one_line_error(finetune.main, [*argv[:-1], str(tmp_path / "again")], capsys)
+    assert message == (
+        "sma-finetune: error: Task 'words': test labels ['never seen'] are not among the training classes "
+        "['maybe', 'no', 'yes']."
+    )
+
+
+def test_your_own_table_without_a_task_spec(tmp_path, capsys):
+    """`--train_file/--validation_file/--test_file` with `--input_column`: the task is read off the table (classes
+    from the training labels, the metric from their number), stated, and the results are the usual ones."""
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps(TINY_CONFIG))
+    rows = [{"sequence": s, "toxic": ("no", "yes")[i % 2]} for i, s in enumerate(smiles_rows(40))]
+    for split, part in (("train", rows[:24]), ("validation", rows[24:32]), ("test", rows[32:])):
+        with open(tmp_path / f"{split}.csv", "w") as file:
+            file.write("sequence,toxic\n" + "".join(f"{row['sequence']},{row['toxic']}\n" for row in part))
+    argv = ["--config_name", str(config), "--train_file", str(tmp_path / "train.csv"),
+            "--validation_file", str(tmp_path / "validation.csv"), "--test_file", str(tmp_path / "test.csv"),
+            "--input_column", "sequence", "--label_column", "toxic", "--num_train_epochs", "1",
+            "--output_dir", str(tmp_path / "run")]  # fmt: skip
+    finetune.main(argv)
+    out = capsys.readouterr().out
+    assert (
+        "Task 'train' from your table: single_label_classification, 2 label(s), selected on validation roc_auc" in out
+    )
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert results["task"]["metric"] == "roc_auc" and 0 <= results["test"]["roc_auc"]["mean"] <= 1
+    with pytest.raises(SystemExit):
+        finetune.main([*argv[:-1], str(tmp_path / "other"), "--task", "freesolv"])
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "sma-finetune: error: Pass --task (a task spec) or --train_file, --validation_file and --test_file (your "
+        "table)."
+    )
