@@ -31,6 +31,11 @@ def _number_in(default: float, low: float, high: float, *, low_open: bool, high_
     return _checked_field(default, f"a number in {interval}", check)
 
 
+# what `mask_equal_key_norms` and `mask_random_floor` default to with selection by position: the only selection that
+# met every mask-health target on all three testbeds of benchmarks/results/mask_selection/study.md
+POSITION_SELECTION_DEFAULTS = {"mask_equal_key_norms": True, "mask_random_floor": 0.25}
+
+
 @strict
 class SMAConfig(PreTrainedConfig):
     r"""
@@ -98,13 +103,18 @@ class SMAConfig(PreTrainedConfig):
             kinds of content: on proteins they picked residue types, and the visible residues then told the decoder
             which type was missing. A checkpoint saved before this field existed loads with `"inputs"`, the
             selection it was pretrained with.
-        mask_equal_key_norms (`bool`, defaults to `False`):
+        mask_equal_key_norms (`bool`, *optional*):
             Selection by position only: rescale every position's key to the keys' mean norm before scoring, so that
             inputs are chosen by the direction of their keys, not by their length (a few long "hub" keys otherwise
-            score high against every sampled position and win nearly every example's mask).
-        mask_random_floor (`float`, defaults to 0.0):
+            score high against every sampled position and win nearly every example's mask). Defaults to `True` with
+            self-guided selection by position, `False` otherwise.
+        mask_random_floor (`float`, *optional*):
             Share of every self-guided mask drawn uniformly at random at every step, after the warm-up noise has
-            decayed too (the random share is the larger of this and `mask_noise_ratio` x noise scale).
+            decayed too (the random share is the larger of this and `mask_noise_ratio` x noise scale), in [0, 1).
+            Defaults to 0.25 with self-guided selection by position, 0 otherwise (the paper's selection has none).
+            Without the two, selection by position settled on one mask for every example on permuted MNIST
+            (collapse score 0.82) and drifted that way on proteins; with them it met every mask-health target on
+            the three testbeds of the selection study.
         num_per_query (`float`, defaults to 3):
             Expected number of inputs each sampled query contributes to the mask: round(valid x ratio /
             num_per_query) queries are sampled per example.
@@ -161,8 +171,10 @@ class SMAConfig(PreTrainedConfig):
     masking_strategy: Literal["self_guided", "random"] = "self_guided"
     masking_ratio: float | int = _number_in(0.15, 0, 1, low_open=True, high_open=True)
     mask_selection: Literal["positions", "inputs"] = "positions"
-    mask_equal_key_norms: bool = False
-    mask_random_floor: float | int = _number_in(0.0, 0, 1, low_open=False, high_open=True)
+    mask_equal_key_norms: bool | None = None
+    mask_random_floor: float | int | None = _checked_field(
+        None, "None or a number in [0, 1)", lambda value: value is None or 0 <= value < 1
+    )
     num_per_query: float | int = _number_in(3, 1, float("inf"), low_open=False, high_open=True)
     head_aggregation: Literal["mean", "random_mix"] = "mean"
     mask_self: bool = False
@@ -173,12 +185,24 @@ class SMAConfig(PreTrainedConfig):
     decoder_intermediate_size: int = _positive_int(1024)
     classifier_pooling: Literal["attention", "mean"] = "attention"
 
+    def __post_init__(self, **kwargs):
+        # the options left unset take the defaults of the selection asked for (see the docstring)
+        by_position = self.masking_strategy == "self_guided" and self.mask_selection == "positions"
+        if self.mask_equal_key_norms is None:
+            self.mask_equal_key_norms = POSITION_SELECTION_DEFAULTS["mask_equal_key_norms"] and by_position
+        if self.mask_random_floor is None:
+            self.mask_random_floor = POSITION_SELECTION_DEFAULTS["mask_random_floor"] if by_position else 0.0
+        super().__post_init__(**kwargs)
+
     @classmethod
     def from_dict(cls, config_dict: dict, **kwargs):
-        # a config that `save_pretrained` wrote (it records `transformers_version`) before `mask_selection` existed
-        # was pretrained with the paper's selection: keep it, so that its pretraining goes on as it began
-        if "transformers_version" in config_dict and "mask_selection" not in {**config_dict, **kwargs}:
-            config_dict = {**config_dict, "mask_selection": "inputs"}
+        # a config that `save_pretrained` wrote (it records `transformers_version`) before a selection field existed
+        # was pretrained without it: keep its selection, so that its pretraining goes on as it began (the paper's
+        # selection before `mask_selection`; no equal key norms and no random floor before those)
+        if "transformers_version" in config_dict:
+            given = {**config_dict, **kwargs}
+            before = {"mask_selection": "inputs", "mask_equal_key_norms": False, "mask_random_floor": 0.0}
+            config_dict = {**config_dict, **{name: value for name, value in before.items() if name not in given}}
         return super().from_dict(config_dict, **kwargs)
 
     def validate_architecture(self):

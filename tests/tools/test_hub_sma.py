@@ -439,8 +439,9 @@ def test_push_and_download_round_trip_through_the_fake_hub(tmp_path, fake_hub):
 
 
 def test_card_names_every_selection_option_of_the_masks():
-    plain = hub.pretraining_card_context(None, None, tiny_config())["model_config"]["Masking"]
-    config = tiny_config(mask_equal_key_norms=True, mask_random_floor=0.25)
+    plain = tiny_config(mask_equal_key_norms=False, mask_random_floor=0.0)
+    plain = hub.pretraining_card_context(None, None, plain)["model_config"]["Masking"]
+    config = tiny_config()  # selection by position, with the defaults' equal key norms and random floor
     masking = hub.pretraining_card_context(None, None, config)["model_config"]["Masking"]
     assert "selected by positions" in plain and "equal norm" not in plain and "random throughout" not in plain
     assert "position keys of equal norm" in masking and "25% of each mask random throughout" in masking
