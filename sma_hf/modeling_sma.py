@@ -600,12 +600,16 @@ class SMADecoder(nn.Module):
         self.output = nn.Linear(size, output_size)
 
     def forward(self, hidden_states, hidden_mask, position_ids) -> torch.Tensor:
+        return self.output(self.element_states(hidden_states, hidden_mask, position_ids))
+
+    def element_states(self, hidden_states, hidden_mask, position_ids) -> torch.Tensor:
+        """One vector per queried position, `[batch, positions, decoder_hidden_size]`: what the output layer reads."""
         queries = self.query_embeddings(position_ids)
         attention_mask = key_mask(self.config, queries, hidden_mask, hidden_states)
         attended, _ = self.attention(self.query_layer_norm(queries), hidden_states, attention_mask)
         decoded = queries + attended
         decoded = decoded + self.mlp(self.mlp_layer_norm(decoded))
-        return self.output(self.output_layer_norm(decoded))
+        return self.output_layer_norm(decoded)
 
 
 class SMAPreTrainedModel(PreTrainedModel):
@@ -935,6 +939,25 @@ class SMAForMaskedModeling(SMAPreTrainedModel):
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
         )
+
+    def element_embeddings(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        inputs: torch.FloatTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+    ) -> torch.FloatTensor:
+        r"""
+        One vector per input element, `[batch, length, decoder_hidden_size]`, in both encoder modes: each element's
+        position query of the reconstruction decoder attending to the encoder output, with nothing masked (what the
+        decoder reads to reconstruct that element). In `cross_attention` mode the encoder's own output is one vector
+        per latent, not per element (`SMAModel`'s `last_hidden_state`, and so `pipeline("feature-extraction")`);
+        in `self_attention` mode it is one per element too. Padding positions get vectors as well: leave them out
+        with `attention_mask`. Call it in evaluation mode (dropout off) for the same vectors every time.
+        """
+        elements = self.sma.derive_elements(input_ids, inputs, attention_mask, position_ids)
+        encoded = self.sma(elements=elements)  # no mask is drawn: every element is visible
+        return self.decoder.element_states(encoded.last_hidden_state, encoded.hidden_mask, elements.position_ids)
 
     def _reconstruction_targets(self, elements: SMAElements, labels):
         """Token ids (-100 = ignore) or float32 values, shaped like the inputs; standardised if so configured."""

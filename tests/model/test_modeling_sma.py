@@ -569,3 +569,29 @@ def test_token_classification_ignores_padding_and_minus_100():
     assert out.logits.shape == (2, 8, 4)
     keep = attention_mask.bool() & (labels != -100)
     torch.testing.assert_close(out.loss, torch.nn.functional.cross_entropy(out.logits[keep], labels[keep]))
+
+
+@pytest.mark.parametrize("encoder_type,input_type", MODES)
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_element_embeddings_are_one_per_element_padding_invariant_and_what_reconstruction_reads(
+    encoder_type, input_type, side
+):
+    """`element_embeddings`: [batch, length, decoder_hidden_size] in both modes (cross_attention's encoder output is
+    one vector per latent), the same for an element whatever the padding, and the vectors the decoder's output layer
+    maps to the evaluation logits."""
+    config = config_for(encoder_type, input_type)
+    model = SMAForMaskedModeling(config).eval()
+    inputs = random_inputs(config, 1, 10)
+    embeddings = model.element_embeddings(**inputs)
+    assert embeddings.shape == (1, 10, config.decoder_hidden_size)
+    torch.testing.assert_close(model.decoder.output(embeddings), model(**inputs).logits, atol=1e-5, rtol=0)
+    pad = {name: value[:, :4] for name, value in inputs.items()}
+    padded = {name: torch.cat([value, pad[name]] if side == "right" else [pad[name], value], dim=1)
+              for name, value in inputs.items()}  # fmt: skip
+    attention_mask = torch.ones(1, 14, dtype=torch.long)
+    attention_mask[0, 10:] = 0 if side == "right" else 1
+    attention_mask[0, :4] = 1 if side == "right" else 0
+    real = slice(0, 10) if side == "right" else slice(4, 14)
+    padded_embeddings = model.element_embeddings(**padded, attention_mask=attention_mask)
+    torch.testing.assert_close(padded_embeddings[:, real], embeddings, atol=1e-5, rtol=0)
+    assert torch.equal(model.element_embeddings(**inputs), embeddings)  # deterministic in evaluation mode
