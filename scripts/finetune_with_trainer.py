@@ -26,7 +26,7 @@ from transformers import (
 import sma_hf  # noqa: F401  (registers SMA with the Auto classes)
 
 
-def parse_args():
+def build_parser():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", required=True, help="A pretrained SMA folder or Hub id.")
     parser.add_argument("--data", required=True, help="A parquet, csv or json file with inputs and labels.")
@@ -37,14 +37,28 @@ def parse_args():
     parser.add_argument("--epochs", type=float, default=10)
     parser.add_argument("--learning_rate", type=float, default=3e-4)
     parser.add_argument("--batch_size", type=int, default=32)
-    return parser.parse_args()
+    return parser
 
 
 def main():
-    args = parse_args()
+    parser = build_parser()
+    args = parser.parse_args()
     regression = args.num_labels == 1
     builder = {".csv": "csv", ".json": "json", ".jsonl": "json"}.get(Path(args.data).suffix, "parquet")
-    splits = load_dataset(builder, data_files=args.data, split="train").train_test_split(test_size=0.2, seed=0)
+    table = load_dataset(builder, data_files=args.data, split="train")
+    # what would otherwise fail mid-run with a bare KeyError or TypeError: said at once, naming the flag
+    for flag, column in (("--input_column", args.input_column), ("--label_column", args.label_column)):
+        if column not in table.column_names:
+            parser.error(f"{flag} {column!r} is not a column of {args.data} (columns: {table.column_names})")
+    labels = table[args.label_column]
+    missing = sum(y is None or (isinstance(y, float) and not np.isfinite(y)) for y in labels)
+    if missing:
+        parser.error(f"{missing} rows of --label_column {args.label_column!r} are empty or not finite: drop them")
+    if not regression and not all(float(y).is_integer() and 0 <= y < args.num_labels for y in labels):
+        parser.error(
+            f"--label_column {args.label_column!r} must hold class ids in [0, --num_labels={args.num_labels})"
+        )
+    splits = table.train_test_split(test_size=0.2, seed=0)
 
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     model = AutoModelForSequenceClassification.from_pretrained(
