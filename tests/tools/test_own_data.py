@@ -4,6 +4,7 @@ survive an interruption, and elements are never dropped without being asked for.
 
 import hashlib
 import json
+import re
 
 import numpy as np
 import pyarrow as pa
@@ -213,3 +214,24 @@ def test_your_own_table_without_a_task_spec(tmp_path, capsys):
         "sma-finetune: error: Pass --task (a task spec) or --train_file, --validation_file and --test_file (your "
         "table)."
     )
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (["--num_train_epochs", "0"], "--num_train_epochs must be > 0, got 0.0"),
+        (["--num_train_epochs", "-3"], "--num_train_epochs must be > 0, got -3.0"),
+        (["--label_fraction", "0"], r"--label_fraction must be in \(0, 1\], got 0.0"),
+        (["--seeds", "1", "1"], r"--seeds must be distinct, got \[1, 1\]"),
+        (["--early_stopping_patience", "0"], "--early_stopping_patience must be >= 1, got 0"),
+    ],
+)
+def test_fine_tuning_numbers_that_would_report_an_untrained_model_are_refused(tmp_path, task, change, message,
+                                                                                capsys):  # fmt: skip
+    """What would exit 0 with the metrics of an untrained head: one line naming the flag, nothing written."""
+    with pytest.raises(SystemExit) as exited:
+        finetune.main([*finetune_args(tmp_path, task), *change])
+    assert exited.value.code == 2
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line.startswith("sma-finetune: error: ") and re.search(message, line), line
+    assert not (tmp_path / "out").exists()
