@@ -29,7 +29,7 @@ import torch
 from sma_hf import SMAConfig
 from sma_hf.tools import finetune, hub, pretrain
 from sma_hf.tools.baselines import classical_baseline
-from sma_hf.tools.common import PRESETS_DIR, TASKS_DIR, shipped_or_path, write_json_atomic
+from sma_hf.tools.common import PRESETS_DIR, TASKS_DIR, OutputDirInUse, shipped_or_path, write_json_atomic
 from sma_hf.tools.mask_health import MASK_FIGURE_FILE
 from sma_hf.tools.metrics import display_name
 from sma_hf.tools.task_data import load_task
@@ -95,8 +95,10 @@ def pretrain_or_reuse(argv: list[str], output_dir: Path, config: dict) -> dict:
     saved = output_dir / pretrain.SUMMARY_FILE
     command = pretrain.redacted_command(argv)
     if saved.is_file() and json.loads(saved.read_text())["command"] == command:
+        # every field as resolved, defaults included: a default that changed since makes the run again
+        wanted = SMAConfig(**{k: v for k, v in config.items() if k != "model_type"})
         trained = SMAConfig.from_pretrained(output_dir / pretrain.MODEL_DIR)
-        if all(getattr(trained, name) == value for name, value in config.items() if name != "model_type"):
+        if all(getattr(trained, name) == getattr(wanted, name) for name in SMAConfig.__annotations__):  # SMA's own
             return json.loads(saved.read_text())
     elif not saved.is_file() and pretrain.latest_checkpoint(output_dir) is not None:
         return pretrain.pretrain(pretrain.parse_args([*argv, "--resume_from_checkpoint", "latest"]), command=command)
@@ -121,16 +123,14 @@ def run_finetune(argv: list[str]) -> dict:
 
 
 def finetune_once(argv: list[str], output_dir: Path) -> dict:
-    """`run_finetune` into `output_dir`, or the results an earlier run left there with the same arguments and starting
-    weights (an interrupted one continues after its finished seeds). Anything else there (another command, other
-    weights at the same path, a run too old to record its weights) is this study's own output and is made again."""
-    run_file, record = output_dir / finetune.RUN_FILE, finetune.run_record(finetune.parse_args(argv))
-    if not (run_file.is_file() and json.loads(run_file.read_text()) == record):
-        shutil.rmtree(output_dir, ignore_errors=True)
-    saved = output_dir / "results.json"
-    if saved.is_file() and json.loads(saved.read_text())["command"] == shlex.join(["sma-finetune", *argv]):
-        return json.loads(saved.read_text())
-    return run_finetune(argv)
+    """`run_finetune` into `output_dir`: the same run (arguments, starting weights, data, config; `sma-finetune`
+    decides) reads back the seeds it finished and trains the others. Anything else there (another run, or one too
+    old to record what it was) is this study's own output and is made again."""
+    try:
+        return run_finetune(argv)
+    except OutputDirInUse:
+        shutil.rmtree(output_dir)
+        return run_finetune(argv)
 
 
 def evaluate_arms(experiment: Experiment, arms: dict[str, dict], work_dir: Path) -> list[dict]:

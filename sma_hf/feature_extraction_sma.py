@@ -128,9 +128,9 @@ class SMAFeatureExtractor(SequenceFeatureExtractor):
         """
         Pad examples that `__call__` already standardised and truncated (with `padding=False`), given as a list of
         dicts or a dict of lists: what transformers' collators call, so that `DataCollatorWithPadding(extractor)`
-        batches continuous examples. `inputs` (and `attention_mask`) are padded as `__call__` pads them; a field
-        whose rows hold one value per element (per-element `labels`) is padded to the same length with -100, the
-        index losses ignore; any other field (one value per example) is stacked.
+        batches continuous examples. `inputs` (and `attention_mask`) are padded as `__call__` pads them; `labels`
+        whose rows hold one value per element are padded to the same length with -100, the index losses ignore; any
+        other field (one value per example) is stacked.
         """
         if isinstance(processed_features, (list, tuple)):
             processed_features = {key: [row[key] for row in processed_features] for key in processed_features[0]}
@@ -138,9 +138,11 @@ class SMAFeatureExtractor(SequenceFeatureExtractor):
         data = self._pad_arrays(arrays, padding, max_length, pad_to_multiple_of, return_attention_mask)
         lengths = [len(x) for x in arrays]
         for key, rows in processed_features.items():
-            if key in data:
+            if key in ("inputs", "attention_mask"):  # padded above, or not asked for
                 continue
-            per_element = all(np.ndim(row) == 1 and len(row) == n for row, n in zip(rows, lengths))
+            per_element = key in ("labels", "label") and all(
+                np.ndim(row) == 1 and len(row) == n for row, n in zip(rows, lengths)
+            )
             data[key] = self._pad_rows(rows, data["inputs"].shape[1], -100) if per_element else np.asarray(rows)
         return BatchFeature(data, tensor_type=return_tensors)
 

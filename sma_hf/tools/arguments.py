@@ -158,8 +158,12 @@ class FinetuningArguments:
     )
     validation_file: str | None = field(default=None, metadata={"help": "With --train_file: the validation split."})
     test_file: str | None = field(default=None, metadata={"help": "With --train_file: the test split."})
-    input_column: str = field(default="text", metadata={"help": "With --train_file: the column of the inputs."})
-    label_column: str = field(default="label", metadata={"help": "With --train_file: the column of the labels."})
+    input_column: str | None = field(
+        default=None, metadata={"help": "With --train_file: the column of the inputs (default: text)."}
+    )
+    label_column: str | None = field(
+        default=None, metadata={"help": "With --train_file: the column of the labels (default: label)."}
+    )
     problem_type: Literal["regression", "single_label_classification", "token_classification"] | None = field(
         default=None,
         metadata={"help": "With --train_file (default: regression for non-integer numbers, else classification)."},
@@ -208,8 +212,14 @@ class FinetuningArguments:
         if self.task is None and None in table.values():
             missing = [flag for flag, value in table.items() if value is None]
             raise ValueError(f"Your table needs every split: {', '.join(missing)} missing.")
-        if self.task is not None and (self.problem_type or self.metric or any(table.values())):
-            raise ValueError("--problem_type, --metric and the split files describe your table: not with --task.")
+        described = (self.problem_type, self.metric, self.input_column, self.label_column, *table.values())
+        if self.task is not None and any(value is not None for value in described):
+            raise ValueError(
+                "--problem_type, --metric, the columns and the split files describe your table: not with --task."
+            )
+        if self.task is None:
+            self.input_column = self.input_column or "text"
+            self.label_column = self.label_column or "label"
         if not 0 < self.label_fraction <= 1:
             raise ValueError(f"--label_fraction must be in (0, 1], got {self.label_fraction}.")
         if not 0 <= self.warmup_ratio < 1:

@@ -23,6 +23,10 @@ class UsageError(ValueError):
     """Something the user asked for that cannot be done as asked; the console scripts print it as one line."""
 
 
+class OutputDirInUse(UsageError):
+    """`--output_dir` holds what another run wrote (see `check_output_dir`)."""
+
+
 # package data: `presets/<name>.json` (SMAConfig presets), `tasks/<name>.json` (fine-tuning task specs),
 # `templates/` (the model card template and its per-domain text)
 RESOURCES_DIR = Path(__file__).resolve().parent
@@ -62,10 +66,10 @@ def load_sma_config(model_name_or_path: str | None, config_name: str | None) -> 
         known = {field.name for field in dataclasses.fields(SMAConfig)} | set(PreTrainedConfig().to_dict())
         unknown = sorted(set(values) - known)
         if unknown:
-            raise ValueError(f"{path} has fields that SMAConfig does not know: {unknown}.")
+            raise UsageError(f"{path} has fields that SMAConfig does not know: {unknown}.")
         config = SMAConfig(**values)
     if not isinstance(config, SMAConfig):
-        raise ValueError(f"The model config must be an SMAConfig, got {type(config).__name__}.")
+        raise UsageError(f"The model config must be an SMAConfig, got {type(config).__name__}.")
     return config
 
 
@@ -88,7 +92,7 @@ def max_input_length(max_seq_length: int | None, config: SMAConfig) -> int:
     """`--max_seq_length`, by default the model's limit; checked against that limit."""
     length = max_seq_length or config.max_position_embeddings
     if not 1 <= length <= config.max_position_embeddings:
-        raise ValueError(
+        raise UsageError(
             f"--max_seq_length must be in [1, max_position_embeddings={config.max_position_embeddings}], got {length}."
         )
     return length
@@ -146,9 +150,9 @@ def check_output_dir(output_dir: str, overwrite: bool, continues: bool, outputs:
     """Check `--output_dir` before any work, so that nothing is lost and nothing is found unwritable at the end.
 
     Refused: a file, a folder that cannot be made or written, and a folder that already holds files, unless the run
-    continues what is there (`continues`: a resume) or `overwrite` (`--overwrite_output_dir`) is given. Returns what
-    an overwriting run removes first: the entries of the folder matching `outputs` (the names this tool writes, glob
-    patterns), never anything else (the caller removes them, once, with `remove_outputs`).
+    continues what is there (`continues`: a resume) or `overwrite` (`--overwrite_output_dir`) is given; `overwrite`
+    wins. Returns what an overwriting run removes first: the entries of the folder matching `outputs` (the names this
+    tool writes, glob patterns), never anything else (the caller removes them, once, with `remove_outputs`).
     """
     path = Path(output_dir)
     if path.exists() and not path.is_dir():
@@ -161,15 +165,15 @@ def check_output_dir(output_dir: str, overwrite: bool, continues: bool, outputs:
     except OSError as error:
         raise UsageError(f"--output_dir {output_dir} cannot be written ({error.strerror or error}).") from None
     existing = sorted(entry for entry in path.iterdir() if not entry.name.startswith(".write-test-"))
-    if not existing or continues:
-        return []
-    if not overwrite:
+    if overwrite:
+        return sorted({entry for pattern in outputs for entry in path.glob(pattern)})
+    if existing and not continues:
         shown = ", ".join(entry.name for entry in existing[:5]) + (", ..." if len(existing) > 5 else "")
-        raise UsageError(
+        raise OutputDirInUse(
             f"--output_dir {output_dir} already holds files ({shown}); pass --overwrite_output_dir to replace what an "
             "earlier run wrote there, or choose another folder."
         )
-    return sorted({entry for pattern in outputs for entry in path.glob(pattern)})
+    return []
 
 
 def remove_outputs(paths: list[Path]) -> None:
@@ -185,10 +189,20 @@ def weights_sha256(model_name_or_path: str | None) -> str | None:
         return None
     folder, digest = Path(model_name_or_path), hashlib.sha256()
     for path in sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.bin")):
-        with path.open("rb") as file:
-            for block in iter(lambda: file.read(1 << 20), b""):
-                digest.update(block)
+        _update(digest, path)
     return digest.hexdigest()
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    _update(digest, Path(path))
+    return digest.hexdigest()
+
+
+def _update(digest, path: Path):
+    with path.open("rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
 
 
 def refuse_to_cut_elements(longest: int, config: SMAConfig, max_length: int, cut_asked: bool) -> None:

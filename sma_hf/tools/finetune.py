@@ -52,6 +52,7 @@ from .common import (
     UsageError,
     check_model_path,
     check_output_dir,
+    file_sha256,
     load_processor,
     load_sma_config,
     max_input_length,
@@ -310,11 +311,18 @@ def pooled_embeddings(model, dataset, collator, batch_size: int = 64) -> np.ndar
     return np.concatenate(pooled)
 
 
-def run_record(args) -> dict:
-    """What makes two runs the same run, seed for seed: every argument (the list of seeds aside) and the starting
-    weights (the hash of a local checkpoint's weights, which a path alone does not pin down)."""
+def run_record(args, task: dict, config: SMAConfig) -> dict:
+    """What makes two runs the same run, seed for seed: every argument (the list of seeds aside), and what paths and
+    names do not pin down: the starting weights (the hash of a local checkpoint's weight files), the data (the hash
+    of each split's file) and the model's config as this run resolved it."""
     record = {k: v for k, v in public_arguments(args).items() if k not in ("seeds", "overwrite_output_dir")}
     record["model_sha256"] = weights_sha256(args.model.model_name_or_path)
+    record["data_sha256"] = {
+        split: file_sha256(Path(args.finetuning.data_dir) / path) for split, path in task["data_files"].items()
+    }
+    record["config"] = {
+        k: v for k, v in config.to_dict().items() if not k.startswith("_") and k != "transformers_version"
+    }
     return json.loads(json.dumps(record))  # as it reads back from the file (tuples become lists)
 
 
@@ -324,12 +332,6 @@ def finetune(args, command: str | None = None) -> dict:
     model_args, finetuning, training = args.model, args.finetuning, args.training
     check_model_path(model_args.model_name_or_path)
     output_dir = Path(training.output_dir)
-    # a run of the same arguments and starting weights continues: its finished seeds are read back, not trained again
-    record = run_record(args)
-    run_file = output_dir / RUN_FILE
-    continues = run_file.is_file() and json.loads(run_file.read_text()) == record
-    remove_outputs(check_output_dir(training.output_dir, training.overwrite_output_dir, continues, FINETUNING_OUTPUTS))
-    write_json_atomic(run_file, record)
     if finetuning.task is not None:
         task = load_task(finetuning.task)
         splits = load_splits(task, finetuning.data_dir)
@@ -369,6 +371,12 @@ def finetune(args, command: str | None = None) -> dict:
     encoder = Encoder(task, config, processor, max_length)
     collator = make_collator(config, task, processor)
     setup = Setup(task, config, rows, encoder, collator, processor, model_args.model_name_or_path)
+    # every check passed: the same run (`run_record`) continues, its finished seeds read back, not trained again
+    record = run_record(args, task, config)
+    run_file = output_dir / RUN_FILE
+    continues = run_file.is_file() and json.loads(run_file.read_text()) == record
+    remove_outputs(check_output_dir(training.output_dir, training.overwrite_output_dir, continues, FINETUNING_OUTPUTS))
+    write_json_atomic(run_file, record)
     runs = []
     for seed in finetuning.seeds:
         seed_file = output_dir / f"seed-{seed}" / SEED_RESULT_FILE

@@ -113,7 +113,7 @@ def resolve_files(pattern: str, flag: str) -> list[str]:
         raise FileNotFoundError(f"{flag} {pattern!r} matches no file.")
     extensions = {Path(f).suffix for f in files}
     if len(extensions) > 1 or not extensions <= FILE_BUILDERS.keys():
-        raise ValueError(
+        raise UsageError(
             f"{flag} must name files of one type among {sorted(FILE_BUILDERS)}, got extensions {sorted(extensions)}."
         )
     return files
@@ -145,20 +145,20 @@ def first_example(stream, what: str) -> dict:
     try:
         return next(iter(stream))
     except StopIteration:
-        raise ValueError(f"The {what} data is empty.") from None
+        raise UsageError(f"The {what} data is empty.") from None
     except Exception as error:  # e.g. pyarrow cannot read a parquet file without rows
-        raise ValueError(f"The {what} data is empty or unreadable: {error}") from error
+        raise UsageError(f"The {what} data is empty or unreadable: {error}") from error
 
 
 def choose_input_column(example: dict, input_column: str | None) -> str:
     columns = list(example)
     if input_column is not None:
         if input_column not in example:
-            raise ValueError(f"--input_column {input_column!r} is not a column of the data; columns: {columns}.")
+            raise UsageError(f"--input_column {input_column!r} is not a column of the data; columns: {columns}.")
         return input_column
     candidates = [c for c in columns if c not in ("label", "labels", "id")]
     if len(candidates) != 1:
-        raise ValueError(f"Cannot tell the input column among {columns}; pass --input_column.")
+        raise UsageError(f"Cannot tell the input column among {columns}; pass --input_column.")
     return candidates[0]
 
 
@@ -225,7 +225,7 @@ class DataPosition:
     def load_state_dict(self, state):
         if state["data_setup"] != self.data_setup:
             changed = sorted(k for k in self.data_setup if state["data_setup"].get(k) != self.data_setup[k])
-            raise ValueError(
+            raise UsageError(
                 f"The checkpoint was written with other data settings ({', '.join(changed)}); resuming would not "
                 f"continue at the same rows. Checkpoint: {state['data_setup']}; now: {self.data_setup}."
             )
@@ -283,9 +283,9 @@ def training_batches(stream, builder: BatchBuilder, batch_size: int, position: D
             position.window_start += len(window)
             position.batches_done = 0
         if not epoch_had_rows:
-            raise ValueError("This rank's part of the training data is empty (fewer rows than processes?).")
+            raise UsageError("This rank's part of the training data is empty (fewer rows than processes?).")
         if not epoch_had_batches:
-            raise ValueError(f"No training row of this rank is usable; rows skipped by reason: {position.skipped}.")
+            raise UsageError(f"No training row of this rank is usable; rows skipped by reason: {position.skipped}.")
         position.epoch += 1
         position.window_start = 0
 
@@ -295,7 +295,7 @@ def load_model_and_processor(model_args: ModelArguments, max_seq_length: int | N
     max_seq_length = max_input_length(max_seq_length, config)
     processor = load_processor(model_args.model_name_or_path, config)
     if config.input_type == "discrete" and len(processor) > config.vocab_size:
-        raise ValueError(f"The tokenizer has {len(processor)} ids but the config's vocab_size is {config.vocab_size}.")
+        raise UsageError(f"The tokenizer has {len(processor)} ids but the config's vocab_size is {config.vocab_size}.")
     if processor is None:
         processor = SMAFeatureExtractor(input_channels=config.input_channels)  # fitted on the data in `pretrain`
     if model_args.model_name_or_path is not None:
@@ -345,7 +345,7 @@ def evaluate(model: SMAForMaskedModeling, batches: list[dict], seed: int) -> dic
     model.set_mask_noise_scale(noise_scales[0] if noise_scales else 1.0)
     model.train(was_training)
     if counts["random"] == 0:
-        raise ValueError("No held-out example is long enough to be masked; the evaluation loss is undefined.")
+        raise UsageError("No held-out example is long enough to be masked; the evaluation loss is undefined.")
     return {
         "eval_loss": sums["random"] / counts["random"],
         "eval_loss_self_guided": sums["self_guided"] / max(counts["self_guided"], 1),
@@ -358,7 +358,7 @@ def evaluate(model: SMAForMaskedModeling, batches: list[dict], seed: int) -> dic
 def checkpoint_step(path: Path) -> int:
     suffix = path.name[len(CHECKPOINT_PREFIX) :]
     if not path.name.startswith(CHECKPOINT_PREFIX) or not suffix.isdigit():
-        raise ValueError(f"--resume_from_checkpoint must name a `{CHECKPOINT_PREFIX}<step>` folder, got {path}.")
+        raise UsageError(f"--resume_from_checkpoint must name a `{CHECKPOINT_PREFIX}<step>` folder, got {path}.")
     return int(suffix)
 
 
@@ -434,13 +434,17 @@ def pretrain(args, command: str | None = None) -> dict:
     """Run the pretraining described by `args` (see `parse_args`); `command` is recorded in the summary and card."""
     data, training, run, hub = args.data, args.training, args.run, args.hub
     check_model_path(args.model.model_name_or_path)
+    if training.overwrite_output_dir and run.resume_from_checkpoint:
+        raise UsageError(
+            "--overwrite_output_dir removes the checkpoints that --resume_from_checkpoint resumes: pass one."
+        )
     output_dir = Path(training.output_dir)
-    # every rank checks (and fails alike); one removes an overwritten run's outputs
+    # every rank checks (and fails alike); one per machine removes an overwritten run's outputs
     stale = check_output_dir(
         training.output_dir, training.overwrite_output_dir, bool(run.resume_from_checkpoint), PRETRAINING_OUTPUTS
     )
     accelerator = make_accelerator(run, output_dir)
-    if accelerator.is_main_process:
+    if accelerator.is_local_main_process:
         remove_outputs(stale)
     accelerator.wait_for_everyone()
     set_seed(run.seed)  # the same initial weights on every rank
@@ -512,7 +516,7 @@ def batch_builder(
     if config.input_type == "continuous" and not processor.do_normalize:
         sample, _ = builder.usable_values(itertools.islice(iter(train_stream), NORMALIZATION_EXAMPLES))
         if not sample:
-            raise ValueError("No usable training example to fit the feature extractor's standardisation on.")
+            raise UsageError("No usable training example to fit the feature extractor's standardisation on.")
         processor.fit(sample)
     return builder
 
@@ -532,7 +536,7 @@ def held_out_batches(
     batches = [builder.collate(values[i : i + batch_size]) for i in range(0, len(values), batch_size)]
     ratio = builder.config.masking_ratio
     if not any(masked_counts(batch["attention_mask"].bool(), ratio).sum() > 0 for batch in batches):
-        raise ValueError(
+        raise UsageError(
             f"No held-out row is usable and long enough to be masked at masking_ratio={ratio}; "
             f"rows skipped by reason: {skipped}."
         )

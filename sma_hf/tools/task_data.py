@@ -126,11 +126,11 @@ def usable_rows(dataset, split: str, task: dict, config: SMAConfig, skipped: dic
     if any(reasons):
         dataset = dataset.select([i for i, reason in enumerate(reasons) if reason is None])
     if len(dataset) == 0:
-        raise ValueError(f"Task {task['name']!r}: no usable row in the {split} split ({skipped[split]}).")
+        raise UsageError(f"Task {task['name']!r}: no usable row in the {split} split ({skipped[split]}).")
     if task["problem_type"] == "token_classification":
         ids = np.concatenate([np.ravel(y) for y in dataset[task["label_column"]]]).astype(np.float64)
         if (ids != np.round(ids)).any() or ids.min() < 0 or ids.max() >= task["num_labels"]:
-            raise ValueError(
+            raise UsageError(
                 f"Task {task['name']!r}: {split} labels must be class ids in [0, {task['num_labels']}), "
                 f"found values from {ids.min()} to {ids.max()}."
             )
@@ -140,21 +140,16 @@ def usable_rows(dataset, split: str, task: dict, config: SMAConfig, skipped: dic
 def class_names(rows: dict, task: dict) -> list[str]:
     """The classes of a single-label task, in id order, with every split's labels made ids.
 
-    Integer labels are the ids, in [0, num_labels) (named by the spec's `class_names`, or by themselves). Other labels
-    (strings such as `yes`/`no`) are class names: ids follow their sorted order in the training split, and a class
-    that only validation or test holds is refused (no model can learn it)."""
+    Integer labels in [0, num_labels) are the ids (named by the spec's `class_names`, or by themselves). Any other
+    labels (strings such as `yes`/`no`, or integers such as -1/1) are class names: ids follow their sorted order in
+    the training split, stated, and a class that only validation or test holds is refused (no model can learn it)."""
     column, name = task["label_column"], task["name"]
     labels = {split: list(rows[split][column]) for split in SPLITS}
     every = [y for split in SPLITS for y in labels[split]]
-    if all(isinstance(y, (int, np.integer)) or (isinstance(y, float) and y.is_integer()) for y in every):
-        ids = np.asarray(every, dtype=np.float64)
-        if ids.min() < 0 or ids.max() >= task["num_labels"]:
-            raise UsageError(
-                f"Task {name!r}: labels must be class ids in [0, {task['num_labels']}) or class names, "
-                f"found ids from {ids.min():g} to {ids.max():g}."
-            )
+    integers = all(isinstance(y, (int, np.integer)) or (isinstance(y, float) and y.is_integer()) for y in every)
+    if integers and all(0 <= y < task["num_labels"] for y in every):
         return task.get("class_names") or [str(i) for i in range(task["num_labels"])]
-    if not all(isinstance(y, str) for y in every):
+    if not integers and not all(isinstance(y, str) for y in every):
         raise UsageError(f"Task {name!r}: labels must be all class ids (integers) or all class names (strings).")
     names = sorted(set(labels["train"]))
     for split in ("validation", "test"):
@@ -162,13 +157,13 @@ def class_names(rows: dict, task: dict) -> list[str]:
         if unseen:
             raise UsageError(f"Task {name!r}: {split} labels {unseen} are not among the training classes {names}.")
     if len(names) != task["num_labels"]:
-        raise UsageError(f"Task {name!r}: the training split has {len(names)} classes {names}, the spec says "
+        raise UsageError(f"Task {name!r}: the training split has {len(names)} classes {names}, the task spec says "
                          f"num_labels={task['num_labels']}.")  # fmt: skip
     ids = {class_name: index for index, class_name in enumerate(names)}
     for split in SPLITS:
         rows[split] = rows[split].map(lambda row: {column: ids[row[column]]})
     print(f"Task {name!r}: classes from the training split, sorted: {dict(enumerate(names))}")
-    return names
+    return [str(class_name) for class_name in names]
 
 
 def label_subset(dataset, task: dict, fraction: float, seed: int):

@@ -170,3 +170,28 @@ def test_auto_config_and_unknown_keys():
     assert SMAConfig(masking_ration=0.2).masking_ration == 0.2
     assert "masking_ration" not in {f.name for f in dataclasses.fields(SMAConfig)}
     assert set(DEFAULTS_BEFORE_STRICT) <= {f.name for f in dataclasses.fields(SMAConfig)}
+
+
+@pytest.mark.parametrize(
+    "override,expected",
+    [
+        ({"mask_selection": "inputs"}, ("inputs", False, 0.0)),
+        ({"masking_strategy": "random"}, ("positions", False, 0.0)),
+        ({"mask_selection": "inputs", "mask_random_floor": 0.1}, ("inputs", False, 0.1)),
+        ({}, ("positions", True, 0.25)),
+    ],
+)
+def test_another_selection_at_load_time_takes_its_own_defaults(tmp_path, override, expected):
+    """A checkpoint saved with selection by position (equal key norms and floor 0.25 written out), loaded with
+    another selection: the options it does not give follow that selection, so the config is valid as loaded."""
+    tiny_config().save_pretrained(tmp_path)
+    config = SMAConfig.from_pretrained(tmp_path, **override)
+    assert (config.mask_selection, config.mask_equal_key_norms, config.mask_random_floor) == expected
+    config.validate()
+
+
+def test_assigning_another_selection_says_which_default_stands_in_the_way():
+    config = tiny_config()
+    config.masking_strategy = "random"
+    with pytest.raises(StrictDataclassClassValidationError, match="it is their default: set it to False"):
+        config.validate()

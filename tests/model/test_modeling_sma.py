@@ -344,8 +344,8 @@ def test_position_selected_mask_is_the_top_k_of_the_sampled_positions_attention_
 @pytest.mark.parametrize("encoder_type,input_type", MODES)
 @pytest.mark.parametrize("output_attentions", [False, True])
 def test_position_selected_masks_do_not_depend_on_the_content(encoder_type, input_type, output_attentions):
-    """Same positions and generator, other content: the same mask with selection by position (on the fused path and
-    on the explicit one); the paper's selection, scored on the content too, moves."""
+    """Same positions and generator, other content: the same mask with selection by position (with and without the
+    first layer's probabilities); the paper's selection, scored on the content too, moves."""
     attention_mask = ragged_attention_mask(4, 24)
     masks = {}
     for selection in ("positions", "inputs"):

@@ -147,7 +147,9 @@ def test_bad_labels_are_counted_or_refused(tmp_path, config_path):
     assert np.isfinite(results["test"]["rmse"]["mean"])
     rows = [{"smiles": s, "label": i % 3} for i, s in enumerate(smiles_rows(30))]
     task = write_task(tmp_path, "classes", rows, "single_label_classification", 2, "accuracy")
-    with pytest.raises(SystemExit, match=r"labels must be class ids in \[0, 2\)"):
+    with pytest.raises(
+        SystemExit, match=r"the training split has 3 classes \[0, 1, 2\], the task spec says num_labels=2"
+    ):
         run(tmp_path, config_path, task)
 
 

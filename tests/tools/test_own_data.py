@@ -153,7 +153,7 @@ def test_continuous_rows_longer_than_the_model_are_refused_unless_a_cut_is_asked
     message = one_line_error(main, argv, capsys)
     assert message.startswith(f"sma-{tool}: error: A row has 9 elements, more than the 6 positions the model reads")
     assert "--max_seq_length 6" in message
-    main([*argv, "--max_seq_length", "6", "--overwrite_output_dir"])  # asked for: cut, and counted
+    main([*argv, "--max_seq_length", "6"])  # asked for: cut, and counted (the refused run left nothing in the way)
     out = capsys.readouterr().out
     if tool == "pretrain":
         summary = json.loads((tmp_path / "run" / "pretraining_summary.json").read_text())
@@ -235,3 +235,35 @@ def test_fine_tuning_numbers_that_would_report_an_untrained_model_are_refused(tm
     line = capsys.readouterr().err.strip().splitlines()[-1]
     assert line.startswith("sma-finetune: error: ") and re.search(message, line), line
     assert not (tmp_path / "out").exists()
+
+
+def test_the_same_fine_tuning_with_other_data_or_overwrite_is_not_read_back(tmp_path, capsys):
+    """A finished run is read back only when nothing it rests on changed: other data in the same files is refused
+    (its seeds would be stale), and --overwrite_output_dir trains again."""
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps(TINY_CONFIG))
+    rows = [{"sequence": s, "label": len(s) + 0.5} for s in smiles_rows(30)]  # numbers: a regression
+    for split, part in (("train", rows[:18]), ("validation", rows[18:24]), ("test", rows[24:])):
+        pq.write_table(pa.Table.from_pylist(part), tmp_path / f"{split}.parquet")
+    argv = ["--config_name", str(config), "--train_file", str(tmp_path / "train.parquet"),
+            "--validation_file", str(tmp_path / "validation.parquet"), "--test_file", str(tmp_path / "test.parquet"),
+            "--input_column", "sequence", "--num_train_epochs", "1",
+            "--output_dir", str(tmp_path / "run")]  # fmt: skip
+    finetune.main(argv)
+    finetune.main(argv)
+    assert "seed 0: finished by an earlier run" in capsys.readouterr().out
+    finetune.main([*argv, "--overwrite_output_dir"])
+    assert "finished by an earlier run" not in capsys.readouterr().out
+    pq.write_table(
+        pa.Table.from_pylist([{**row, "label": row["label"] + 1} for row in rows[:18]]), tmp_path / "train.parquet"
+    )
+    before = digest(tmp_path / "run")
+    message = one_line_error(finetune.main, argv, capsys)
+    assert message.startswith(f"sma-finetune: error: --output_dir {tmp_path / 'run'} already holds files")
+    assert digest(tmp_path / "run") == before
+
+
+def test_a_refused_fine_tuning_does_not_block_the_corrected_command(tmp_path, task, capsys):
+    one_line_error(finetune.main, [*finetune_args(tmp_path, task), "--max_seq_length", "1000"], capsys)
+    finetune.main(finetune_args(tmp_path, task))  # the same folder, nothing to overwrite
+    assert (tmp_path / "out" / "results.json").is_file()
