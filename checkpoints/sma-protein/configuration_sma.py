@@ -189,7 +189,7 @@ class SMAConfig(PreTrainedConfig):
         # the options left unset take the defaults of the selection asked for (see the docstring)
         by_position = self.masking_strategy == "self_guided" and self.mask_selection == "positions"
         if self.mask_equal_key_norms is None:
-            self.mask_equal_key_norms = POSITION_SELECTION_DEFAULTS["mask_equal_key_norms"] and by_position
+            self.mask_equal_key_norms = by_position and POSITION_SELECTION_DEFAULTS["mask_equal_key_norms"]
         if self.mask_random_floor is None:
             self.mask_random_floor = POSITION_SELECTION_DEFAULTS["mask_random_floor"] if by_position else 0.0
         super().__post_init__(**kwargs)
@@ -203,6 +203,11 @@ class SMAConfig(PreTrainedConfig):
             given = {**config_dict, **kwargs}
             before = {"mask_selection": "inputs", "mask_equal_key_norms": False, "mask_random_floor": 0.0}
             config_dict = {**config_dict, **{name: value for name, value in before.items() if name not in given}}
+        # another selection asked for at load time: the options it does not give take that selection's defaults
+        selection = {name: kwargs.pop(name) for name in ("mask_selection", "masking_strategy") if name in kwargs}
+        if selection:  # given to the constructor, which derives the options from it
+            derived = [name for name in POSITION_SELECTION_DEFAULTS if name not in kwargs]
+            config_dict = {k: v for k, v in config_dict.items() if k not in derived} | selection
         return super().from_dict(config_dict, **kwargs)
 
     def validate_architecture(self):
@@ -234,11 +239,13 @@ class SMAConfig(PreTrainedConfig):
         ):
             raise ValueError(
                 "`mask_equal_key_norms=True` rescales the position keys that choose the mask: it needs "
-                "`masking_strategy='self_guided'` and `mask_selection='positions'`."
+                "`masking_strategy='self_guided'` and `mask_selection='positions'` (it is their default: set it to "
+                "False along with another selection)."
             )
         if self.mask_random_floor and self.masking_strategy != "self_guided":
             raise ValueError(
-                "`mask_random_floor` > 0 needs `masking_strategy='self_guided'` (random masks are random throughout)."
+                "`mask_random_floor` > 0 needs `masking_strategy='self_guided'` (random masks are random throughout; "
+                "0.25 is the default of selection by position: set it to 0 along with random masks)."
             )
         if self.mask_self and self.masking_strategy != "self_guided":
             raise ValueError(

@@ -236,13 +236,13 @@ def test_empty_training_data_is_an_error(corpus):
     pq.write_table(pa.table({"smiles": pa.array([], pa.string())}), empty)
     args = pretrain_args(corpus, "empty")
     args[args.index("--train_file") + 1] = str(empty)
-    with pytest.raises(ValueError, match="training data is empty"):
+    with pytest.raises(SystemExit, match="sma-pretrain: error: .*training data is empty"):
         main(args)
 
 
 def test_resume_with_other_data_settings_is_an_error(corpus):
     main(pretrain_args(corpus, "first"))
-    with pytest.raises(ValueError, match="other data settings.*per_device_train_batch_size"):
+    with pytest.raises(SystemExit, match="sma-pretrain: error: .*other data settings.*per_device_train_batch_size"):
         main(
             pretrain_args(corpus, "first", "--resume_from_checkpoint", "latest", "--per_device_train_batch_size", "4")
         )
@@ -272,10 +272,10 @@ def test_a_hub_token_is_never_published(corpus, fake_hub):
 def test_mismatched_config_is_an_error(corpus):
     config = json.loads((corpus / "config.json").read_text())
     (corpus / "config.json").write_text(json.dumps({**config, "vocab_size": 100}))
-    with pytest.raises(ValueError, match="vocab_size"):
+    with pytest.raises(SystemExit, match="sma-pretrain: error: .*vocab_size"):
         main(pretrain_args(corpus, "mismatch"))
     (corpus / "config.json").write_text(json.dumps({**config, "masking_ration": 0.2}))  # a misspelt field
-    with pytest.raises(ValueError, match="does not know: \\['masking_ration'\\]"):
+    with pytest.raises(SystemExit, match="sma-pretrain: error: .*does not know: \\['masking_ration'\\]"):
         main(pretrain_args(corpus, "mismatch"))
 
 
@@ -284,7 +284,9 @@ def test_unusable_training_rows_are_an_error_not_an_endless_loop(corpus):
     pq.write_table(pa.table({"smiles": [1, 2, 3]}), path)
     args = pretrain_args(corpus, "numbers")
     args[args.index("--train_file") + 1] = str(path)
-    with pytest.raises(ValueError, match="No training row of this rank is usable.*input is not a string"):
+    with pytest.raises(
+        SystemExit, match="sma-pretrain: error: .*No training row of this rank is usable.*input is not a string"
+    ):
         main(args)
 
 
