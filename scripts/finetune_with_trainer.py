@@ -1,6 +1,6 @@
 """Fine-tune a pretrained SMA checkpoint on your own labelled table with a plain `Trainer`: an example to adapt.
 
-    python scripts/finetune_with_trainer.py --model outputs/evidence/chemistry/main_job/model \
+    python scripts/finetune_with_trainer.py --model outputs/evidence/chemistry/main_job/pretrained/model \
         --data data/chemistry/freesolv/train.parquet --input_column smiles --label_column label --num_labels 1
 
 Public APIs only (transformers, datasets; `import sma_hf` registers the model, or pass `trust_remote_code=True`). It

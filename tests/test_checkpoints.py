@@ -21,6 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # checkpoint -> (the experiment whose self-guided arm it is, inputs of its domain, what a masked element may be)
 PUBLISHED = {
     "sma-protein": ("proteins", ["MKTAYIAKQRQISFVKSHFSRQ", "MSVLTPLLLRGLTGSARRLPVPRAKIHSL"], "ACDEFGHIKLMNPQRSTVWY"),
+    "sma-chemistry-small": ("chemistry", ["CC(=O)Oc1ccccc1C(=O)O", "CCN(CC)CC"], "CNOSPFIBrcnos()=#123456789[]@+-Hl"),
 }
 
 
