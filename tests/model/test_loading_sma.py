@@ -241,3 +241,17 @@ def test_fill_mask_pipeline_fills_mask(tmp_path):
         assert result["sequence"] == "CC" + result["token_str"] + "C(=O)O"
     # the [MASK] position is hidden from the encoder: what stood there changes nothing
     assert model(**encoded).mask[0, position]
+
+
+def test_a_pretraining_checkpoints_mean_pooled_vector_is_the_same_at_every_load(tmp_path):
+    """Per-sequence vectors from a pretraining checkpoint: `classifier_pooling="mean"` gives the same vector at every
+    load; the attention pooler, which pretraining does not train, is drawn anew at each load (why README pools by
+    the mean)."""
+    config = tiny_config()
+    SMAForMaskedModeling(config).save_pretrained(tmp_path)
+    inputs = random_inputs(config, 2, 12)
+    pooled = [SMAModel.from_pretrained(tmp_path, classifier_pooling="mean").eval()(**inputs).pooler_output
+              for _ in range(2)]  # fmt: skip
+    assert torch.equal(*pooled)
+    attention = [SMAModel.from_pretrained(tmp_path).eval()(**inputs).pooler_output for _ in range(2)]
+    assert not torch.equal(*attention)
