@@ -29,7 +29,7 @@ import torch
 from sma_hf import SMAConfig
 from sma_hf.tools import finetune, hub, pretrain
 from sma_hf.tools.baselines import classical_baseline
-from sma_hf.tools.common import PRESETS_DIR, TASKS_DIR, OutputDirInUse, shipped_or_path, write_json_atomic
+from sma_hf.tools.common import PRESETS_DIR, TASKS_DIR, OutputDirInUse, UsageError, shipped_or_path, write_json_atomic
 from sma_hf.tools.mask_health import MASK_FIGURE_FILE
 from sma_hf.tools.metrics import display_name
 from sma_hf.tools.task_data import load_task
@@ -89,9 +89,9 @@ def pretrain_arms(experiment: Experiment, work_dir: Path) -> dict[str, dict]:
 
 def pretrain_or_reuse(argv: list[str], output_dir: Path, config: dict) -> dict:
     """`sma-pretrain argv` (writing to `output_dir`), and its summary. A finished run of the same command whose model
-    has `config` is reused, an interrupted one resumed from its newest checkpoint; anything else in `output_dir` (a
-    run of another command or config, or one stopped before its first checkpoint) is this study's own output and is
-    made again."""
+    has `config` is reused, an interrupted one of the same settings resumed from its newest checkpoint; anything else
+    in `output_dir` (a run of another command or config, or one stopped before its first checkpoint) is this study's
+    own output and is made again."""
     saved = output_dir / pretrain.SUMMARY_FILE
     command = pretrain.redacted_command(argv)
     if saved.is_file() and json.loads(saved.read_text())["command"] == command:
@@ -101,7 +101,12 @@ def pretrain_or_reuse(argv: list[str], output_dir: Path, config: dict) -> dict:
         if all(getattr(trained, name) == getattr(wanted, name) for name in SMAConfig.__annotations__):  # SMA's own
             return json.loads(saved.read_text())
     elif not saved.is_file() and pretrain.latest_checkpoint(output_dir) is not None:
-        return pretrain.pretrain(pretrain.parse_args([*argv, "--resume_from_checkpoint", "latest"]), command=command)
+        try:
+            return pretrain.pretrain(
+                pretrain.parse_args([*argv, "--resume_from_checkpoint", "latest"]), command=command
+            )
+        except UsageError:  # written with other settings (`DataPosition`): made again below
+            pass
     shutil.rmtree(output_dir, ignore_errors=True)
     return pretrain.pretrain(pretrain.parse_args(argv), command=command)
 

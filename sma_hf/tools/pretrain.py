@@ -223,13 +223,26 @@ class DataPosition:
         return dict(vars(self))
 
     def load_state_dict(self, state):
-        if state["data_setup"] != self.data_setup:
-            changed = sorted(k for k in self.data_setup if state["data_setup"].get(k) != self.data_setup[k])
+        saved = state["data_setup"]  # a setting a checkpoint predates is not checked
+        changed = [
+            _change(k, saved[k], self.data_setup[k])
+            for k in self.data_setup
+            if k in saved and saved[k] != self.data_setup[k]
+        ]
+        if changed:
             raise UsageError(
-                f"The checkpoint was written with other data settings ({', '.join(changed)}); resuming would not "
-                f"continue at the same rows. Checkpoint: {state['data_setup']}; now: {self.data_setup}."
+                f"The checkpoint was written with other settings ({'; '.join(changed)}); resuming would not continue "
+                "the same run: resume with the settings it was started with, or start afresh."
             )
         vars(self).update(state)
+
+
+def _change(name: str, saved, now) -> str:
+    """`name: saved -> now`; of a dict, the entries that differ (`model_config.mask_random_floor: 0.25 -> 0.1`)."""
+    if isinstance(saved, dict) and isinstance(now, dict):
+        keys = sorted(k for k in {**saved, **now} if saved.get(k) != now.get(k))
+        return ", ".join(f"{name}.{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in keys)
+    return f"{name}: {saved!r} -> {now!r}"
 
 
 def rank_stream(stream, seed: int, shuffle_buffer_size: int, rank: int, world_size: int):
@@ -464,13 +477,15 @@ def pretrain(args, command: str | None = None) -> dict:
     scheduler = get_cosine_schedule_with_warmup(optimizer, run.warmup_steps, run.max_steps)
     model, optimizer = accelerator.prepare(model, optimizer)
     accelerator.register_for_checkpointing(scheduler)
-    # what must match on resume for a saved data position to mean the same rows
+    # what must match on resume: for a saved data position to mean the same rows, and the weights this model's
+    config = accelerator.unwrap_model(model).config
     position = DataPosition({
         "num_processes": accelerator.num_processes,
         "per_device_train_batch_size": training.per_device_train_batch_size,
         "group_by_length": data.group_by_length,
         "shuffle_buffer_size": data.shuffle_buffer_size,
         "seed": run.seed,
+        "model_config": {name: getattr(config, name) for name in SMAConfig.__annotations__},
     })  # fmt: skip
     step = resume_or_seed_ranks(run.resume_from_checkpoint, run.seed, accelerator, position, output_dir)
     stream = rank_stream(

@@ -240,12 +240,19 @@ def test_empty_training_data_is_an_error(corpus):
         main(args)
 
 
-def test_resume_with_other_data_settings_is_an_error(corpus):
+def test_resume_with_other_settings_is_an_error(corpus):
     main(pretrain_args(corpus, "first"))
-    with pytest.raises(SystemExit, match="sma-pretrain: error: .*other data settings.*per_device_train_batch_size"):
+    with pytest.raises(
+        SystemExit, match="sma-pretrain: error: .*other settings \\(per_device_train_batch_size: 8 -> 4\\)"
+    ):
         main(
             pretrain_args(corpus, "first", "--resume_from_checkpoint", "latest", "--per_device_train_batch_size", "4")
         )
+    # the preset changed since: the checkpoint's weights were trained as another model
+    config = json.loads((corpus / "config.json").read_text())
+    (corpus / "config.json").write_text(json.dumps({**config, "mask_random_floor": 0.1}))
+    with pytest.raises(SystemExit, match="model_config.mask_random_floor: 0.25 -> 0.1"):
+        main(pretrain_args(corpus, "first", "--resume_from_checkpoint", "latest"))
 
 
 @pytest.mark.slow
