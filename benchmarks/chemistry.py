@@ -31,7 +31,6 @@ from evidence import (
 )
 from transformers import AutoModel, AutoTokenizer
 
-from sma_hf.tools.common import PRESETS_DIR, shipped_or_path
 from sma_hf.tools.data import prepare_chemistry
 
 
@@ -121,8 +120,7 @@ def main_job(data_dir: Path, work_dir: Path) -> dict:
     experiment = chemistry_experiment(data_dir, smoke=False)
     pretrained = work_dir / "pretrained"
     argv = ["--config_name", PRESETS["self_guided"], *experiment.pretrain_args, "--output_dir", str(pretrained)]
-    config = json.loads(shipped_or_path(PRESETS["self_guided"], PRESETS_DIR, "--config_name").read_text())
-    pretrain_or_reuse(argv, pretrained, config)
+    pretrain_or_reuse(argv, pretrained, PRESETS["self_guided"])
     model_dir = pretrained / "model"
     freesolv = work_dir / "freesolv"
     own = finetune_once(["--model_name_or_path", str(model_dir), "--task", "freesolv", "--data_dir", str(data_dir),

@@ -29,7 +29,7 @@ import torch
 from sma_hf import SMAConfig
 from sma_hf.tools import finetune, hub, pretrain
 from sma_hf.tools.baselines import classical_baseline
-from sma_hf.tools.common import PRESETS_DIR, TASKS_DIR, OutputDirInUse, UsageError, shipped_or_path, write_json_atomic
+from sma_hf.tools.common import TASKS_DIR, OutputDirInUse, UsageError, load_sma_config, write_json_atomic
 from sma_hf.tools.mask_health import MASK_FIGURE_FILE
 from sma_hf.tools.metrics import display_name
 from sma_hf.tools.task_data import load_task
@@ -74,8 +74,7 @@ def pretrain_arms(experiment: Experiment, work_dir: Path) -> dict[str, dict]:
     for arm, preset in experiment.presets.items():
         argv = ["--config_name", preset, *experiment.pretrain_args, "--output_dir", str(work_dir / arm)]
         started = time.time()
-        config = json.loads(shipped_or_path(preset, PRESETS_DIR, "--config_name").read_text())
-        summary = pretrain_or_reuse(argv, work_dir / arm, config)
+        summary = pretrain_or_reuse(argv, work_dir / arm, preset)
         arms[arm] = {
             "model_dir": str(work_dir / arm / "model"),
             "preset": preset,
@@ -87,16 +86,16 @@ def pretrain_arms(experiment: Experiment, work_dir: Path) -> dict[str, dict]:
     return arms
 
 
-def pretrain_or_reuse(argv: list[str], output_dir: Path, config: dict) -> dict:
+def pretrain_or_reuse(argv: list[str], output_dir: Path, config_name: str) -> dict:
     """`sma-pretrain argv` (writing to `output_dir`), and its summary. A finished run of the same command whose model
-    has `config` is reused, an interrupted one of the same settings resumed from its newest checkpoint; anything else
-    in `output_dir` (a run of another command or config, or one stopped before its first checkpoint) is this study's
-    own output and is made again."""
+    has the config `config_name` resolves to is reused, an interrupted one of the same settings resumed from its
+    newest checkpoint; anything else in `output_dir` (a run of another command or config, or one stopped before its
+    first checkpoint) is this study's own output and is made again."""
     saved = output_dir / pretrain.SUMMARY_FILE
     command = pretrain.redacted_command(argv)
     if saved.is_file() and json.loads(saved.read_text())["command"] == command:
         # every field as resolved, defaults included: a default that changed since makes the run again
-        wanted = SMAConfig(**{k: v for k, v in config.items() if k != "model_type"})
+        wanted = load_sma_config(None, config_name)
         trained = SMAConfig.from_pretrained(output_dir / pretrain.MODEL_DIR)
         if all(getattr(trained, name) == getattr(wanted, name) for name in SMAConfig.__annotations__):  # SMA's own
             return json.loads(saved.read_text())
@@ -118,7 +117,9 @@ def pretrain_once(config: dict, argv: list[str], folder: Path) -> dict:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(config, indent=2))
     output_dir = folder / "pretrained"
-    return pretrain_or_reuse(["--config_name", str(path), *argv, "--output_dir", str(output_dir)], output_dir, config)
+    return pretrain_or_reuse(
+        ["--config_name", str(path), *argv, "--output_dir", str(output_dir)], output_dir, str(path)
+    )
 
 
 def run_finetune(argv: list[str]) -> dict:

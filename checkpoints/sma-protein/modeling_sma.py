@@ -207,10 +207,6 @@ class SMAAttention(nn.Module):
     def _split_heads(self, projection: nn.Linear, states: torch.Tensor) -> torch.Tensor:
         return projection(states).view(*states.shape[:2], self.num_heads, self.head_dim).transpose(1, 2)
 
-    def _merge_heads(self, attention_output: torch.Tensor) -> torch.Tensor:
-        """[batch, queries, heads, head_dim] -> output projection of [batch, queries, query_size]."""
-        return self.output(attention_output.reshape(*attention_output.shape[:2], -1))
-
     def forward(
         self,
         hidden_states: torch.Tensor,
@@ -221,10 +217,6 @@ class SMAAttention(nn.Module):
         query = self._split_heads(self.query, hidden_states)
         key = self._split_heads(self.key, key_value_states)
         value = self._split_heads(self.value, key_value_states)
-        return self._attend(query, key, value, attention_mask, **kwargs)
-
-    def _attend(self, query, key, value, attention_mask, **kwargs) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The attention of split-head projections through `config._attn_implementation`; merged heads, probs."""
         attention_fn: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
             self.config._attn_implementation, eager_attention_forward
         )
@@ -240,7 +232,8 @@ class SMAAttention(nn.Module):
             scaling=self.scaling,
             **kwargs,
         )
-        return self._merge_heads(output), probs
+        # [batch, queries, heads, head_dim] -> the output projection of the merged heads
+        return self.output(output.reshape(*output.shape[:2], -1)), probs
 
 
 class SMAInputAttention(SMAAttention):
@@ -276,8 +269,7 @@ class SMAInputAttention(SMAAttention):
         just the sampled rows of `query_states` are projected (the same mask as `self_guided_masked_positions` on
         every row's logits, with the same draws)."""
         queries = self._sample_queries(valid, query_states.shape[1], queries_are_inputs, generator)
-        rows = query_states.gather(1, queries.rows[:, :, None].expand(-1, -1, query_states.shape[-1]))
-        query_rows = self._split_heads(self.query, rows)
+        query_rows = self._project_rows(query_states, queries.rows)
         key = self._split_heads(self.key, key_states)
         return self._mask_from_rows(query_rows, key, queries, valid, already_masked, generator)
 
@@ -304,11 +296,15 @@ class SMAInputAttention(SMAAttention):
             key = key / norms.clamp(min=torch.finfo(key.dtype).tiny) * mean_norm
         queries = self._sample_queries(valid, position_states.shape[1], True, generator)
         if self.config.encoder_type == "self_attention":
-            rows = position_states.gather(1, queries.rows[:, :, None].expand(-1, -1, position_states.shape[-1]))
-            query_rows = self._split_heads(self.query, rows)
+            query_rows = self._project_rows(position_states, queries.rows)
         else:
             query_rows = gather_query_rows(key, queries.rows)
         return self._mask_from_rows(query_rows, key, queries, valid, already_masked, generator)
+
+    def _project_rows(self, states: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """The split-head queries of the rows `rows` [batch, slots] of `states` only."""
+        gathered = states.gather(1, rows[:, :, None].expand(-1, -1, states.shape[-1]))
+        return self._split_heads(self.query, gathered)
 
     def _sample_queries(self, valid, num_queries, queries_are_inputs, generator) -> SampledQueries:
         config = self.config

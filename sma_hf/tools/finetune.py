@@ -360,9 +360,8 @@ def finetune(args, command: str | None = None) -> dict:
         config.bos_token_id, config.eos_token_id = processor.bos_token_id, processor.eos_token_id
     max_length = max_input_length(training.max_seq_length, config)
     if config.input_type == "continuous":  # elements past the model's positions are lost: asked for, or refused
-        lengths = {
-            split: [len(usable_input(v, config)[0]) for v in rows[split][task["input_column"]]] for split in SPLITS
-        }
+        # a usable row is a list of elements (or, with one channel, of numbers): its length counts its elements
+        lengths = {split: [len(value) for value in rows[split][task["input_column"]]] for split in SPLITS}
         longest = max(max(counts) for counts in lengths.values())
         refuse_to_cut_elements(longest, config, max_length, training.max_seq_length is not None)
         cut = {split: sum(n > max_length for n in counts) for split, counts in lengths.items()}
