@@ -12,17 +12,21 @@ from pathlib import Path
 import pytest
 import torch
 from huggingface_hub import ModelCard
-from transformers import AutoModel, AutoTokenizer, pipeline
+from transformers import AutoFeatureExtractor, AutoModel, AutoTokenizer, pipeline
 
 import sma_hf  # registers the Auto classes
 
 
 ROOT = Path(__file__).resolve().parents[1]
-# checkpoint -> (the experiment whose self-guided arm it is, inputs of its domain, what a masked element may be)
+# checkpoint -> (the experiment whose self-guided arm it is, inputs of its domain, what a masked element may be: for
+# discrete inputs only)
 PUBLISHED = {
     "sma-protein": ("proteins", ["MKTAYIAKQRQISFVKSHFSRQ", "MSVLTPLLLRGLTGSARRLPVPRAKIHSL"], "ACDEFGHIKLMNPQRSTVWY"),
     "sma-chemistry-small": ("chemistry", ["CC(=O)Oc1ccccc1C(=O)O", "CCN(CC)CC"], "CNOSPFIBrcnos()=#123456789[]@+-Hl"),
+    # two events' 28 standardised columns
+    "sma-physics": ("physics", torch.randn(2, 28, generator=torch.Generator().manual_seed(0)).tolist(), None),
 }
+DISCRETE = [name for name, (_, _, alphabet) in PUBLISHED.items() if alphabet is not None]
 
 
 @pytest.fixture(params=list(PUBLISHED))
@@ -43,9 +47,9 @@ def test_carries_the_packages_code(published):
 
 
 def test_loads_offline_with_the_package_and_as_remote_code(published, tmp_path):
-    folder, _, inputs, _ = published
-    tokenizer = AutoTokenizer.from_pretrained(folder)
-    batch = tokenizer(inputs, padding=True, return_tensors="pt")
+    folder, _, inputs, alphabet = published
+    processor = (AutoTokenizer if alphabet else AutoFeatureExtractor).from_pretrained(folder)
+    batch = processor(inputs, padding=True, return_tensors="pt")
     torch.save(dict(batch), tmp_path / "batch.pt")
     encoder = AutoModel.from_pretrained(folder).eval()
     assert type(encoder).__module__ == "sma_hf.modeling_sma"
@@ -66,8 +70,10 @@ def test_loads_offline_with_the_package_and_as_remote_code(published, tmp_path):
     assert result.returncode == 0, result.stderr[-4000:]
 
 
-def test_fill_mask_predicts_elements_of_its_domain(published):
-    folder, _, inputs, alphabet = published
+@pytest.mark.parametrize("name", DISCRETE)
+def test_fill_mask_predicts_elements_of_its_domain(name):
+    _, inputs, alphabet = PUBLISHED[name]
+    folder = ROOT / "checkpoints" / name
     fill = pipeline("fill-mask", model=str(folder), tokenizer=str(folder))
     for text in inputs:
         middle = len(text) // 2

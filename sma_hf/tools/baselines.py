@@ -1,13 +1,15 @@
-"""Baselines without pretraining: what a chemist or a biologist fits first, and the linear probe's fit.
+"""Baselines without pretraining: what a chemist, a biologist or a physicist fits first, and the linear probe's fit.
 
-- Featurisers: `morgan_fingerprints` (RDKit), `amino_acid_composition` and `dipeptide_composition`.
-- `classical_baseline`: a random forest, gradient boosting or (for classes) logistic regression (scikit-learn) on
-  such features, hyper-parameters chosen on the validation split, run per seed and label budget like `sma-finetune`;
-  its results are written in `sma-finetune`'s format, so that tables and model cards read both alike.
+- Featurisers: `morgan_fingerprints` (RDKit), `amino_acid_composition`, `dipeptide_composition`, and `raw_values`
+  (continuous inputs as they are).
+- `classical_baseline`: a random forest, gradient boosting, a multi-layer perceptron or (for classes) logistic
+  regression (scikit-learn), or LightGBM, on such features, hyper-parameters chosen on the validation split, run per
+  seed and label budget like `sma-finetune`; its results are written in `sma-finetune`'s format, so that tables and
+  model cards read both alike.
 - `fit_linear_model`: ridge or logistic regression, regularisation chosen on validation (`sma-finetune
   --linear_probe` fits it on frozen embeddings).
 
-scikit-learn and RDKit come with the `data` extra (`pip install "sma_hf[data]"`).
+scikit-learn and RDKit come with the `data` extra (`pip install "sma_hf[data]"`), LightGBM with the `physics` extra.
 """
 
 import itertools
@@ -25,6 +27,9 @@ DATA_EXTRA_HINT = 'pip install "sma_hf[data]"'
 # the grids searched on the validation split
 RANDOM_FOREST_GRID = {"max_features": ["sqrt", 0.3], "min_samples_leaf": [1, 3]}
 GRADIENT_BOOSTING_GRID = {"learning_rate": [0.05, 0.1], "max_leaf_nodes": [15, 31]}
+LIGHTGBM_GRID = {"learning_rate": [0.03, 0.1], "num_leaves": [15, 63]}
+MLP_GRID = {"hidden_layer_sizes": [(128, 128), (256, 256, 256)], "alpha": [1e-4, 1e-2]}
+CLASSICAL_MODELS = ("random_forest", "gradient_boosting", "lightgbm", "mlp", "logistic_regression")
 RIDGE_ALPHAS = [10.0**k for k in range(-3, 4)]
 LOGISTIC_CS = [10.0**k for k in range(-3, 3)]
 
@@ -75,7 +80,17 @@ def dipeptide_composition(sequences: list[str]) -> np.ndarray:
     return counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
 
 
-FEATURISERS = {"morgan": morgan_fingerprints, "aac": amino_acid_composition, "dipeptide": dipeptide_composition}
+def raw_values(rows: list) -> np.ndarray:
+    """[rows, features] the continuous inputs of a tabular task as they are (one value per element)."""
+    return np.asarray([np.asarray(row, dtype=np.float32).reshape(-1) for row in rows])
+
+
+FEATURISERS = {
+    "morgan": morgan_fingerprints,
+    "aac": amino_acid_composition,
+    "dipeptide": dipeptide_composition,
+    "raw": raw_values,
+}
 
 
 def _scores(task: dict, model, features: np.ndarray, labels: np.ndarray) -> dict[str, float]:
@@ -134,7 +149,9 @@ def _classical_candidates(model_name: str, problem_type: str, seed: int, grid: d
         RandomForestRegressor,
     )
     from sklearn.feature_selection import VarianceThreshold
+    from sklearn.neural_network import MLPClassifier, MLPRegressor
     from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
 
     regression = problem_type == "regression"
     if model_name == "random_forest":
@@ -143,17 +160,29 @@ def _classical_candidates(model_name: str, problem_type: str, seed: int, grid: d
     elif model_name == "gradient_boosting":
         model_class = HistGradientBoostingRegressor if regression else HistGradientBoostingClassifier
         default_grid, fixed = GRADIENT_BOOSTING_GRID, {"max_iter": 200, "early_stopping": False, "random_state": seed}
+    elif model_name == "lightgbm":
+        try:
+            import lightgbm
+        except ImportError as error:
+            raise ImportError('The LightGBM baseline needs lightgbm: pip install "sma_hf[physics]"') from error
+        model_class = lightgbm.LGBMRegressor if regression else lightgbm.LGBMClassifier
+        default_grid = LIGHTGBM_GRID
+        fixed = {"n_estimators": 400, "subsample": 0.8, "subsample_freq": 1, "colsample_bytree": 0.8,
+                 "random_state": seed, "verbose": -1}  # fmt: skip
+    elif model_name == "mlp":
+        model_class = MLPRegressor if regression else MLPClassifier
+        # early stopping on a tenth of the training rows: the validation split stays for choosing the grid point
+        default_grid, fixed = MLP_GRID, {"early_stopping": True, "max_iter": 300, "random_state": seed}
     else:
-        raise ValueError(
-            f"`model_name` must be 'random_forest', 'gradient_boosting' or 'logistic_regression', got {model_name!r}."
-        )
+        raise ValueError(f"`model_name` must be one of {CLASSICAL_MODELS}, got {model_name!r}.")
     grid = default_grid if grid is None else grid
     for values in itertools.product(*grid.values()):
         hyperparameters = dict(zip(grid, values))
         # features constant on the training rows (most fingerprint bits of a small set) carry nothing: dropping them
         # makes gradient boosting several times faster
         model = model_class(**{**fixed, **hyperparameters})
-        yield hyperparameters, make_pipeline(VarianceThreshold(), model)
+        scaled = [StandardScaler()] if model_name == "mlp" else []  # trees need no scale
+        yield hyperparameters, make_pipeline(VarianceThreshold(), *scaled, model)
 
 
 def classical_baseline(
@@ -166,20 +195,21 @@ def classical_baseline(
     label: str | None = None,
     grid: dict[str, list] | None = None,
 ) -> dict:
-    """A random forest or gradient boosting on fixed features of a task's inputs, per seed and label budget.
+    """A classical model (`CLASSICAL_MODELS`) on fixed features of a task's inputs, per seed and label budget.
 
     Args:
         task_name_or_path: a shipped task spec (e.g. "freesolv") or a JSON path, as for `sma-finetune --task`.
         data_dir: the root of the task's data files.
-        features: "morgan" (fingerprints of SMILES), "aac" (amino-acid composition), "dipeptide", or a function
-            from a list of inputs to a [rows, features] array.
-        model_name: "random_forest", "gradient_boosting" or, for classification, "logistic_regression" (on
-            standardised features); hyper-parameters are chosen on validation per seed.
+        features: "morgan" (fingerprints of SMILES), "aac" (amino-acid composition), "dipeptide", "raw" (continuous
+            inputs as they are), or a function from a list of inputs to a [rows, features] array.
+        model_name: "random_forest", "gradient_boosting" (scikit-learn's histogram boosting), "lightgbm", "mlp" or,
+            for classification, "logistic_regression" (the last two on standardised features); hyper-parameters
+            are chosen on validation per seed.
         seeds: one model per seed (and one label-budget subset per seed, the same as `sma-finetune`'s).
         label_fraction: the label budget, a share of the training rows.
         grid: the hyper-parameters searched on validation (each a list of values), instead of the model's default
-            grid (`RANDOM_FOREST_GRID`, `GRADIENT_BOOSTING_GRID`); a value also replaces a fixed setting such as
-            `n_estimators`.
+            grid (`RANDOM_FOREST_GRID`, `GRADIENT_BOOSTING_GRID`, `LIGHTGBM_GRID`, `MLP_GRID`); a value also
+            replaces a fixed setting such as `n_estimators`.
     Returns the results in `sma-finetune`'s format (`results.json`).
     """
     task = load_task(task_name_or_path)

@@ -57,7 +57,8 @@ from .metrics import display_name, greater_is_better
 
 
 CARD_TEMPLATE = TEMPLATES_DIR / "model_card.md"
-CARD_DOMAINS = ("generic", "chemistry", "peptides", "proteins", "images")  # the domains whose text the template holds
+# the domains whose text the template holds
+CARD_DOMAINS = ("generic", "chemistry", "peptides", "proteins", "images", "physics")
 CUSTOM_CODE_TAG = "custom_code"
 
 

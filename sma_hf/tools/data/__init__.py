@@ -6,7 +6,9 @@ module per corpus, each writing one folder under the output root with its splits
 - `proteins`: a SwissProt pretraining pool, subcellular localisation (random and 30%-identity cluster splits) and
   toxicity (Debian's metastudent-data, predictnls, ncbi-blast+ and mmseqs2; PyPI's toxinpred2);
 - `images`: MNIST 5000 and 8x8 digits as pixel sequences, optionally permuted;
-- `tabular`: breast cancer.
+- `tabular`: breast cancer;
+- `physics`: HIGGS-like collision events simulated with Pythia 8 and FastJet (`pip install "sma_hf[physics]"`),
+  asked for by name.
 
 `corpus` holds what they share (sources, splits, shards, data cards), `prepare` the command line. The optional
 packages (`pip install "sma_hf[data]"`) are imported only inside the functions that need them; no other module of
@@ -16,6 +18,7 @@ packages (`pip install "sma_hf[data]"`) are imported only inside the functions t
 from .chemistry import prepare_chemistry
 from .images import prepare_images
 from .peptides import prepare_peptides
+from .physics import prepare_physics
 from .prepare import CORPORA, main
 from .proteins import prepare_proteins
 from .tabular import prepare_tabular
@@ -27,6 +30,7 @@ __all__ = [
     "prepare_chemistry",
     "prepare_images",
     "prepare_peptides",
+    "prepare_physics",
     "prepare_proteins",
     "prepare_tabular",
 ]

@@ -32,14 +32,13 @@ DATA_EXTRA_HINT = 'pip install "sma_hf[data]"'
 TASK_FRACTIONS = (0.8, 0.1, 0.1)
 
 
-def import_optional(module: str):
-    """Import an optional dependency, or fail with the install hint."""
+def import_optional(module: str, install_hint: str = DATA_EXTRA_HINT):
+    """Import an optional dependency, or fail with the install hint of its extra."""
     try:
         return importlib.import_module(module)
     except ImportError as error:
         raise ImportError(
-            f"sma-prepare-data needs `{module.split('.')[0]}` from the optional `data` extra "
-            f"(datamol, rdkit, modlamp, mlxtend, scikit-learn, pandas): {DATA_EXTRA_HINT}"
+            f"sma-prepare-data needs `{module.split('.')[0]}` from an optional extra: {install_hint}"
         ) from error
 
 

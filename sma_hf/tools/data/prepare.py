@@ -13,11 +13,13 @@ from .chemistry import prepare_chemistry
 from .corpus import DATA_EXTRA_HINT
 from .images import prepare_images
 from .peptides import prepare_peptides
+from .physics import prepare_physics
 from .proteins import prepare_proteins
 from .tabular import prepare_tabular
 
 
-CORPORA = ("chemistry", "peptides", "proteins", "images", "tabular")  # in the order they are prepared
+CORPORA = ("chemistry", "peptides", "proteins", "images", "tabular", "physics")  # in the order they are prepared
+DEFAULT_CORPORA = CORPORA[:-1]  # physics is simulated (about 20 minutes on 2 cores): asked for by name
 
 
 def _summary(card: dict[str, Any], seconds: float) -> str:
@@ -48,7 +50,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--output_dir", default="data", help="root folder of the corpora (default: data)")
     parser.add_argument(
-        "--corpora", nargs="+", choices=CORPORA, default=list(CORPORA), help="corpora to prepare (default: all)"
+        "--corpora",
+        nargs="+",
+        choices=CORPORA,
+        default=list(DEFAULT_CORPORA),
+        help=f"corpora to prepare (default: {' '.join(DEFAULT_CORPORA)})",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of every split and of the pixel permutation")
     parser.add_argument(
@@ -57,6 +63,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="also write images/mnist_permuted with one fixed seeded pixel permutation",
     )
     parser.add_argument("--num_shards", type=int, default=4, help="parquet shards of each pretraining train split")
+    parser.add_argument(
+        "--physics_events",
+        type=int,
+        default=150_000,
+        help="physics: events generated per process (signal, top pairs), before the selection keeps about 36%%",
+    )
+    parser.add_argument(
+        "--workers", type=int, default=None, help="physics: generating processes, one per core (default: every core)"
+    )
     return parser
 
 
@@ -67,6 +82,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         parser.error("--seed must be >= 0")
     if args.num_shards < 1:
         parser.error("--num_shards must be >= 1")
+    if args.physics_events < 1:
+        parser.error("--physics_events must be >= 1")
+    if args.workers is not None and args.workers < 1:
+        parser.error("--workers must be >= 1")
 
     started = time.perf_counter()
     for corpus in [c for c in CORPORA if c in args.corpora]:  # peptides before proteins, whose pool needs them
@@ -77,6 +96,10 @@ def main(argv: Sequence[str] | None = None) -> None:
             card = prepare_peptides(args.output_dir, seed=args.seed, num_shards=args.num_shards)
         elif corpus == "proteins":
             card = prepare_proteins(args.output_dir, seed=args.seed)
+        elif corpus == "physics":
+            card = prepare_physics(
+                args.output_dir, args.seed, args.physics_events, num_shards=args.num_shards, workers=args.workers
+            )
         elif corpus == "images":
             card = prepare_images(args.output_dir, seed=args.seed, permute_pixels=args.permute_pixels)
         else:
