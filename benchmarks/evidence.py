@@ -42,7 +42,8 @@ ARM_LABELS = {
     "random_masks": "(b) same model, random masks",
     "scratch": "(c) same architecture, no pretraining",
 }
-VERSIONED_PACKAGES = ("sma_hf", "torch", "transformers", "accelerate", "datasets", "scikit-learn", "rdkit", "numpy")
+VERSIONED_PACKAGES = ("sma_hf", "torch", "transformers", "accelerate", "datasets", "scikit-learn", "rdkit", "numpy",
+                      "lightgbm", "pythia8mc", "fastjet")  # fmt: skip
 
 
 @dataclass

@@ -21,7 +21,7 @@ def test_physics_experiment_smoke_run(tmp_path, benchmark_script):
     record = physics.main(argv)
 
     neural = ("self_guided", "random_masks", "scratch")
-    classical = ("classical_lightgbm_raw", "classical_mlp_raw")
+    classical = ("classical_lightgbm_input", "classical_mlp_input")
     expected = {("higgs", b, arm) for b in (0.1, 1.0) for arm in neural + classical}
     expected |= {("higgs", 1.0, f"probe_{arm}") for arm in neural}
     cells = [(c["task"]["name"], c["budget"], c["arm"]) for c in record["cells"]]
@@ -30,7 +30,7 @@ def test_physics_experiment_smoke_run(tmp_path, benchmark_script):
         assert cell["seeds"] == [0, 1] and {"accuracy", "roc_auc"} <= set(cell["test"])
         assert [run["num_train"] for run in cell["runs"]] == [40 if cell["budget"] == 1.0 else 4] * 2
     table = (results_dir / "results.md").read_text()
-    assert "test Accuracy ↑, 10% labels" in table and "(d) lightgbm on raw features" in table
+    assert "test Accuracy ↑, 10% labels" in table and "(d) lightgbm on input features" in table
     for figure in ("higgs.png", "pretraining.png", "masks.png", "column_masks.png"):
         assert (results_dir / figure).read_bytes().startswith(b"\x89PNG"), figure
     columns = record["column_masks"]  # 20 held-out events, 6 of 28 columns masked in each
@@ -41,7 +41,8 @@ def test_physics_experiment_smoke_run(tmp_path, benchmark_script):
     card = ModelCard.load(model_dir / "README.md")
     own = {(r.dataset_name, r.metric_type) for r in card.data.eval_results}
     assert own == {("higgs", "accuracy"), ("higgs", "roc_auc")}
-    assert "(d) mlp on raw features, 10% labels" in card.text
+    assert "(d) mlp on input features, 10% labels" in card.text
+    assert {r.task_type for r in card.data.eval_results} == {"tabular-classification"}
     # the card's usage example, on the hub-ready folder
     example = re.search(r"```python\n(import numpy.*?)```", card.text, re.S).group(1)
     namespace = {}

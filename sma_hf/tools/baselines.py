@@ -1,7 +1,7 @@
 """Baselines without pretraining: what a chemist, a biologist or a physicist fits first, and the linear probe's fit.
 
-- Featurisers: `morgan_fingerprints` (RDKit), `amino_acid_composition`, `dipeptide_composition`, and `raw_values`
-  (continuous inputs as they are).
+- Featurisers: `morgan_fingerprints` (RDKit), `amino_acid_composition`, `dipeptide_composition`, and
+  `input_values` (a tabular task's continuous inputs, the values the model reads).
 - `classical_baseline`: a random forest, gradient boosting, a multi-layer perceptron or (for classes) logistic
   regression (scikit-learn), or LightGBM, on such features, hyper-parameters chosen on the validation split, run per
   seed and label budget like `sma-finetune`; its results are written in `sma-finetune`'s format, so that tables and
@@ -18,12 +18,12 @@ from collections.abc import Callable
 import numpy as np
 
 from ..configuration_sma import SMAConfig
+from .common import DATA_EXTRA_HINT, PHYSICS_EXTRA_HINT
 from .metrics import task_metrics
 from .task_data import SPLITS, label_subset, load_splits, load_task, results_record, usable_rows
 
 
 AMINO_ACIDS = "ACDEFGHIKLMNPQRSTVWY"
-DATA_EXTRA_HINT = 'pip install "sma_hf[data]"'
 # the grids searched on the validation split
 RANDOM_FOREST_GRID = {"max_features": ["sqrt", 0.3], "min_samples_leaf": [1, 3]}
 GRADIENT_BOOSTING_GRID = {"learning_rate": [0.05, 0.1], "max_leaf_nodes": [15, 31]}
@@ -80,8 +80,8 @@ def dipeptide_composition(sequences: list[str]) -> np.ndarray:
     return counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
 
 
-def raw_values(rows: list) -> np.ndarray:
-    """[rows, features] the continuous inputs of a tabular task as they are (one value per element)."""
+def input_values(rows: list) -> np.ndarray:
+    """[rows, features] the continuous inputs of a tabular task, the values the model reads (one per element)."""
     return np.asarray([np.asarray(row, dtype=np.float32).reshape(-1) for row in rows])
 
 
@@ -89,7 +89,7 @@ FEATURISERS = {
     "morgan": morgan_fingerprints,
     "aac": amino_acid_composition,
     "dipeptide": dipeptide_composition,
-    "raw": raw_values,
+    "input": input_values,
 }
 
 
@@ -164,7 +164,7 @@ def _classical_candidates(model_name: str, problem_type: str, seed: int, grid: d
         try:
             import lightgbm
         except ImportError as error:
-            raise ImportError('The LightGBM baseline needs lightgbm: pip install "sma_hf[physics]"') from error
+            raise ImportError(f"The LightGBM baseline needs lightgbm: {PHYSICS_EXTRA_HINT}") from error
         model_class = lightgbm.LGBMRegressor if regression else lightgbm.LGBMClassifier
         default_grid = LIGHTGBM_GRID
         fixed = {"n_estimators": 400, "subsample": 0.8, "subsample_freq": 1, "colsample_bytree": 0.8,
@@ -200,8 +200,8 @@ def classical_baseline(
     Args:
         task_name_or_path: a shipped task spec (e.g. "freesolv") or a JSON path, as for `sma-finetune --task`.
         data_dir: the root of the task's data files.
-        features: "morgan" (fingerprints of SMILES), "aac" (amino-acid composition), "dipeptide", "raw" (continuous
-            inputs as they are), or a function from a list of inputs to a [rows, features] array.
+        features: "morgan" (fingerprints of SMILES), "aac" (amino-acid composition), "dipeptide", "input" (a
+            tabular task's continuous inputs), or a function from a list of inputs to a [rows, features] array.
         model_name: "random_forest", "gradient_boosting" (scikit-learn's histogram boosting), "lightgbm", "mlp" or,
             for classification, "logistic_regression" (the last two on standardised features); hyper-parameters
             are chosen on validation per seed.

@@ -34,6 +34,10 @@ PRESETS_DIR = RESOURCES_DIR / "presets"
 TASKS_DIR = RESOURCES_DIR / "tasks"
 TEMPLATES_DIR = RESOURCES_DIR / "templates"
 
+# the install line of each optional extra, for the errors that name it
+DATA_EXTRA_HINT = 'pip install "sma_hf[data]"'
+PHYSICS_EXTRA_HINT = 'pip install "sma_hf[physics]"'
+
 # builders of `datasets` for local files, by extension
 FILE_BUILDERS = {".parquet": "parquet", ".json": "json", ".jsonl": "json", ".csv": "csv", ".txt": "text"}
 

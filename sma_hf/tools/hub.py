@@ -59,6 +59,7 @@ from .metrics import display_name, greater_is_better
 CARD_TEMPLATE = TEMPLATES_DIR / "model_card.md"
 # the domains whose text the template holds
 CARD_DOMAINS = ("generic", "chemistry", "peptides", "proteins", "images", "physics")
+DOMAIN_TASK_TYPES = {"physics": "tabular-classification"}  # the model-index task of a domain whose rows are no text
 CUSTOM_CODE_TAG = "custom_code"
 
 
@@ -636,7 +637,7 @@ def write_card(model_dir: Path, args: argparse.Namespace):
     card = render_model_card(
         model_id=args.model_id,
         results=results,
-        card_data=sma_card_data(config, args.license, args.tags),
+        card_data={**sma_card_data(config, args.license, args.tags), "task_type": DOMAIN_TASK_TYPES.get(args.domain)},
         context=pretraining_card_context(summary, data_card, config, (model_dir / MASK_FIGURE_FILE).is_file()),
         domain=args.domain,
         template_path=args.template,

@@ -16,8 +16,8 @@ from sma_hf.tools.baselines import (
     amino_acid_composition,
     classical_baseline,
     dipeptide_composition,
+    input_values,
     morgan_fingerprints,
-    raw_values,
 )
 from sma_hf.tools.finetune import main
 from sma_hf.tools.task_data import label_subset
@@ -105,7 +105,7 @@ def test_logistic_regression_and_a_smaller_forest_grid(tmp_path):
         classical_baseline(str(tmp_path / "length.json"), data, "aac", "logistic_regression", seeds=[0])
 
 
-def test_lightgbm_and_mlp_on_raw_values(tmp_path):
+def test_lightgbm_and_mlp_on_input_values(tmp_path):
     pytest.importorskip("lightgbm")
     rng = np.random.default_rng(0)
     features = rng.standard_normal((80, 6)).astype(np.float32)
@@ -113,16 +113,16 @@ def test_lightgbm_and_mlp_on_raw_values(tmp_path):
     write_task(tmp_path, "tabular", rows, "single_label_classification", 2, "accuracy", "features", "continuous")
     task, data = str(tmp_path / "tabular.json"), str(tmp_path / "data")
     grid = {**LIGHTGBM_GRID, "n_estimators": [50]}
-    boosted = classical_baseline(task, data, "raw", "lightgbm", seeds=[0, 1], grid=grid)
+    boosted = classical_baseline(task, data, "input", "lightgbm", seeds=[0, 1], grid=grid)
     assert {run["hyperparameters"]["num_leaves"] for run in boosted["runs"]} <= set(LIGHTGBM_GRID["num_leaves"])
-    assert boosted["test"]["accuracy"]["mean"] > 0.7 and boosted["label"] == "lightgbm on raw features"
-    mlp = classical_baseline(task, data, "raw", "mlp", seeds=[0])
+    assert boosted["test"]["accuracy"]["mean"] > 0.7 and boosted["label"] == "lightgbm on input features"
+    mlp = classical_baseline(task, data, "input", "mlp", seeds=[0])
     assert mlp["runs"][0]["hyperparameters"]["alpha"] in MLP_GRID["alpha"]
     assert mlp["test"]["roc_auc"]["mean"] > 0.8  # a sum of two inputs: the perceptron sees it
 
 
 def test_featurisers():
-    values = raw_values([[1.0, 2.0], np.array([[3.0], [4.0]])])  # one value per element, any nesting
+    values = input_values([[1.0, 2.0], np.array([[3.0], [4.0]])])  # one value per element, any nesting
     assert values.shape == (2, 2) and values.dtype == np.float32 and values[1, 1] == 4.0
     fingerprints = morgan_fingerprints(["CCO", "c1ccccc1"], num_bits=256)
     assert fingerprints.shape == (2, 256) and set(np.unique(fingerprints)) <= {0.0, 1.0}

@@ -22,12 +22,14 @@ from sma_hf.tools.task_data import load_task  # noqa: E402
 EVENTS = 400  # per process, in chunks of CHUNK: two chunks each, so resumption can lose one
 CHUNK = 200
 SPLITS = ("train", "validation", "test")
+SIZES = {"train": 60, "validation": 30, "test": 60}  # of about 280 balanced events
 
 
 @pytest.fixture(scope="module")
 def generated(tmp_path_factory):
     root = tmp_path_factory.mktemp("data")
-    card = physics_data.prepare_physics(root, seed=0, events_per_process=EVENTS, num_shards=2, chunk_events=CHUNK)
+    card = physics_data.prepare_physics(root, seed=0, events_per_process=EVENTS, num_shards=2, chunk_events=CHUNK,
+                                        task_sizes=SIZES)  # fmt: skip
     return root, card
 
 
@@ -54,6 +56,9 @@ def test_every_event_is_counted(generated):
         assert dataset["rows_read"] - sum(dataset["filters"].values()) == dataset["rows_written"], name
         for entry in dataset["files"]:
             assert corpus.content_hash(pq.read_table(root / entry["path"])) == entry["sha256"]
+    processes = card["generation"]["processes"]
+    imbalance = abs(processes["signal"]["selected"] - processes["ttbar"]["selected"])
+    assert card["datasets"]["higgs"]["filters"]["dropped_to_balance_the_classes"] == imbalance
     assert json.loads((root / "physics" / "data_card.json").read_text()) == card
     assert "not the UCI data" in (root / "physics" / "DATA_CARD.md").read_text()
 
@@ -69,7 +74,8 @@ def test_reconstructed_events_are_physical(generated):
     assert (column["lepton_pt"] > DETECTOR["lepton_pt_min_gev"] * 0.8).all()  # the cut is before the smearing
     etas = [column[f"jet{k}_eta"] for k in range(1, 5)] + [column["lepton_eta"]]
     assert (np.abs(etas) < DETECTOR["eta_max"]).all()
-    assert set(np.unique([column[f"jet{k}_btag"] for k in range(1, 5)])) == {0.0, 1.0}
+    tags = np.sum([column[f"jet{k}_btag"] for k in range(1, 5)], axis=0)
+    assert set(np.unique(tags)) >= {0.0, 1.0, 2.0} and 0.7 < tags.mean() < 2.0  # two b jets an event, tagged at 70%
     assert (column["m_lv"] >= DETECTOR["w_mass_gev"] - 1e-3).all()  # the neutrino's pz solves the W mass
     # the mass of more momenta is never smaller (all physical four-vectors)
     assert (column["m_wbb"] >= column["m_bb"] - 1e-3).all() and (column["m_wwbb"] >= column["m_wbb"] - 1e-3).all()
@@ -90,6 +96,7 @@ def test_splits_balance_and_model_features(generated):
         np.testing.assert_allclose(np.asarray(table.column("features").to_pylist()), expected, atol=1e-5)
     spec = load_task("higgs")
     assert (spec["input_column"], spec["input_type"], spec["num_labels"]) == ("features", "continuous", 2)
+    assert all((root / path).is_file() for path in spec["data_files"].values())
 
 
 def test_pretraining_pool_holds_no_test_or_validation_event(generated):
@@ -111,12 +118,13 @@ def test_same_seed_same_events_and_resumption(generated, tmp_path):
     kept = sorted(events.glob("ttbar-*/chunk-00000.parquet"))[0]
     kept_time = kept.stat().st_mtime_ns
     lost.unlink()  # an interrupted run: one chunk missing
-    again = physics_data.prepare_physics(root, seed=0, events_per_process=EVENTS, num_shards=2, chunk_events=CHUNK)
+    again = physics_data.prepare_physics(root, seed=0, events_per_process=EVENTS, num_shards=2, chunk_events=CHUNK,
+                                         task_sizes=SIZES)  # fmt: skip
     assert lost.is_file() and kept.stat().st_mtime_ns == kept_time  # only the missing chunk was made again
     strip = lambda c: {k: v for k, v in c.items() if k != "generation"}  # noqa: E731 (rates differ per run)
     assert strip(again) == strip(card)
     with pytest.raises(ValueError, match="another --seed"):
-        physics_data.prepare_physics(root, seed=1, events_per_process=EVENTS, chunk_events=CHUNK)
+        physics_data.prepare_physics(root, seed=1, events_per_process=EVENTS, chunk_events=CHUNK, task_sizes=SIZES)
 
 
 def test_neutrino_from_the_w_mass():
@@ -163,3 +171,25 @@ def test_flags_and_the_install_hint(monkeypatch):
     monkeypatch.setitem(sys.modules, "pythia8mc", None)
     with pytest.raises(ImportError, match=r"sma_hf\[physics\]"):
         physics_data.generate_chunk("signal", 0, 0, 10, None)
+
+
+def test_flavour_hadrons_and_the_fingerprint(monkeypatch):
+    import awkward as ak
+
+    ids = [521, 5122, 411, 443, 22, 5, 2212]  # B+, Lambda_b, D+, J/psi, photon, b quark, proton
+    columns = {"px": [[20.0] * 7], "py": [[0.0] * 7], "pz": [[0.0] * 7], "E": [[30.0] * 7]}
+    momenta = ak.zip(columns, with_name="Momentum4D")
+    particles = ak.zip({"id": [ids], "p": momenta}, depth_limit=2)
+    assert ak.to_list(physics_data.flavour_hadrons(particles, 5).id) == [[521, 5122]]
+    assert ak.to_list(physics_data.flavour_hadrons(particles, 4).id) == [[411, 443]]
+    before = physics_data.settings_fingerprint("signal", CHUNK)
+    fingerprint = physics_data.settings_fingerprint
+    assert fingerprint("ttbar", CHUNK) != before != fingerprint("signal", 7)
+    monkeypatch.setitem(DETECTOR, "jet_resolution_constant", 0.1)
+    assert physics_data.settings_fingerprint("signal", CHUNK) != before  # a changed detector: other chunks
+
+
+def test_too_few_events_for_the_splits(generated):
+    root, _ = generated
+    with pytest.raises(ValueError, match="cannot fill the higgs splits"):
+        physics_data.prepare_physics(root, seed=0, events_per_process=EVENTS, chunk_events=CHUNK)  # 10,000 rows each

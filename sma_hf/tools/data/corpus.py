@@ -22,11 +22,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..common import TEMPLATES_DIR, atomic_write, write_text_atomic
+from ..common import DATA_EXTRA_HINT, TEMPLATES_DIR, atomic_write, write_text_atomic
 
 
 DATA_CARD_TEMPLATE = TEMPLATES_DIR / "data_card.md"
-DATA_EXTRA_HINT = 'pip install "sma_hf[data]"'
 
 
 TASK_FRACTIONS = (0.8, 0.1, 0.1)
@@ -52,7 +51,7 @@ def package_dir(package: str) -> Path:
     return Path(list(spec.submodule_search_locations)[0])
 
 
-def _version(distribution: str) -> str:
+def package_version(distribution: str) -> str:
     try:
         return importlib.metadata.version(distribution)
     except importlib.metadata.PackageNotFoundError:
@@ -75,7 +74,7 @@ def source_entry(package: str, distribution: str, path: Path, **extra: Any) -> d
         if parent.name == "site-packages" or parent.name == "dist-packages":
             shown = path.relative_to(parent).as_posix()
             break
-    entry = {"package": package, "version": _version(distribution), "file": shown}
+    entry = {"package": package, "version": package_version(distribution), "file": shown}
     if path.is_file():
         entry["file_sha256"] = _file_sha256(path)
     entry.update(extra)
@@ -207,7 +206,7 @@ def write_card(folder: Path, card: dict[str, Any]) -> dict[str, Any]:
 def new_card(corpus: str, seed: int) -> dict[str, Any]:
     return {
         "corpus": corpus,
-        "generator": f"sma-prepare-data (sma_hf {_version('sma_hf')})",
+        "generator": f"sma-prepare-data (sma_hf {package_version('sma_hf')})",
         "seed": seed,
         "sources": [],
         "datasets": {},

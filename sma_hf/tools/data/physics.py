@@ -27,11 +27,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ..common import PHYSICS_EXTRA_HINT
 from .corpus import (
     dataset_card,
     float_list_array,
     import_optional,
     new_card,
+    package_version,
     seeded_rng,
     write_card,
     write_parquet,
@@ -39,7 +41,6 @@ from .corpus import (
 )
 
 
-PHYSICS_EXTRA_HINT = 'pip install "sma_hf[physics]"'
 CHUNK_EVENTS = 2_000  # about 15 s of one core: what an interruption can lose
 PROCESSES = {"ttbar": 0, "signal": 1}  # process -> label
 COMMON_SETTINGS = (
@@ -47,12 +48,15 @@ COMMON_SETTINGS = (
     "24:onMode = off",  # W+ -> e+ nu or mu+ nu, W- -> quarks: one lepton, one hadronic W
     "24:onPosIfAny = 11 13",
     "24:onNegIfAny = 1 2 3 4 5",
+)
+QUIET_SETTINGS = (
     "Next:numberCount = 0",
     "Next:numberShowEvent = 0",
     "Next:numberShowProcess = 0",
     "Next:numberShowInfo = 0",
     "Print:quiet = on",
 )
+RECONSTRUCTION_VERSION = 2  # raise it whenever `reconstruct` writes other numbers: finished chunks are then remade
 PROCESS_SETTINGS = {
     "ttbar": ("Top:gg2ttbar = on", "Top:qqbar2ttbar = on"),
     "signal": (
@@ -80,10 +84,11 @@ DETECTOR = {
     "isolation_cone": 0.3,  # sum of other visible pT within this Delta R below a share of the lepton's pT
     "isolation_max_share": 0.1,
     "jet_radius": 0.4,
+    "jet_cluster_pt_min_gev": 10.0,  # jets kept before smearing: what the smearing can lift over the cut
     "jet_resolution_stochastic": 1.0,  # sigma(pT) / pT = sqrt(a^2 / pT + c^2), pT in GeV
     "jet_resolution_constant": 0.05,
     "lepton_resolution": 0.02,  # sigma(pT) / pT
-    "missing_et_resolution": 0.5,  # sigma per component = this * sqrt(scalar sum of visible ET)
+    "missing_et_soft_resolution": 0.5,  # sigma per component = this * sqrt(scalar pT sum of what is in no jet)
     "btag_efficiency": {"b": 0.70, "c": 0.10, "light": 0.01},  # a jet within the jet radius of a b (c) hadron
     "flavour_hadron_pt_min_gev": 5.0,
     "w_mass_gev": 80.4,  # the neutrino's pz from the W mass; the smaller |pz| of the two solutions
@@ -122,13 +127,15 @@ def _physics_modules():
 
 
 def generation_settings(process: str) -> tuple[str, ...]:
-    """The Pythia settings of a process (without its seed)."""
+    """The Pythia settings of a process (without its seed and the quiet output settings)."""
     return COMMON_SETTINGS + PROCESS_SETTINGS[process]
 
 
 def settings_fingerprint(process: str, chunk_events: int) -> str:
-    """What a chunk's events depend on besides its seed: settings, detector, chunk size and Pythia's version."""
-    described = [generation_settings(process), DETECTOR, chunk_events, _installed("pythia8mc")]
+    """What a chunk's rows depend on besides its seed: the settings, the detector, the reconstruction and its
+    columns, the chunk size, and the versions of the generator and the jet clustering."""
+    described = [generation_settings(process), DETECTOR, RECONSTRUCTION_VERSION, FEATURES, chunk_events,
+                 package_version("pythia8mc"), package_version("fastjet")]  # fmt: skip
     return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -162,100 +169,119 @@ def neutrino_momenta(lepton: np.ndarray, met_x: np.ndarray, met_y: np.ndarray) -
     return np.stack([met_x, met_y, nu_z, np.sqrt(met_x**2 + met_y**2 + nu_z**2)], axis=-1)
 
 
-def _flavour_hadrons(ak, particles, quark: int):
+def flavour_hadrons(particles, quark: int):
     """Hadrons carrying a b (5) or c (4) quark above the pT threshold, decayed or not."""
     code = abs(particles.id)
     carries = ((code // 100) % 10 == quark) | ((code // 1000) % 10 == quark)
     return particles[carries & (particles.p.pt > DETECTOR["flavour_hadron_pt_min_gev"])]
 
 
-def _near_any(ak, jets, hadrons) -> Any:
+def _near_any(ak, jets, hadrons):
     pairs = ak.cartesian({"jet": jets, "hadron": hadrons.p}, nested=True)
     return ak.any(pairs.jet.deltaR(pairs.hadron) < DETECTOR["jet_radius"], axis=-1)
 
 
+def _momentum4d(ak, momenta, scale=1.0):
+    return ak.zip(
+        {"px": momenta.px * scale, "py": momenta.py * scale, "pz": momenta.pz * scale, "E": momenta.E * scale},
+        with_name="Momentum4D",
+    )
+
+
+def _smeared(ak, momenta, relative_sigma, rng: np.random.Generator):
+    """Each object's four-momentum scaled by max(1 + sigma * N(0, 1), 0), sigma per object (jagged like `momenta`)."""
+    sigma = ak.to_numpy(ak.flatten(relative_sigma))
+    scale = ak.unflatten(np.maximum(1 + sigma * rng.standard_normal(len(sigma)), 0.0), ak.num(momenta))
+    return _momentum4d(ak, momenta, scale)
+
+
+def _transverse_sum(ak, momenta) -> tuple[np.ndarray, np.ndarray]:
+    return ak.to_numpy(ak.sum(momenta.px, axis=1)), ak.to_numpy(ak.sum(momenta.py, axis=1))
+
+
 def reconstruct(events, rng: np.random.Generator) -> tuple[np.ndarray, dict[str, int]]:
     """The [events passing, 28] HIGGS features (`FEATURES`) of a batch of Pythia events (`Pythia.nextBatch`), and how
-    many events each cut dropped."""
-    _, ak, fastjet, vector = _physics_modules()
-    detector = DETECTOR
+    many events each cut dropped. Leptons and jets are smeared before they are cut, and the missing transverse
+    momentum carries their mismeasurement plus a resolution term for the particles in neither."""
+    _, ak, fastjet, _ = _physics_modules()
     particles = events.prt
     final = particles[particles.status > 0]
     code = abs(final.id)
-    visible = final[(code != 12) & (code != 14) & (code != 16) & (abs(final.p.eta) < detector["calorimeter_eta_max"])]
-
-    # one isolated lepton
+    visible = final[(code != 12) & (code != 14) & (code != 16) & (abs(final.p.eta) < DETECTOR["calorimeter_eta_max"])]
     index = ak.local_index(visible.id)
-    code = abs(visible.id)
-    candidate = ((code == 11) | (code == 13)) & (visible.p.pt > detector["lepton_pt_min_gev"])
-    candidate = candidate & (abs(visible.p.eta) < detector["eta_max"])
-    pairs = ak.cartesian({"lepton": visible.p[candidate], "other": visible.p}, nested=True)
-    distance = pairs.lepton.deltaR(pairs.other)
-    inside = (distance < detector["isolation_cone"]) & (distance > 0)
-    cone = ak.sum(ak.where(inside, pairs.other.pt, 0.0), axis=-1)
-    isolated = cone < detector["isolation_max_share"] * visible.p[candidate].pt
-    lepton_index = index[candidate][isolated]
-    one_lepton = ak.num(lepton_index) == 1
-    counts = {"not_one_isolated_lepton": int(len(events) - ak.sum(one_lepton))}
-    visible, lepton_index, particles = visible[one_lepton], ak.firsts(lepton_index[one_lepton]), particles[one_lepton]
-    lepton = ak.firsts(visible.p[ak.local_index(visible.id) == lepton_index])
 
-    # jets of every other visible particle, smeared, tagged; at least four
-    hadronic = visible[ak.local_index(visible.id) != lepton_index]
-    inputs = ak.zip(
-        {"px": hadronic.p.px, "py": hadronic.p.py, "pz": hadronic.p.pz, "E": hadronic.p.e}, with_name="Momentum4D"
-    )
-    definition = fastjet.JetDefinition(fastjet.antikt_algorithm, detector["jet_radius"])
-    jets = fastjet.ClusterSequence(inputs, definition).inclusive_jets(min_pt=0.8 * detector["jet_pt_min_gev"])
-    jets = ak.zip({"px": jets.px, "py": jets.py, "pz": jets.pz, "E": jets.E}, with_name="Momentum4D")
-    flat_pt = ak.to_numpy(ak.flatten(jets.pt))
-    sigma = np.sqrt(detector["jet_resolution_stochastic"] ** 2 / flat_pt + detector["jet_resolution_constant"] ** 2)
-    scale = ak.unflatten(np.maximum(1 + sigma * rng.standard_normal(len(flat_pt)), 0.0), ak.num(jets))
-    jets = ak.zip(
-        {"px": jets.px * scale, "py": jets.py * scale, "pz": jets.pz * scale, "E": jets.E * scale},
-        with_name="Momentum4D",
-    )
-    jets = jets[(jets.pt > detector["jet_pt_min_gev"]) & (abs(jets.eta) < detector["eta_max"])]
+    # one isolated lepton; a 2% smearing cannot lift a lepton from half the cut over it
+    code = abs(visible.id)
+    candidate = ((code == 11) | (code == 13)) & (abs(visible.p.eta) < DETECTOR["eta_max"])
+    candidate = candidate & (visible.p.pt > 0.5 * DETECTOR["lepton_pt_min_gev"])
+    true_leptons, lepton_indices = _momentum4d(ak, visible.p[candidate]), index[candidate]
+    resolution = ak.ones_like(true_leptons.pt) * DETECTOR["lepton_resolution"]
+    leptons = _smeared(ak, true_leptons, resolution, rng)
+    pairs = ak.cartesian({"lepton": true_leptons, "other": visible.p}, nested=True)
+    indices = ak.cartesian({"lepton": lepton_indices, "other": index}, nested=True)
+    inside = (pairs.lepton.deltaR(pairs.other) < DETECTOR["isolation_cone"]) & (indices.lepton != indices.other)
+    cone = ak.sum(ak.where(inside, pairs.other.pt, 0.0), axis=-1)
+    chosen = (leptons.pt > DETECTOR["lepton_pt_min_gev"]) & (cone < DETECTOR["isolation_max_share"] * leptons.pt)
+    one_lepton = ak.num(leptons[chosen]) == 1
+    counts = {"not_one_isolated_lepton": int(len(events) - ak.sum(one_lepton))}
+    lepton, true_lepton = ak.firsts(leptons[chosen][one_lepton]), ak.firsts(true_leptons[chosen][one_lepton])
+    lepton_index, visible = ak.firsts(lepton_indices[chosen][one_lepton]), visible[one_lepton]
+    particles, index = particles[one_lepton], index[one_lepton]
+
+    # jets of every other visible particle, smeared, then cut; at least four
+    definition = fastjet.JetDefinition(fastjet.antikt_algorithm, DETECTOR["jet_radius"])
+    inputs = _momentum4d(ak, visible[index != lepton_index].p)
+    true_jets = fastjet.ClusterSequence(inputs, definition).inclusive_jets(min_pt=DETECTOR["jet_cluster_pt_min_gev"])
+    true_jets = _momentum4d(ak, true_jets)
+    stochastic, constant = DETECTOR["jet_resolution_stochastic"], DETECTOR["jet_resolution_constant"]
+    all_jets = _smeared(ak, true_jets, np.sqrt(stochastic**2 / true_jets.pt + constant**2), rng)
+
+    # missing transverse momentum: minus the visible sum, with the smeared objects in place of the true ones
+    visible_x, visible_y = _transverse_sum(ak, visible.p)
+    jets_shift_x, jets_shift_y = _transverse_sum(ak, all_jets - true_jets)
+    soft = ak.to_numpy(ak.sum(visible.p.pt, axis=1) - ak.sum(true_jets.pt, axis=1) - true_lepton.pt)
+    noise = DETECTOR["missing_et_soft_resolution"] * np.sqrt(np.maximum(soft, 0.0))
+    lepton_shift_x, lepton_shift_y = ak.to_numpy(lepton.px - true_lepton.px), ak.to_numpy(lepton.py - true_lepton.py)
+    met_x = -visible_x - jets_shift_x - lepton_shift_x + noise * rng.standard_normal(len(noise))
+    met_y = -visible_y - jets_shift_y - lepton_shift_y + noise * rng.standard_normal(len(noise))
+
+    jets = all_jets[(all_jets.pt > DETECTOR["jet_pt_min_gev"]) & (abs(all_jets.eta) < DETECTOR["eta_max"])]
     jets = jets[ak.argsort(jets.pt, ascending=False)]
-    four_jets = ak.num(jets) >= 4
-    counts["fewer_than_four_jets"] = int(len(jets) - ak.sum(four_jets))
-    jets, visible, lepton = jets[four_jets][:, :4], visible[four_jets], lepton[four_jets]
-    particles = particles[four_jets]
+    four_jets = ak.to_numpy(ak.num(jets) >= 4)
+    counts["fewer_than_four_jets"] = int(len(jets) - four_jets.sum())
+    jets, lepton, particles = jets[four_jets][:, :4], lepton[four_jets], particles[four_jets]
+    met_x, met_y = met_x[four_jets], met_y[four_jets]
     n = len(jets)
     if n == 0:
         return np.zeros((0, len(FEATURES))), counts
 
-    is_b = _near_any(ak, jets, _flavour_hadrons(ak, particles, 5))
-    is_c = _near_any(ak, jets, _flavour_hadrons(ak, particles, 4))
-    efficiency = detector["btag_efficiency"]
-    chance = ak.to_numpy(ak.where(is_b, efficiency["b"], ak.where(is_c, efficiency["c"], efficiency["light"])))
+    is_b = _near_any(ak, jets, flavour_hadrons(particles, 5))
+    is_c = _near_any(ak, jets, flavour_hadrons(particles, 4))
+    efficiency = DETECTOR["btag_efficiency"]
+    chance = ak.to_numpy(
+        ak.flatten(ak.where(is_b, efficiency["b"], ak.where(is_c, efficiency["c"], efficiency["light"])))
+    )
     btag = (rng.random((n, 4)) < chance.reshape(n, 4)).astype(np.float64)
 
     jet_pt, jet_eta = ak.to_numpy(jets.pt).reshape(n, 4), ak.to_numpy(jets.eta).reshape(n, 4)
     jet_phi, jet_mass = ak.to_numpy(jets.phi).reshape(n, 4), ak.to_numpy(jets.mass).reshape(n, 4)
-    lepton_pt = ak.to_numpy(lepton.pt) * (1 + detector["lepton_resolution"] * rng.standard_normal(n))
-    lepton_eta, lepton_phi = ak.to_numpy(lepton.eta), ak.to_numpy(lepton.phi)
-    sum_x, sum_y = ak.to_numpy(ak.sum(visible.p.px, axis=1)), ak.to_numpy(ak.sum(visible.p.py, axis=1))
-    noise = detector["missing_et_resolution"] * np.sqrt(ak.to_numpy(ak.sum(visible.p.pt, axis=1)))
-    met_x, met_y = -sum_x + noise * rng.standard_normal(n), -sum_y + noise * rng.standard_normal(n)
-
+    lepton_pt, lepton_eta, lepton_phi = ak.to_numpy(lepton.pt), ak.to_numpy(lepton.eta), ak.to_numpy(lepton.phi)
     jet_momenta = _momenta(jet_pt, jet_eta, jet_phi, jet_mass)  # [n, 4 jets, 4]
     lepton_momenta = _momenta(lepton_pt, lepton_eta, lepton_phi, np.zeros(n))
     neutrino = neutrino_momenta(lepton_momenta, met_x, met_y)
     order = np.argsort(-btag, axis=1, kind="stable")  # tagged first, each group in pT order
     rows = np.arange(n)
     b1, b2, j1, j2 = (jet_momenta[rows, order[:, k]] for k in range(4))
-    m_jj = _mass(j1, j2)
     with_b1, with_b2 = _mass(j1, j2, b1), _mass(j1, j2, b2)
-    first_is_hadronic = np.abs(with_b1 - detector["top_mass_gev"]) <= np.abs(with_b2 - detector["top_mass_gev"])
-    m_jjj = np.where(first_is_hadronic, with_b1, with_b2)
+    top_mass = DETECTOR["top_mass_gev"]
+    first_is_hadronic = np.abs(with_b1 - top_mass) <= np.abs(with_b2 - top_mass)
     leptonic_b = np.where(first_is_hadronic[:, None], b2, b1)
     jets_columns = np.stack([jet_pt, jet_eta, jet_phi, btag], axis=-1).reshape(n, 16)
     features = np.column_stack(
         [
             lepton_pt, lepton_eta, lepton_phi, np.hypot(met_x, met_y), np.arctan2(met_y, met_x), jets_columns,
-            m_jj, m_jjj, _mass(lepton_momenta, neutrino), _mass(lepton_momenta, neutrino, leptonic_b),
-            _mass(b1, b2), _mass(lepton_momenta, neutrino, b1, b2),
+            _mass(j1, j2), np.where(first_is_hadronic, with_b1, with_b2), _mass(lepton_momenta, neutrino),
+            _mass(lepton_momenta, neutrino, leptonic_b), _mass(b1, b2), _mass(lepton_momenta, neutrino, b1, b2),
             _mass(lepton_momenta, neutrino, b1, b2, j1, j2),
         ]
     )  # fmt: skip
@@ -264,24 +290,26 @@ def reconstruct(events, rng: np.random.Generator) -> tuple[np.ndarray, dict[str,
 
 def generate_chunk(process: str, seed: int, chunk: int, chunk_events: int, path: Path) -> dict[str, Any]:
     """Generate and reconstruct one chunk of `chunk_events` events into `path` (atomically); return its record."""
-    pythia8mc, _, _, _ = _physics_modules()
+    pythia8mc, ak, _, _ = _physics_modules()
     started = time.perf_counter()
     pythia = pythia8mc.Pythia("", False)
     pythia_seed = chunk_seed(seed, process, chunk)
-    for setting in (*generation_settings(process), "Random:setSeed = on", f"Random:seed = {pythia_seed}"):
+    seeded = ("Random:setSeed = on", f"Random:seed = {pythia_seed}")
+    for setting in (*generation_settings(process), *QUIET_SETTINGS, *seeded):
         if not pythia.readString(setting):
             raise RuntimeError(f"Pythia refused the setting {setting!r}")
     if not pythia.init():
         raise RuntimeError(f"Pythia failed to initialise {process}")
-    events = pythia.nextBatch(chunk_events)
-    generated = len(events)
+    events = pythia.nextBatch(chunk_events, "none")  # an event Pythia fails to make is None: counted, not redrawn
+    failed = ak.is_none(events, axis=0)
+    events = events[~failed]
     features, dropped = reconstruct(events, seeded_rng(seed, f"physics/{process}/{chunk}/detector"))
     record = {
         "process": process,
         "chunk": chunk,
         "pythia_seed": pythia_seed,
-        "generated": generated,
-        "failed": chunk_events - generated,  # events Pythia could not make (nextBatch skips them)
+        "generated": len(events),
+        "failed": int(ak.sum(failed)),
         "dropped": dropped,
         "selected": len(features),
         "sigma_gen_mb": pythia.infoPython().sigmaGen(),
@@ -293,13 +321,12 @@ def generate_chunk(process: str, seed: int, chunk: int, chunk_events: int, path:
     return record
 
 
-def _read_chunk(path: Path) -> tuple[pa.Table, dict[str, Any]]:
-    table = pq.read_table(path)
-    return table, json.loads(table.schema.metadata[b"sma_chunk"])
+def _chunk_record(path: Path) -> dict[str, Any]:
+    return json.loads(pq.read_schema(path).metadata[b"sma_chunk"])
 
 
 def _pin_to_one_core(cores: list[int], counter) -> None:
-    """Pool initializer: each worker on a core of its own (unpinned processes on a loaded machine halve the rate)."""
+    """Pool initializer: each worker on a core of its own, so that two generators never share one."""
     with counter.get_lock():
         slot = counter.value
         counter.value += 1
@@ -326,7 +353,7 @@ def generate_events(
         for chunk in range(num_chunks)
     }
     # the seed is not in the fingerprint: it is checked on reading
-    records = {key: _read_chunk(path)[1] for key, path in paths.items() if path.is_file()}
+    records = {key: _chunk_record(path) for key, path in paths.items() if path.is_file()}
     for key, record in records.items():
         if record["pythia_seed"] != chunk_seed(seed, *key):
             raise ValueError(f"{paths[key]} was generated with another --seed; remove {folder} or keep its seed")
@@ -370,15 +397,16 @@ def prepare_physics(
     num_shards: int = 4,
     workers: int | None = None,
     chunk_events: int = CHUNK_EVENTS,
+    task_sizes: dict[str, int] = TASK_SIZES,
 ) -> dict[str, Any]:
-    """Generate (or reuse) the events, then write the labelled `higgs` splits, the unlabelled pretraining pool and
-    the card; return the card."""
+    """Generate (or reuse) the events, then write the labelled `higgs` splits (`task_sizes` events each), the
+    unlabelled pretraining pool and the card; return the card."""
     root = Path(output_dir)
     folder = root / "physics"
     card = new_card("physics", seed)
     records = generate_events(folder / "events", events_per_process, seed, workers, chunk_events)
     by_process = {
-        process: pa.concat_tables([_read_chunk(Path(r["path"]))[0] for r in records if r["process"] == process])
+        process: pa.concat_tables([pq.read_table(r["path"]) for r in records if r["process"] == process])
         for process in PROCESSES
     }
     balanced = min(table.num_rows for table in by_process.values())
@@ -389,7 +417,12 @@ def prepare_physics(
     order = seeded_rng(seed, "physics/shuffle").permutation(len(labels))
     raw, labels = raw[order], labels[order]
 
-    sizes = {split: min(size, len(labels) // 5) for split, size in TASK_SIZES.items()}  # a smoke run's few events
+    sizes = task_sizes
+    if sum(sizes.values()) > len(labels):
+        raise ValueError(
+            f"{len(labels):,} balanced events cannot fill the higgs splits {sizes}: raise --physics_events above "
+            f"{events_per_process:,}"
+        )
     test = slice(0, sizes["test"])
     validation = slice(sizes["test"], sizes["test"] + sizes["validation"])
     pool = slice(sizes["test"] + sizes["validation"], len(labels))  # the task's train rows are its first rows
@@ -438,7 +471,7 @@ def prepare_physics(
     )
     card["generation"] = _generation_summary(records, events_per_process, chunk_events)
     card["sources"] = [
-        {"package": name, "version": _installed(name), "file": "(event generator)", "rows_read": None}
+        {"package": name, "version": package_version(name), "file": "(event generator)", "rows_read": None}
         for name in ("pythia8mc", "fastjet")
     ]
     card["notes"] += [
@@ -446,7 +479,7 @@ def prepare_physics(
         "showers and hadronisation on) and FastJet; not the UCI data, so its numbers are not the paper's.",
         "Processes: "
         + "; ".join(f"{p}: {', '.join(PROCESS_SETTINGS[p])}" for p in PROCESSES)
-        + f"; both: {', '.join(COMMON_SETTINGS[:4])}.",
+        + f"; both: {', '.join(COMMON_SETTINGS)}.",
         "Detector model (Gaussian smearing, b-tag efficiencies, cuts): " + json.dumps(DETECTOR),
         f"Generation: chunks of {chunk_events} events, Pythia seeded per chunk from --seed; see `generation` in "
         "data_card.json for events generated, dropped per cut and selected per process, and the rate.",
@@ -455,15 +488,6 @@ def prepare_physics(
         "pythia8mc and fastjet are GPL (v2 or later); they generated these files and are not part of sma_hf.",
     ]
     return write_card(folder, card)
-
-
-def _installed(distribution: str) -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version(distribution)
-    except PackageNotFoundError:
-        return "not installed"
 
 
 def _generation_summary(records: list[dict], events_per_process: int, chunk_events: int) -> dict[str, Any]:

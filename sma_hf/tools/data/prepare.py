@@ -9,8 +9,8 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
+from ..common import DATA_EXTRA_HINT
 from .chemistry import prepare_chemistry
-from .corpus import DATA_EXTRA_HINT
 from .images import prepare_images
 from .peptides import prepare_peptides
 from .physics import prepare_physics
@@ -19,7 +19,7 @@ from .tabular import prepare_tabular
 
 
 CORPORA = ("chemistry", "peptides", "proteins", "images", "tabular", "physics")  # in the order they are prepared
-DEFAULT_CORPORA = CORPORA[:-1]  # physics is simulated (about 20 minutes on 2 cores): asked for by name
+DEFAULT_CORPORA = CORPORA[:-1]  # physics is simulated (CPU-minutes, the physics extra): asked for by name
 
 
 def _summary(card: dict[str, Any], seconds: float) -> str:
@@ -67,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--physics_events",
         type=int,
         default=150_000,
-        help="physics: events generated per process (signal, top pairs), before the selection keeps about 36%%",
+        help="physics: events generated per process (signal, top pairs), before the selection",
     )
     parser.add_argument(
         "--workers", type=int, default=None, help="physics: generating processes, one per core (default: every core)"
