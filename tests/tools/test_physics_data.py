@@ -13,6 +13,7 @@ import pytest
 for _module in ("pythia8mc", "fastjet", "awkward", "vector"):
     pytest.importorskip(_module)
 
+from sma_hf.tools.common import UsageError  # noqa: E402
 from sma_hf.tools.data import corpus, prepare  # noqa: E402
 from sma_hf.tools.data import physics as physics_data  # noqa: E402
 from sma_hf.tools.data.physics import DETECTOR, FEATURES  # noqa: E402
@@ -123,7 +124,7 @@ def test_same_seed_same_events_and_resumption(generated, tmp_path):
     assert lost.is_file() and kept.stat().st_mtime_ns == kept_time  # only the missing chunk was made again
     strip = lambda c: {k: v for k, v in c.items() if k != "generation"}  # noqa: E731 (rates differ per run)
     assert strip(again) == strip(card)
-    with pytest.raises(ValueError, match="another --seed"):
+    with pytest.raises(UsageError, match="another --seed"):
         physics_data.prepare_physics(root, seed=1, events_per_process=EVENTS, chunk_events=CHUNK, task_sizes=SIZES)
 
 
@@ -175,7 +176,9 @@ def test_flags_and_the_install_hint(monkeypatch):
 
 def test_flavour_hadrons_and_the_fingerprint(monkeypatch):
     import awkward as ak
+    import vector
 
+    vector.register_awkward()  # what the generator does before it reads momenta
     ids = [521, 5122, 411, 443, 22, 5, 2212]  # B+, Lambda_b, D+, J/psi, photon, b quark, proton
     columns = {"px": [[20.0] * 7], "py": [[0.0] * 7], "pz": [[0.0] * 7], "E": [[30.0] * 7]}
     momenta = ak.zip(columns, with_name="Momentum4D")
@@ -189,7 +192,11 @@ def test_flavour_hadrons_and_the_fingerprint(monkeypatch):
     assert physics_data.settings_fingerprint("signal", CHUNK) != before  # a changed detector: other chunks
 
 
-def test_too_few_events_for_the_splits(generated):
+def test_too_few_events_for_the_splits(generated, capsys):
     root, _ = generated
-    with pytest.raises(ValueError, match="cannot fill the higgs splits"):
+    with pytest.raises(UsageError, match="cannot fill the higgs splits"):
         physics_data.prepare_physics(root, seed=0, events_per_process=EVENTS, chunk_events=CHUNK)  # 10,000 rows each
+    # the command line says it in one line; the chunks it made stay for the next run
+    with pytest.raises(SystemExit, match=r"sma-prepare-data: error: .* raise --physics_events above 200"):
+        prepare.main(["--output_dir", str(root / "cli"), "--corpora", "physics", "--physics_events", "200"])
+    assert len(list((root / "cli" / "physics" / "events").glob("*/chunk-00000.parquet"))) == 2

@@ -27,7 +27,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..common import PHYSICS_EXTRA_HINT
+from ..common import PHYSICS_EXTRA_HINT, UsageError
 from .corpus import (
     dataset_card,
     float_list_array,
@@ -356,7 +356,7 @@ def generate_events(
     records = {key: _chunk_record(path) for key, path in paths.items() if path.is_file()}
     for key, record in records.items():
         if record["pythia_seed"] != chunk_seed(seed, *key):
-            raise ValueError(f"{paths[key]} was generated with another --seed; remove {folder} or keep its seed")
+            raise UsageError(f"{paths[key]} was generated with another --seed; remove {folder} or keep its seed")
     jobs = [(process, seed, chunk, chunk_events, str(path)) for (process, chunk), path in paths.items()
             if (process, chunk) not in records]  # fmt: skip
     cores = sorted(os.sched_getaffinity(0))
@@ -419,7 +419,7 @@ def prepare_physics(
 
     sizes = task_sizes
     if sum(sizes.values()) > len(labels):
-        raise ValueError(
+        raise UsageError(
             f"{len(labels):,} balanced events cannot fill the higgs splits {sizes}: raise --physics_events above "
             f"{events_per_process:,}"
         )

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import argparse
 import re
+import sys
 import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..common import DATA_EXTRA_HINT
+from ..common import DATA_EXTRA_HINT, UsageError
 from .chemistry import prepare_chemistry
 from .images import prepare_images
 from .peptides import prepare_peptides
@@ -87,6 +88,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.workers is not None and args.workers < 1:
         parser.error("--workers must be >= 1")
 
+    try:
+        prepare(args)
+    except (UsageError, ImportError, FileNotFoundError) as error:  # what to change or install: one line
+        sys.exit(f"sma-prepare-data: error: {error}")
+
+
+def prepare(args: argparse.Namespace) -> None:
+    """Every corpus of `args.corpora`, in the order of `CORPORA`, with its summary."""
     started = time.perf_counter()
     for corpus in [c for c in CORPORA if c in args.corpora]:  # peptides before proteins, whose pool needs them
         begin = time.perf_counter()
