@@ -195,6 +195,21 @@ def column_masks(model_dir: Path, pool_dir: Path, results_dir: Path) -> dict:
     return result
 
 
+def write_column_transform(data_card: Path, folders: list[Path]):
+    """`column_transform.json` in each folder: what turns the 28 HIGGS columns into the model's inputs (the order,
+    which columns go through log1p, then the pool's mean and std), which a user of the checkpoint needs."""
+    info = json.loads(data_card.read_text())["datasets"]["higgs"]["info"]
+    transform = {
+        "columns": info["columns"],
+        "log1p_columns": info["log1p_columns"],
+        "mean": info["pool_mean"],
+        "std": info["pool_std"],
+        "inputs": "(log1p(x) for the log1p columns, x for the others - mean) / std, in the order of columns",
+    }
+    for folder in folders:
+        write_json_atomic(folder / "column_transform.json", transform)
+
+
 def physics_card_args(data_dir: Path) -> list[str]:
     return card_args("physics", MODEL_ID, ["physics", "tabular"], data_dir / "physics" / "data_card.json")
 
@@ -215,6 +230,8 @@ def main(argv=None):
     checkpoint_dir = (args.work_dir if args.smoke else ROOT) / "checkpoints" / MODEL_ID.split("/")[1]
     publish(model_dir, card_results(record, TASKS), physics_card_args(args.data_dir), card_path, args.results_dir,
             checkpoint_dir)  # fmt: skip
+    if not args.smoke:
+        write_column_transform(args.data_dir / "physics" / "data_card.json", [model_dir, checkpoint_dir])
     record["column_masks"] = column_masks(model_dir, args.data_dir / "physics" / "pretrain", args.results_dir)
     return record
 
