@@ -97,3 +97,13 @@ def test_card_and_summary_show_the_committed_results(published):
         both_nan = math.isnan(value) and math.isnan(summary["final"][key])  # a metric a step did not measure
         assert both_nan or math.isclose(summary["final"][key], value, rel_tol=1e-12), key
     assert str(ROOT) not in (folder / "README.md").read_text() + (folder / "pretraining_summary.json").read_text()
+
+
+def test_physics_checkpoint_says_how_to_make_its_inputs():
+    pytest.importorskip("pyarrow")
+    from sma_hf.tools.data.physics import FEATURES, LOG_FEATURES
+
+    transform = json.loads((ROOT / "checkpoints" / "sma-physics" / "column_transform.json").read_text())
+    assert transform["columns"] == list(FEATURES) and transform["log1p_columns"] == list(LOG_FEATURES)
+    assert len(transform["mean"]) == len(transform["std"]) == 28 and min(transform["std"]) > 0
+    assert "column_transform.json" in (ROOT / "checkpoints" / "sma-physics" / "README.md").read_text()
