@@ -1,6 +1,7 @@
 """The physics experiment's smoke mode: its whole grid on tiny generated events (both label budgets, LightGBM and
 the MLP, the linear probes), its tables, figures and the `sma-physics` card, whose usage example runs."""
 
+import json
 import re
 from pathlib import Path
 
@@ -8,7 +9,8 @@ import pytest
 from huggingface_hub import ModelCard
 
 
-pytest.importorskip("lightgbm")
+for _module in ("lightgbm", "pythia8mc", "fastjet"):
+    pytest.importorskip(_module)
 pytestmark = pytest.mark.slow  # minutes, not seconds: `pytest -m "not slow"` leaves it out
 
 
@@ -33,6 +35,9 @@ def test_physics_experiment_smoke_run(tmp_path, benchmark_script):
     assert "test Accuracy ↑, 10% labels" in table and "(d) lightgbm on input features" in table
     for figure in ("higgs.png", "pretraining.png", "masks.png", "column_masks.png"):
         assert (results_dir / figure).read_bytes().startswith(b"\x89PNG"), figure
+    transform = json.loads((tmp_path / "work" / "checkpoints" / "sma-physics" / "column_transform.json").read_text())
+    card = json.loads((tmp_path / "data" / "physics" / "data_card.json").read_text())
+    assert transform["mean"] == card["datasets"]["higgs"]["info"]["pool_mean"] and len(transform["std"]) == 28
     columns = record["column_masks"]  # 20 held-out events, 6 of 28 columns masked in each
     assert columns["events"] == 20 and sum(columns["mask_rate"].values()) == pytest.approx(6)
     assert columns["same_object_share"]["random"] == pytest.approx(98 / 756, abs=0.08)  # sum n(n-1) / (28 * 27)

@@ -164,11 +164,14 @@ def test_each_worker_is_pinned_to_a_core_of_its_own():
         os.sched_setaffinity(0, before)
 
 
-def test_flags_and_the_install_hint(monkeypatch):
+def test_flags_and_the_install_hint(monkeypatch, capsys, tmp_path):
     assert "physics" in prepare.CORPORA and "physics" not in prepare.build_parser().parse_args([]).corpora
     for flag in (["--physics_events", "0"], ["--workers", "0"]):
         with pytest.raises(SystemExit):
             prepare.main(["--corpora", "physics", *flag])
+        assert f"{flag[0]} must be >= 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match=r"--physics_events must be a multiple of 2,000"):
+        prepare.main(["--output_dir", str(tmp_path), "--corpora", "physics", "--physics_events", "3000"])
     monkeypatch.setitem(sys.modules, "pythia8mc", None)
     with pytest.raises(ImportError, match=r"sma_hf\[physics\]"):
         physics_data.generate_chunk("signal", 0, 0, 10, None)
@@ -197,6 +200,6 @@ def test_too_few_events_for_the_splits(generated, capsys):
     with pytest.raises(UsageError, match="cannot fill the higgs splits"):
         physics_data.prepare_physics(root, seed=0, events_per_process=EVENTS, chunk_events=CHUNK)  # 10,000 rows each
     # the command line says it in one line; the chunks it made stay for the next run
-    with pytest.raises(SystemExit, match=r"sma-prepare-data: error: .* raise --physics_events above 200"):
-        prepare.main(["--output_dir", str(root / "cli"), "--corpora", "physics", "--physics_events", "200"])
+    with pytest.raises(SystemExit, match=r"sma-prepare-data: error: .* raise --physics_events above 2,000"):
+        prepare.main(["--output_dir", str(root / "cli"), "--corpora", "physics", "--physics_events", "2000"])
     assert len(list((root / "cli" / "physics" / "events").glob("*/chunk-00000.parquet"))) == 2

@@ -330,7 +330,8 @@ def _pin_to_one_core(cores: list[int], counter) -> None:
     with counter.get_lock():
         slot = counter.value
         counter.value += 1
-    os.sched_setaffinity(0, {cores[slot % len(cores)]})
+    if hasattr(os, "sched_setaffinity"):  # Linux; elsewhere the workers are left to the scheduler
+        os.sched_setaffinity(0, {cores[slot % len(cores)]})
 
 
 def _run_chunk(job: tuple[str, int, int, int, str]) -> dict[str, Any]:
@@ -345,7 +346,9 @@ def generate_events(
     the chunk records in (process, chunk) order."""
     from tqdm.auto import tqdm
 
-    num_chunks = -(-events_per_process // chunk_events)
+    if events_per_process % chunk_events:
+        raise UsageError(f"--physics_events must be a multiple of {chunk_events:,} (the events of a chunk)")
+    num_chunks = events_per_process // chunk_events
     folders = {process: folder / f"{process}-{settings_fingerprint(process, chunk_events)}" for process in PROCESSES}
     paths = {
         (process, chunk): folders[process] / f"chunk-{chunk:05d}.parquet"
@@ -359,7 +362,7 @@ def generate_events(
             raise UsageError(f"{paths[key]} was generated with another --seed; remove {folder} or keep its seed")
     jobs = [(process, seed, chunk, chunk_events, str(path)) for (process, chunk), path in paths.items()
             if (process, chunk) not in records]  # fmt: skip
-    cores = sorted(os.sched_getaffinity(0))
+    cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count()))
     workers = min(workers or len(cores), len(cores), max(len(jobs), 1))
     if jobs:
         started = time.perf_counter()
@@ -417,19 +420,20 @@ def prepare_physics(
     order = seeded_rng(seed, "physics/shuffle").permutation(len(labels))
     raw, labels = raw[order], labels[order]
 
-    sizes = task_sizes
-    if sum(sizes.values()) > len(labels):
+    if sum(task_sizes.values()) > len(labels):
         raise UsageError(
-            f"{len(labels):,} balanced events cannot fill the higgs splits {sizes}: raise --physics_events above "
+            f"{len(labels):,} balanced events cannot fill the higgs splits {task_sizes}: raise --physics_events above "
             f"{events_per_process:,}"
         )
-    test = slice(0, sizes["test"])
-    validation = slice(sizes["test"], sizes["test"] + sizes["validation"])
-    pool = slice(sizes["test"] + sizes["validation"], len(labels))  # the task's train rows are its first rows
+    test = slice(0, task_sizes["test"])
+    validation = slice(task_sizes["test"], task_sizes["test"] + task_sizes["validation"])
+    pool = slice(
+        task_sizes["test"] + task_sizes["validation"], len(labels)
+    )  # the task's train rows are its first rows
     features, mean, std = model_features(raw[pool])
     named = lambda part: {name: raw[part][:, i].astype(np.float32) for i, name in enumerate(FEATURES)}  # noqa: E731
     files = []
-    for split, part in (("train", slice(pool.start, pool.start + sizes["train"])), ("validation", validation),
+    for split, part in (("train", slice(pool.start, pool.start + task_sizes["train"])), ("validation", validation),
                         ("test", test)):  # fmt: skip
         table = {
             "features": model_features(raw[part], mean, std)[0],
@@ -442,7 +446,7 @@ def prepare_physics(
         selected,
         {
             "dropped_to_balance_the_classes": selected - 2 * balanced,
-            "pretraining_pool_only": len(labels) - sum(sizes.values()),
+            "pretraining_pool_only": len(labels) - sum(task_sizes.values()),
         },
         files,
         "seeded shuffle of the balanced events: test first, then validation, then the labelled train rows (the first "
@@ -463,7 +467,7 @@ def prepare_physics(
     pool_files = write_shards(pool_table, folder / "pretrain", "train", num_shards, root)
     pool_files += write_shards(validation_table, folder / "pretrain", "validation", 1, root)
     card["datasets"]["pretrain"] = dataset_card(
-        len(labels) - sizes["test"],
+        len(labels) - task_sizes["test"],
         {},
         pool_files,
         "every balanced event but the test rows, without labels; its validation split = the higgs validation rows",
@@ -509,7 +513,7 @@ def _generation_summary(records: list[dict], events_per_process: int, chunk_even
             "dropped": dropped,
             "selected": sum(r["selected"] for r in mine),
             "sigma_gen_mb": float(np.mean([r["sigma_gen_mb"] for r in mine])),
-            "events_per_second_per_process": round(generated / seconds, 1),
+            "events_per_second_per_process": round(generated / seconds, 1),  # its events over its chunks' seconds
             "pythia_seeds": [r["pythia_seed"] for r in mine],
         }
     return summary

@@ -90,7 +90,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     try:
         prepare(args)
-    except (UsageError, ImportError, FileNotFoundError) as error:  # what to change or install: one line
+    except (UsageError, ImportError) as error:  # what to change or what to install: one line
         sys.exit(f"sma-prepare-data: error: {error}")
 
 
