@@ -203,3 +203,13 @@ def test_too_few_events_for_the_splits(generated, capsys):
     with pytest.raises(SystemExit, match=r"sma-prepare-data: error: .* raise --physics_events above 2,000"):
         prepare.main(["--output_dir", str(root / "cli"), "--corpora", "physics", "--physics_events", "2000"])
     assert len(list((root / "cli" / "physics" / "events").glob("*/chunk-00000.parquet"))) == 2
+
+
+def test_generating_workers_each_run_on_one_core():
+    import multiprocessing
+
+    cores = sorted(os.sched_getaffinity(0))
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(2, initializer=physics_data._pin_to_one_core, initargs=(cores, context.Value("i", 0))) as pool:
+        affinities = pool.map(os.sched_getaffinity, [0] * 4, chunksize=1)
+    assert all(len(affinity) == 1 and affinity <= set(cores) for affinity in affinities)
