@@ -302,7 +302,8 @@ def render_model_card(
         card_data: `ModelCardData` fields (license, tags, datasets, pipeline_tag, base_model, ...).
             `library_name` is always `"transformers"` and the `custom_code` tag is added. An optional `task_type`
             key (not forwarded) sets the model-index task type of results whose task does not name one; the default
-            is `"image-classification"` for an `image-*` pipeline tag and `"text-classification"` otherwise.
+            is the domain's (`DOMAIN_TASK_TYPES`), else `"image-classification"` for an `image-*` pipeline tag and
+            `"text-classification"` otherwise.
         context: free-form template variables (see the module docstring).
         domain: whose text the shipped template uses, one of `CARD_DOMAINS`.
         template_path: your own Jinja markdown template (front matter `{{ card_data }}`) instead of the shipped one;
@@ -311,7 +312,7 @@ def render_model_card(
     if domain not in CARD_DOMAINS:
         raise ValueError(f"`domain` must be one of {CARD_DOMAINS}, got {domain!r}.")
     card_data = dict(card_data or {})
-    task_type = card_data.pop("task_type", None)
+    task_type = card_data.pop("task_type", None) or DOMAIN_TASK_TYPES.get(domain)
     tags = card_data.pop("tags", None) or []
     tags = [tags] if isinstance(tags, str) else [str(tag) for tag in tags]
     if CUSTOM_CODE_TAG not in tags:
@@ -637,7 +638,7 @@ def write_card(model_dir: Path, args: argparse.Namespace):
     card = render_model_card(
         model_id=args.model_id,
         results=results,
-        card_data={**sma_card_data(config, args.license, args.tags), "task_type": DOMAIN_TASK_TYPES.get(args.domain)},
+        card_data=sma_card_data(config, args.license, args.tags),
         context=pretraining_card_context(summary, data_card, config, (model_dir / MASK_FIGURE_FILE).is_file()),
         domain=args.domain,
         template_path=args.template,

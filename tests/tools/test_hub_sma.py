@@ -22,7 +22,7 @@ from sma_hf.tools.hub import CARD_TEMPLATE, render_model_card, save_hub_folder
 
 pytest_plugins = ["fake_hub"]  # the `fake_hub` fixture: a FakeHub on a free loopback port
 
-DOMAINS = ("chemistry", "peptides", "proteins", "images")  # those with their own text in the card template
+DOMAINS = ("chemistry", "peptides", "proteins", "images", "physics")  # those with their own text in the card template
 
 
 def _result(label, path, task, metrics, seeds=(0, 1, 2)):
@@ -60,6 +60,7 @@ LOCALISATION = dict(FREESOLV, name="localisation_clustered", description="subcel
                     problem_type="single_label_classification", metric="macro_f1", greater_is_better=True)  # fmt: skip
 MNIST = dict(FREESOLV, name="mnist", description="MNIST digits", problem_type="single_label_classification",
              metric="accuracy", greater_is_better=True)  # fmt: skip
+HIGGS = dict(MNIST, name="higgs", description="signal vs top-pair background, 28 event columns")
 # domain -> (task, this model's test values per metric, the baseline's, card_data)
 CASES = {
     "chemistry": (
@@ -85,6 +86,12 @@ CASES = {
         {"accuracy": [0.95, 0.96, 0.97]},
         {"accuracy": [0.80, 0.85, 0.90]},
         {"license": "apache-2.0", "tags": ["mnist"], "pipeline_tag": "image-classification", "datasets": ["mnist"]},
+    ),
+    "physics": (
+        HIGGS,
+        {"accuracy": [0.66, 0.67, 0.65], "roc_auc": [0.72, 0.73, 0.71]},
+        {"accuracy": [0.60, 0.62, 0.58], "roc_auc": [0.66, 0.67, 0.65]},
+        {"license": "apache-2.0", "tags": ["physics"]},
     ),
 }
 CONTEXT = {
@@ -121,7 +128,9 @@ def test_card_reports_own_results_in_model_index_and_baselines_in_the_body(tmp_p
     assert loaded.data.library_name == "transformers"
     evals = {e.metric_type: e for e in loaded.data.eval_results}
     assert set(evals) == set(own_metrics)
-    expected_task_type = "image-classification" if domain == "images" else "text-classification"
+    expected_task_type = {"images": "image-classification", "physics": "tabular-classification"}.get(
+        domain, "text-classification"
+    )
     for metric, values in own_metrics.items():
         assert evals[metric].metric_value == pytest.approx(sum(values) / len(values))  # the SMA mean, not the baseline
         assert evals[metric].dataset_split == "test"
@@ -156,7 +165,7 @@ def test_card_without_results_says_so_and_has_no_model_index(tmp_path, domain):
 @pytest.mark.parametrize("domain", DOMAINS)
 def test_card_usage_snippet_runs(tmp_path, domain):
     """The card's "How to use" code (package installed) runs, pointed at a local hub folder instead of a repo id."""
-    if domain == "images":
+    if domain in ("images", "physics"):
         config = tiny_config(input_type="continuous", input_channels=1, max_position_embeddings=784)
         processor = SMAFeatureExtractor(input_channels=1)
     else:
@@ -172,7 +181,8 @@ def test_card_usage_snippet_runs(tmp_path, domain):
 
 def test_one_template_holds_the_text_of_every_domain():
     titles = {"generic": "SMA model", "chemistry": "SMA chemistry model", "peptides": "SMA peptide model",
-              "proteins": "SMA protein model", "images": "SMA image model"}  # fmt: skip
+              "proteins": "SMA protein model", "images": "SMA image model",
+              "physics": "SMA particle-physics model"}  # fmt: skip
     assert set(titles) == set(hub.CARD_DOMAINS)
     texts = {domain: render_model_card(domain=domain, model_id="", results=[], card_data={}).text for domain in titles}
     for domain, title in titles.items():
