@@ -10,6 +10,7 @@ from typing import Literal
 
 from transformers import HfArgumentParser
 
+from .colored_noise import NOISE_COLORS
 from .common import PRESETS_DIR, shipped_names
 from .hub import CARD_DOMAINS
 
@@ -84,6 +85,13 @@ class PretrainingDataArguments:
             "are drawn as text."
         },
     )
+    mask_noise_color: Literal[NOISE_COLORS] | None = field(
+        default=None,
+        metadata={
+            "help": "ColorMAE masks instead of the model's: 2-D noise of this colour filtered in the "
+            "--mask_grid_shape grid, thresholded to the masking ratio (needs a config with masking_strategy='random')."
+        },
+    )
 
     def __post_init__(self):
         if (self.dataset_name is None) == (self.train_file is None):
@@ -93,6 +101,8 @@ class PretrainingDataArguments:
             raise ValueError(
                 f"--mask_grid_shape takes HEIGHT WIDTH (two positive integers), got {self.mask_grid_shape}."
             )
+        if self.mask_noise_color is not None and self.mask_grid_shape is None:
+            raise ValueError("--mask_noise_color filters noise in the images' grid: give --mask_grid_shape H W.")
 
 
 @dataclass

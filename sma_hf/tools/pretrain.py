@@ -29,6 +29,7 @@ import shlex
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,6 +56,7 @@ from .arguments import (
     parse,
     public_arguments,
 )
+from .colored_noise import colored_noise_masked_positions
 from .common import (
     FILE_BUILDERS,
     UsageError,
@@ -441,6 +443,7 @@ class Training:
     scheduler: torch.optim.lr_scheduler.LRScheduler
     position: DataPosition
     output_dir: Path
+    masks: Callable[[torch.Tensor], torch.Tensor] | None = None  # valid -> masked_positions, instead of the model's
 
 
 def pretrain(args, command: str | None = None) -> dict:
@@ -485,6 +488,7 @@ def pretrain(args, command: str | None = None) -> dict:
         "group_by_length": data.group_by_length,
         "shuffle_buffer_size": data.shuffle_buffer_size,
         "seed": run.seed,
+        "mask_noise_color": data.mask_noise_color,
         "model_config": {name: getattr(config, name) for name in SMAConfig.__annotations__},
     })  # fmt: skip
     step = resume_or_seed_ranks(run.resume_from_checkpoint, run.seed, accelerator, position, output_dir)
@@ -499,7 +503,7 @@ def pretrain(args, command: str | None = None) -> dict:
         accelerator.init_trackers(
             "sma_pretrain", config={k: v for k, v in published.items() if isinstance(v, (int, float, str, bool))}
         )
-    state = Training(accelerator, model, optimizer, scheduler, position, output_dir)
+    state = Training(accelerator, model, optimizer, scheduler, position, output_dir, noise_masks(data, config))
     train(state, run, batches, eval_batches, figures, step)
     batch_size = training.per_device_train_batch_size * run.gradient_accumulation_steps * accelerator.num_processes
     summary = run_summary(
@@ -511,6 +515,29 @@ def pretrain(args, command: str | None = None) -> dict:
     for tracker in accelerator.trackers:  # `end_training` would also end the process group, which `main` owns
         tracker.finish()
     return summary
+
+
+def noise_masks(data: PretrainingDataArguments, config: SMAConfig) -> Callable | None:
+    """ColorMAE's masks of `--mask_noise_color` (drawn from torch's random state, which checkpoints keep), or None."""
+    if data.mask_noise_color is None:
+        return None
+    if config.masking_strategy != "random":
+        raise UsageError(
+            "--mask_noise_color replaces the model's masks: pretrain a config with masking_strategy='random' (the "
+            f"data-independent strategy), got {config.masking_strategy!r}."
+        )
+    height, width = data.mask_grid_shape
+
+    def masks(valid: torch.Tensor) -> torch.Tensor:
+        if valid.shape[1] != height * width or not valid.all():
+            lengths = sorted(set(valid.sum(dim=1).tolist()))
+            raise UsageError(
+                f"--mask_grid_shape {height} {width} holds {height * width} elements, but training rows have "
+                f"{lengths}: --mask_noise_color needs every row to be one whole image."
+            )
+        return colored_noise_masked_positions(valid, config.masking_ratio, (height, width), data.mask_noise_color)
+
+    return masks
 
 
 def make_accelerator(run: PretrainingArguments, output_dir: Path) -> Accelerator:
@@ -644,6 +671,8 @@ def optimizer_step(
     for _ in range(accumulation_steps):
         batch = next(batches)
         # gradients synchronised across ranks on the last micro-batch only; `backward` divides by the accumulation
+        if state.masks is not None:
+            batch["masked_positions"] = state.masks(batch["attention_mask"].bool())
         with accelerator.accumulate(model):
             loss = model(**{k: v.to(accelerator.device) for k, v in batch.items()}).loss
             accelerator.backward(loss)
