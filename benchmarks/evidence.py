@@ -47,6 +47,18 @@ VERSIONED_PACKAGES = ("sma_hf", "torch", "transformers", "accelerate", "datasets
 
 
 @dataclass
+class ExtraArm:
+    """A pretrained arm besides (a) and (b), fine-tuned on its own task (e.g. ColorMAE's masks, which need the
+    images' grid and so the un-permuted images)."""
+
+    label: str
+    preset: str
+    pretrain_args: list[str]  # instead of the experiment's
+    task: str
+    budgets: tuple[float, ...]
+
+
+@dataclass
 class Experiment:
     """One experiment's grid. Presets and task specs are shipped names or JSON paths."""
 
@@ -63,20 +75,28 @@ class Experiment:
     task_budgets: dict[str, tuple[float, ...]] = field(default_factory=dict)  # task name -> instead of `budgets`
     classical_only_tasks: list[str] = field(default_factory=list)  # task names whose neural rows did not fit
     linear_probes: bool = True
+    probe_budgets: tuple[float, ...] = (1.0,)
+    extra_arms: dict[str, ExtraArm] = field(default_factory=dict)
+
+    def arm_label(self, arm: str) -> str:
+        return self.extra_arms[arm].label if arm in self.extra_arms else ARM_LABELS[arm]
 
 
-def cell_label(arm: str, budget: float) -> str:
-    return f"{ARM_LABELS[arm]}, {budget:.0%} labels"
+def cell_label(arm: str, budget: float, label: str | None = None) -> str:
+    return f"{label or ARM_LABELS[arm]}, {budget:.0%} labels"
 
 
 def pretrain_arms(experiment: Experiment, work_dir: Path) -> dict[str, dict]:
     """Pretrain (a) and (b); each arm's hub-ready folder, command, wall time and final held-out numbers."""
     arms = {}
-    for arm, preset in experiment.presets.items():
-        argv = ["--config_name", preset, *experiment.pretrain_args, "--output_dir", str(work_dir / arm)]
+    plans = {arm: (preset, experiment.pretrain_args) for arm, preset in experiment.presets.items()}
+    plans.update({arm: (extra.preset, extra.pretrain_args) for arm, extra in experiment.extra_arms.items()})
+    for arm, (preset, pretrain_args) in plans.items():
+        argv = ["--config_name", preset, *pretrain_args, "--output_dir", str(work_dir / arm)]
         started = time.time()
         summary = pretrain_or_reuse(argv, work_dir / arm, preset)
         arms[arm] = {
+            "label": experiment.arm_label(arm),
             "model_dir": str(work_dir / arm / "model"),
             "preset": preset,
             "command": summary["command"],
@@ -151,7 +171,10 @@ def evaluate_arms(experiment: Experiment, arms: dict[str, dict], work_dir: Path)
                 cells += [finetune_cell(experiment, arms, task, budget, arm, work_dir) for arm in ARM_LABELS]
             cells += [classical_cell(experiment, task, budget, *tool) for tool in experiment.classical]
         if neural and experiment.linear_probes:
-            cells += [probe_cell(experiment, arms, task, arm, work_dir) for arm in ARM_LABELS]
+            for budget in experiment.probe_budgets:
+                cells += [probe_cell(experiment, arms, task, arm, work_dir, budget) for arm in ARM_LABELS]
+    for arm, extra in experiment.extra_arms.items():
+        cells += [finetune_cell(experiment, arms, extra.task, budget, arm, work_dir) for budget in extra.budgets]
     return cells
 
 
@@ -165,8 +188,8 @@ def finetune_cell(experiment: Experiment, arms: dict, task: str, budget: float, 
     out = work_dir / "finetune" / load_task(task)["name"] / f"{arm}-{budget:g}"
     argv = [*_model_args(experiment, arms, arm), "--task", task, "--data_dir", str(experiment.data_dir),
             "--output_dir", str(out), "--seeds", *map(str, experiment.seeds), "--label_fraction", f"{budget:g}",
-            "--label", cell_label(arm, budget), *experiment.finetune_args]  # fmt: skip
-    return {"budget": budget, "arm": arm, "row": ARM_LABELS[arm], **finetune_once(argv, out)}
+            "--label", cell_label(arm, budget, experiment.arm_label(arm)), *experiment.finetune_args]  # fmt: skip
+    return {"budget": budget, "arm": arm, "row": experiment.arm_label(arm), **finetune_once(argv, out)}
 
 
 def classical_cell(experiment: Experiment, task: str, budget: float, features: str, model_name: str, grid=None):
@@ -178,13 +201,17 @@ def classical_cell(experiment: Experiment, task: str, budget: float, features: s
     return {"budget": budget, "arm": f"classical_{model_name}_{features}", "row": row, **results}
 
 
-def probe_cell(experiment: Experiment, arms: dict, task: str, arm: str, work_dir: Path) -> dict:
-    out = work_dir / "probe" / load_task(task)["name"] / arm
+def probe_cell(experiment: Experiment, arms: dict, task: str, arm: str, work_dir: Path, budget: float = 1.0) -> dict:
+    out = work_dir / "probe" / load_task(task)["name"] / (arm if budget == 1.0 else f"{arm}-{budget:g}")
+    label = f"{ARM_LABELS[arm]}, linear probe"
     argv = [*_model_args(experiment, arms, arm), "--task", task, "--data_dir", str(experiment.data_dir),
-            "--output_dir", str(out), "--seeds", *map(str, experiment.seeds), "--linear_probe",
-            "--label", f"{ARM_LABELS[arm]}, linear probe"]  # fmt: skip
+            "--output_dir", str(out), "--seeds", *map(str, experiment.seeds), "--linear_probe"]  # fmt: skip
+    if budget != 1.0:
+        argv += ["--label_fraction", f"{budget:g}", "--label", cell_label(arm, budget, label)]
+    else:
+        argv += ["--label", label]
     row = f"{ARM_LABELS[arm]}: linear probe of the frozen encoder"
-    return {"budget": 1.0, "arm": f"probe_{arm}", "row": row, **finetune_once(argv, out)}
+    return {"budget": budget, "arm": f"probe_{arm}", "row": row, **finetune_once(argv, out)}
 
 
 def data_hashes(cards: list[Path]) -> dict[str, str]:
@@ -342,8 +369,8 @@ def results_markdown(record: dict) -> str:
                 continue
             label = next(c for c in cells.values() if c)["row"]
             values = [_summary(cells[b], "test", metric) for b in budgets]
-            values += [_summary(cells[1.0], "test", m) for m in others]
-            values.append(_summary(cells[1.0], "validation", metric))
+            values += [_summary(cells.get(1.0), "test", m) for m in others]
+            values.append(_summary(cells.get(1.0), "validation", metric))
             lines.append(f"| {label} | " + " | ".join(values) + " |")
     return "\n".join(lines) + "\n"
 
@@ -363,7 +390,7 @@ def draw_result_figures(record: dict, results_dir: Path):
     for index, (arm, pretrained) in enumerate(record["pretraining"].items()):
         evaluations = [entry for entry in pretrained["history"] if "eval_loss" in entry]
         steps = [entry["step"] for entry in evaluations]
-        losses.plot(steps, [e["eval_loss"] for e in evaluations], color=f"C{index}", label=f"{ARM_LABELS[arm]}")
+        losses.plot(steps, [e["eval_loss"] for e in evaluations], color=f"C{index}", label=pretrained["label"])
         if arm == "self_guided":
             losses.plot(steps, [e["eval_loss_self_guided"] for e in evaluations], color=f"C{index}", ls="--",
                         label="(a) on its own self-guided masks")  # fmt: skip
@@ -384,9 +411,9 @@ def draw_result_figures(record: dict, results_dir: Path):
     for task_name in dict.fromkeys(cell["task"]["name"] for cell in record["cells"]):
         task = next(c for c in record["cells"] if c["task"]["name"] == task_name)["task"]
         metric = task["metric"]
-        arms = [a for a in row_order(record) if _cell(record, task_name, 1.0, a)]
-        figure, ax = plt.subplots(figsize=(1.2 + 0.9 * len(arms), 3.4))
         budgets = task_budgets(record, task_name)
+        arms = [a for a in row_order(record) if any(_cell(record, task_name, b, a) for b in budgets)]
+        figure, ax = plt.subplots(figsize=(1.2 + 0.9 * len(arms), 3.4))
         width = 0.8 / len(budgets)
         for b_index, budget in enumerate(budgets):
             for a_index, arm in enumerate(arms):

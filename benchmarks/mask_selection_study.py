@@ -41,8 +41,10 @@ from sma_hf.tools.mask_health import (
     MASK_LEAK_THRESHOLD,
     draw_masks,
     figure_png,
+    grid_neighbours,
     hidden_content,
     mask_leak,
+    neighbour_share,
     self_guided_masks,
 )
 
@@ -140,18 +142,6 @@ def slug(name: str) -> str:
     return "".join(c if c.isalnum() else "_" for c in name).strip("_")
 
 
-def neighbour_share(mask: np.ndarray, valid: np.ndarray, neighbours: np.ndarray) -> float:
-    """Over the masked elements, the mean share of their valid neighbours that are masked too. `neighbours`
-    [length, k] holds each position's neighbour positions (-1: none)."""
-    shares = []
-    for row_mask, row_valid in zip(mask, valid):
-        for position in np.flatnonzero(row_mask & row_valid):
-            around = [n for n in neighbours[position] if n >= 0 and row_valid[n]]
-            if around:
-                shares.append(np.mean([row_mask[n] for n in around]))
-    return float(np.mean(shares)) if shares else float("nan")
-
-
 def true_order_neighbours(testbed: Testbed, length: int) -> np.ndarray:
     """Each input position's neighbours in the true order: the previous and next element, or the 4 grid neighbours
     of the pixel it holds (undoing the permutation)."""
@@ -159,16 +149,7 @@ def true_order_neighbours(testbed: Testbed, length: int) -> np.ndarray:
         positions = np.arange(length)
         neighbours = np.stack([positions - 1, positions + 1], axis=1)
         return np.where(neighbours < length, neighbours, -1)
-    height, width = testbed.grid
-    where = np.empty(height * width, dtype=np.int64)  # original pixel -> its input position
-    where[np.asarray(testbed.permutation)] = np.arange(height * width)
-    neighbours = np.full((height * width, 4), -1)
-    for position, pixel in enumerate(testbed.permutation):
-        row, column = divmod(pixel, width)
-        for k, (dr, dc) in enumerate(((-1, 0), (1, 0), (0, -1), (0, 1))):
-            if 0 <= row + dr < height and 0 <= column + dc < width:
-                neighbours[position, k] = where[(row + dr) * width + column + dc]
-    return neighbours
+    return grid_neighbours(testbed.grid, testbed.permutation)
 
 
 def held_out_masks(testbed: Testbed, model_dir: Path, rows: int) -> tuple[list, dict, torch.Tensor]:

@@ -131,6 +131,36 @@ def mask_health(metrics: dict[str, float]) -> tuple[dict[str, float], list[str]]
     return numbers, warnings
 
 
+def grid_neighbours(grid_shape: tuple[int, int], permutation=None) -> np.ndarray:
+    """[height x width, 4] input positions of each position's 4 neighbours in the grid (-1: none). With
+    `permutation` (the inputs are `pixels[permutation]`), the neighbours in the true grid of the pixel each input
+    position holds: the geometry a model of permuted pixels is not told."""
+    height, width = grid_shape
+    pixels = np.arange(height * width) if permutation is None else np.asarray(permutation)
+    where = np.empty(height * width, dtype=np.int64)  # pixel -> the input position holding it
+    where[pixels] = np.arange(height * width)
+    rows, columns = np.divmod(pixels, width)
+    neighbours = np.full((height * width, 4), -1)
+    for k, (dr, dc) in enumerate(((-1, 0), (1, 0), (0, -1), (0, 1))):
+        inside = (0 <= rows + dr) & (rows + dr < height) & (0 <= columns + dc) & (columns + dc < width)
+        neighbours[inside, k] = where[(rows[inside] + dr) * width + columns[inside] + dc]
+    return neighbours
+
+
+def neighbour_share(mask, valid, neighbours: np.ndarray) -> float:
+    """Mask coherence: over every masked element of every example, the mean share of its valid neighbours that are
+    masked too (`neighbours` [length, k]: each position's neighbours, -1 for none). Random masks score about the
+    masking ratio; masks of contiguous blobs score near 1."""
+    mask, valid = np.asarray(mask, dtype=bool), np.asarray(valid, dtype=bool)
+    exists = neighbours >= 0
+    around = np.where(exists, neighbours, 0)
+    around_valid = valid[:, around] & exists  # [batch, length, k]
+    around_masked = (mask[:, around] & around_valid).sum(axis=2)
+    counts = around_valid.sum(axis=2)
+    chosen = mask & valid & (counts > 0)
+    return float((around_masked[chosen] / counts[chosen]).mean()) if chosen.any() else float("nan")
+
+
 @torch.no_grad()
 def self_guided_masks(model, batch: dict, seed: int = 0) -> torch.Tensor:
     """The masks `model` (an `SMAForMaskedModeling`) draws for `batch` as at the end of pretraining: its masking

@@ -13,9 +13,11 @@ from sma_hf.tools.mask_health import (
     collapse_score,
     draw_masks,
     figure_png,
+    grid_neighbours,
     hidden_content,
     mask_health,
     mask_leak,
+    neighbour_share,
 )
 
 
@@ -82,6 +84,30 @@ def test_leak_threshold_separates_the_measured_leaking_run_from_the_healthy_one(
     assert warnings == [] and numbers["mask_collapsed"] == 0.0
     assert 0.020 < MASK_LEAK_THRESHOLD < 0.68
     assert mask_health(healthy)[1] == []  # older summaries without the measure
+
+
+def test_grid_neighbours_follow_the_pixels_through_a_permutation():
+    plain = grid_neighbours((3, 4))
+    assert sorted(plain[5][plain[5] >= 0]) == [1, 4, 6, 9] and sorted(plain[0][plain[0] >= 0]) == [1, 4]
+    permutation = np.random.default_rng(0).permutation(12)  # input position i holds pixel permutation[i]
+    permuted = grid_neighbours((3, 4), permutation)
+    for position, pixel in enumerate(permutation):
+        held = sorted(permutation[permuted[position][permuted[position] >= 0]])
+        assert held == sorted(plain[pixel][plain[pixel] >= 0])
+
+
+def test_neighbour_share_scores_blobs_high_and_random_masks_at_the_ratio():
+    neighbours = grid_neighbours((8, 8))
+    blob = np.zeros((1, 64), dtype=bool)
+    blob[0, [27, 28, 35, 36]] = True  # a 2 x 2 square: each masked pixel has 2 of its 4 neighbours masked
+    assert neighbour_share(blob, np.ones_like(blob), neighbours) == pytest.approx(0.5)
+    rng = np.random.default_rng(0)
+    random = np.stack([rng.permutation(64) < 16 for _ in range(2000)])
+    assert neighbour_share(random, np.ones_like(random), neighbours) == pytest.approx(15 / 63, abs=0.01)
+    valid = np.ones_like(blob)
+    valid[0, [26, 29]] = False  # padding neighbours are not counted: left and right of the upper row
+    assert neighbour_share(blob, valid, neighbours) == pytest.approx((2 / 3 + 2 / 3 + 2 / 4 + 2 / 4) / 4)
+    assert np.isnan(neighbour_share(np.zeros_like(blob), valid, neighbours))
 
 
 def test_sma_pretrain_warns_when_masks_collapse(corpus, monkeypatch, caplog):  # noqa: F811
