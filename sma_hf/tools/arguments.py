@@ -52,9 +52,19 @@ class CommonTrainingArguments:
     max_seq_length: int | None = field(
         default=None, metadata={"help": "Longer inputs are truncated (default: the model's limit)."}
     )
+    max_tokens_per_batch: int | None = field(
+        default=None,
+        metadata={
+            "help": "Cap each training batch at this many padded elements (rows x its longest row): long inputs come "
+            "in smaller batches; --per_device_train_batch_size stays the most rows (sma-pretrain: best with "
+            "--group_by_length)."
+        },
+    )
 
     def __post_init__(self):
         _at_least_one({"per_device_train_batch_size": self.per_device_train_batch_size})
+        if self.max_tokens_per_batch is not None:
+            _at_least_one({"max_tokens_per_batch": self.max_tokens_per_batch})
         if self.learning_rate <= 0:
             raise ValueError(f"--learning_rate must be > 0, got {self.learning_rate}.")
         if self.weight_decay < 0:

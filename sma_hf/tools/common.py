@@ -102,6 +102,32 @@ def max_input_length(max_seq_length: int | None, config: SMAConfig) -> int:
     return length
 
 
+def check_token_budget(max_tokens_per_batch: int | None, max_length: int) -> None:
+    """A token budget must hold the longest input the run feeds the model, or that row would fit no batch."""
+    if max_tokens_per_batch is not None and max_tokens_per_batch < max_length:
+        raise UsageError(
+            f"--max_tokens_per_batch ({max_tokens_per_batch}) is below the longest input this run feeds the model "
+            f"({max_length} elements): raise it, or cut inputs shorter with --max_seq_length."
+        )
+
+
+def token_budget_batches(lengths: list[int], max_rows: int, max_tokens: int | None = None) -> list[list[int]]:
+    """The indices of `lengths`, in order, cut into consecutive batches of at most `max_rows` rows and, with
+    `max_tokens`, at most that many padded elements: rows x the longest row in the batch. Ordered by length, long
+    inputs come in small batches and short ones in large ones, for the same memory."""
+    batches, current, longest = [], [], 0
+    for index, length in enumerate(lengths):
+        over_budget = max_tokens is not None and max(longest, length) * (len(current) + 1) > max_tokens
+        if current and (len(current) == max_rows or over_budget):
+            batches.append(current)
+            current, longest = [], 0
+        current.append(index)
+        longest = max(longest, length)
+    if current:
+        batches.append(current)
+    return batches
+
+
 def load_processor(model_name_or_path: str | None, config: SMAConfig):
     """The checkpoint's tokenizer or feature extractor; a new byte tokenizer (discrete inputs) or None (continuous
     inputs: the caller fits a `SMAFeatureExtractor` on its data) for a new model or a local folder without one."""

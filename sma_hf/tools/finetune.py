@@ -20,10 +20,12 @@ import shlex
 import shutil
 import sys
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import torch
+from torch.utils.data import DataLoader
 from transformers import (
     AutoModel,
     AutoModelForSequenceClassification,
@@ -52,12 +54,14 @@ from .common import (
     UsageError,
     check_model_path,
     check_output_dir,
+    check_token_budget,
     file_sha256,
     load_processor,
     load_sma_config,
     max_input_length,
     refuse_to_cut_elements,
     remove_outputs,
+    token_budget_batches,
     usable_input,
     weights_sha256,
     write_json_atomic,
@@ -197,6 +201,52 @@ def fold_label_transform(model, mean: float, std: float):
     model.classifier.bias.mul_(std).add_(mean)
 
 
+class TokenBudgetBatches(torch.utils.data.Sampler):
+    """Training batches of at most `max_rows` rows and `max_tokens` padded elements (`--max_tokens_per_batch`;
+    transformers' samplers fix the rows per batch). The batches are cut once, from the rows sorted by length (equal
+    lengths in a seeded order), and only their order changes between epochs: every epoch has the same number of
+    steps, which `Trainer` counts in advance, and sees every row once."""
+
+    def __init__(self, lengths: list[int], max_rows: int, max_tokens: int, seed: int):
+        rng = np.random.default_rng([seed, 1730])
+        order = np.lexsort((rng.permutation(len(lengths)), np.asarray(lengths)))  # by length, ties in random order
+        cut = token_budget_batches([lengths[i] for i in order], max_rows, max_tokens)
+        self.batches = [[int(order[i]) for i in batch] for batch in cut]
+        self.seed, self.epoch = seed, 0
+
+    def set_epoch(self, epoch: int):
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self):
+        for index in np.random.default_rng([self.seed, self.epoch]).permutation(len(self.batches)):
+            yield self.batches[index]
+
+
+class TokenBudgetTrainer(Trainer):
+    """`Trainer` whose training batches are `TokenBudgetBatches`."""
+
+    def __init__(self, *args, max_tokens_per_batch: int, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.max_tokens_per_batch = max_tokens_per_batch
+
+    def get_train_dataloader(self) -> DataLoader:
+        elements = self.processing_class.model_input_names[0]  # input_ids or inputs
+        lengths = [len(row) for row in self.train_dataset[elements]]
+        batches = TokenBudgetBatches(lengths, self.args.per_device_train_batch_size, self.max_tokens_per_batch,
+                                     self.args.seed)  # fmt: skip
+        loader = DataLoader(
+            self.train_dataset,
+            batch_sampler=batches,
+            collate_fn=self.data_collator,
+            num_workers=self.args.dataloader_num_workers,
+            pin_memory=self.args.dataloader_pin_memory,
+        )
+        return self.accelerator.prepare(loader)
+
+
 @dataclass
 class Setup:
     """What every seed of a run shares, made once in `finetune`."""
@@ -252,7 +302,11 @@ def train_one_seed(
     seed_dir = Path(training.output_dir) / f"seed-{seed}"
     shutil.rmtree(seed_dir / "checkpoints", ignore_errors=True)  # an interrupted try of this seed
     patience = finetuning.early_stopping_patience
-    trainer = Trainer(
+    if training.max_tokens_per_batch is None:
+        trainer_class = Trainer
+    else:
+        trainer_class = partial(TokenBudgetTrainer, max_tokens_per_batch=training.max_tokens_per_batch)
+    trainer = trainer_class(
         model=new_model(setup.model_name_or_path, setup.config, task, quiet=seed != finetuning.seeds[0]),
         args=training_arguments(finetuning, training, setup, seed, seed_dir / "checkpoints"),
         data_collator=setup.collator,
@@ -359,6 +413,7 @@ def finetune(args, command: str | None = None) -> dict:
     if config.input_type == "discrete":  # what Trainer would otherwise align, with a warning for every seed
         config.bos_token_id, config.eos_token_id = processor.bos_token_id, processor.eos_token_id
     max_length = max_input_length(training.max_seq_length, config)
+    check_token_budget(training.max_tokens_per_batch, max_length)
     if config.input_type == "continuous":  # elements past the model's positions are lost: asked for, or refused
         # a usable row is a list of elements (or, with one channel, of numbers): its length counts its elements
         lengths = {split: [len(value) for value in rows[split][task["input_column"]]] for split in SPLITS}

@@ -62,11 +62,13 @@ from .common import (
     UsageError,
     check_model_path,
     check_output_dir,
+    check_token_budget,
     load_processor,
     load_sma_config,
     max_input_length,
     refuse_to_cut_elements,
     remove_outputs,
+    token_budget_batches,
     usable_input,
     write_json_atomic,
 )
@@ -258,11 +260,12 @@ def rank_stream(stream, seed: int, shuffle_buffer_size: int, rank: int, world_si
 
 
 def training_batches(stream, builder: BatchBuilder, batch_size: int, position: DataPosition, group_size: int = 1,
-                     seed: int = 0):  # fmt: skip
+                     seed: int = 0, max_tokens: int | None = None):  # fmt: skip
     """Endless batches over this rank's stream, epoch after epoch, starting at `position` and advancing it.
 
     Rows are read `group_size` batches at a time; with `group_size > 1` a window is sorted by length before it is cut
     into batches (whose order is then shuffled), so that batches hold inputs of similar lengths and little padding.
+    A batch holds at most `batch_size` rows and, with `max_tokens`, at most that many padded elements.
     The stream is re-iterated for every epoch with `set_epoch` (a new shuffle order). A resumed run re-reads its
     window from `position.window_start` and skips the batches already used, which reproduces the exact data order.
     """
@@ -283,7 +286,8 @@ def training_batches(stream, builder: BatchBuilder, batch_size: int, position: D
                     position.skipped[reason] = position.skipped.get(reason, 0) + count
             if group_size > 1:
                 values.sort(key=builder.length)
-            batches = [values[i : i + batch_size] for i in range(0, len(values), batch_size)]
+            lengths = [min(builder.length(v), builder.max_seq_length) for v in values]
+            batches = [[values[i] for i in batch] for batch in token_budget_batches(lengths, batch_size, max_tokens)]
             if group_size > 1:
                 order = np.random.default_rng([seed, position.epoch, position.window_start]).permutation(len(batches))
                 batches = [batches[i] for i in order]
@@ -465,6 +469,7 @@ def pretrain(args, command: str | None = None) -> dict:
     accelerator.wait_for_everyone()
     set_seed(run.seed)  # the same initial weights on every rank
     model, processor, max_seq_length = load_model_and_processor(args.model, training.max_seq_length)
+    check_token_budget(training.max_tokens_per_batch, max_seq_length)
     train_stream = load_stream(data, "train")
     cut_asked = training.max_seq_length is not None
     builder = batch_builder(train_stream, data.input_column, processor, model.config, max_seq_length, cut_asked)
@@ -486,6 +491,7 @@ def pretrain(args, command: str | None = None) -> dict:
         "num_processes": accelerator.num_processes,
         "per_device_train_batch_size": training.per_device_train_batch_size,
         "group_by_length": data.group_by_length,
+        "max_tokens_per_batch": training.max_tokens_per_batch,
         "shuffle_buffer_size": data.shuffle_buffer_size,
         "seed": run.seed,
         "mask_noise_color": data.mask_noise_color,
@@ -496,7 +502,8 @@ def pretrain(args, command: str | None = None) -> dict:
         train_stream, run.seed, data.shuffle_buffer_size, accelerator.process_index, accelerator.num_processes
     )
     group_size = LENGTH_GROUP_BATCHES if data.group_by_length else 1
-    batches = training_batches(stream, builder, training.per_device_train_batch_size, position, group_size, run.seed)
+    batches = training_batches(stream, builder, training.per_device_train_batch_size, position, group_size, run.seed,
+                               training.max_tokens_per_batch)  # fmt: skip
     figures = MaskFigures(builder, figure_rows, data.mask_grid_shape, run.seed)
     if run.report_to != "none":
         published = public_arguments(args)

@@ -1,5 +1,6 @@
 """sma-finetune: every task type, validation-only selection, seeds, metrics, units of saved regressors."""
 
+import functools
 import itertools
 import json
 
@@ -218,3 +219,46 @@ def test_the_log_says_each_thing_once(tmp_path, config_path, recwarn, caplog, ca
     assert len(reports) == 1, reports
     assert not [message for message in messages if "PAD/BOS/EOS" in message]
     assert "Writing model shards" not in capfd.readouterr().err
+
+
+def test_token_budget_batches_keep_every_row_once_an_epoch_in_a_new_order():
+    from sma_hf.tools.finetune import TokenBudgetBatches
+
+    lengths = np.random.default_rng(0).integers(2, 40, size=57).tolist()
+    batches = TokenBudgetBatches(lengths, max_rows=6, max_tokens=80, seed=3)
+    orders = []
+    for epoch in range(3):
+        batches.set_epoch(epoch)
+        epoch_batches = list(batches)
+        assert len(epoch_batches) == len(batches)  # the step count Trainer planned
+        assert sorted(i for batch in epoch_batches for i in batch) == list(range(57))
+        for batch in epoch_batches:
+            assert len(batch) <= 6 and len(batch) * max(lengths[i] for i in batch) <= 80
+        orders.append(epoch_batches)
+    assert orders[0] != orders[1] and sorted(orders[0]) == sorted(orders[2])  # the same batches, reordered
+    batches.set_epoch(1)
+    assert list(batches) == orders[1]  # an epoch's order is reproducible (a resumed run)
+
+
+def test_finetuning_with_a_token_budget_trains_on_batches_within_it(tmp_path, config_path, monkeypatch):
+    rows = [{"smiles": s, "label": float(len(s))} for s in smiles_rows(40)]
+    task = write_task(tmp_path, "lengths", rows, "regression", 1, "rmse")
+    from sma_hf.modeling_sma import SMAForSequenceClassification
+
+    shapes = []
+    forward = SMAForSequenceClassification.forward
+
+    @functools.wraps(forward)  # Trainer keeps the dataset columns that the signature names
+    def recording(self, *args, **kwargs):
+        if self.training:
+            shapes.append(tuple(kwargs["input_ids"].shape))
+        return forward(self, *args, **kwargs)
+
+    monkeypatch.setattr(SMAForSequenceClassification, "forward", recording)
+    _, results = run(tmp_path, config_path, task, "--max_tokens_per_batch", "64")
+    train_rows = results["runs"][0]["num_train"]
+    assert shapes and all(rows * length <= 64 for rows, length in shapes)
+    assert sum(rows for rows, _ in shapes) == 3 * train_rows  # 3 epochs, every row once in each
+    assert max(rows for rows, _ in shapes) <= 8  # --per_device_train_batch_size stays the most rows
+    with pytest.raises(SystemExit, match=r"--max_tokens_per_batch \(32\) is below the longest input .*\(64 elements"):
+        run(tmp_path, config_path, task, "--max_tokens_per_batch", "32")

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -15,6 +16,7 @@ import torch
 from safetensors.torch import load_file
 
 import sma_hf.tools.pretrain as pretraining
+from sma_hf.tools.common import token_budget_batches
 from sma_hf.tools.mask_health import pairwise_mask_overlap
 from sma_hf.tools.pretrain import main
 
@@ -162,8 +164,8 @@ def test_streams_json_and_a_named_column(corpus):
     assert summary["final"]["epoch"] >= 2 and summary["skipped_rows"] == {"empty input": 1}
 
 
-@pytest.mark.parametrize("group_size", [1, 3])
-def test_batches_cover_each_epoch_and_resume_anywhere(corpus, group_size):
+@pytest.mark.parametrize("group_size, max_tokens", [(1, None), (3, None), (3, 30)])
+def test_batches_cover_each_epoch_and_resume_anywhere(corpus, group_size, max_tokens):
     from sma_hf import SMAConfig, create_byte_tokenizer
 
     tokenizer = create_byte_tokenizer(model_max_length=64)
@@ -172,19 +174,31 @@ def test_batches_cover_each_epoch_and_resume_anywhere(corpus, group_size):
     stream = pretraining.rank_stream(pretraining.load_stream(args.data, "train"), 0, 8, rank=0, world_size=1)
 
     def take(position, count):
-        batches = pretraining.training_batches(stream, builder, 3, position, group_size, seed=0)
-        return [tuple(tokenizer.batch_decode(next(batches)["input_ids"], skip_special_tokens=True))
-                for _ in range(count)]  # fmt: skip
+        """`count` batches from `position` on (rows as text), and the epoch each came from."""
+        batches = pretraining.training_batches(stream, builder, 3, position, group_size, seed=0, max_tokens=max_tokens)
+        taken, epochs = [], []
+        for _ in range(count):
+            batch = next(batches)
+            taken.append(tuple(tokenizer.batch_decode(batch["input_ids"], skip_special_tokens=True)))
+            epochs.append(position.epoch)
+            if max_tokens is not None:  # rows x the longest row's ids ([SEP] included, cut at 12)
+                assert batch["input_ids"].numel() <= max_tokens
+        return taken, epochs
 
     position = pretraining.DataPosition()
-    reference = take(position, 40)  # 40 rows in batches of 3: 14 batches per epoch, about 3 epochs
-    epoch0 = [row for batch in reference[:14] for row in batch]
-    assert sorted(epoch0) == sorted(r[:11] for r in smiles_rows(40))  # each row once (cut to 11 bytes + [SEP])
+    reference, epochs = take(position, 40 if max_tokens is None else 70)  # 40 rows in batches of at most 3: 2+ epochs
+    for epoch in (0, 1):
+        rows = [row for batch, e in zip(reference, epochs) if e == epoch for row in batch]
+        assert sorted(rows) == sorted(r[:11] for r in smiles_rows(40))  # each row once (cut to 11 bytes + [SEP])
+    if max_tokens is None:
+        assert epochs.count(0) == 14  # 40 rows in batches of 3
+    else:  # the budget splits batches of long rows: more of them
+        assert epochs.count(0) > 14
     two_epochs = pretraining.DataPosition()
-    take(two_epochs, 28)
+    take(two_epochs, epochs.count(0) + epochs.count(1))
     assert two_epochs.truncated == sum(len(r) + 1 > 12 for r in smiles_rows(40))  # each row once, not per epoch
     assert two_epochs.elements_seen == 2 * sum(min(len(r) + 1, 12) for r in smiles_rows(40))
-    if group_size > 1:  # each window of 3 batches is sorted by length before it is cut: batches do not interleave
+    if group_size > 1 and max_tokens is None:  # each window of 3 batches is sorted by length before it is cut
         for window in range(4):
             batches = sorted(reference[3 * window : 3 * window + 3], key=lambda b: min(map(len, b)))
             for shorter, longer in zip(batches, batches[1:]):
@@ -194,7 +208,23 @@ def test_batches_cover_each_epoch_and_resume_anywhere(corpus, group_size):
         take(position, stop)
         resumed = pretraining.DataPosition()
         resumed.load_state_dict(position.state_dict())
-        assert take(resumed, 10) == reference[stop : stop + 10], f"resume after {stop} batches"
+        assert take(resumed, 10)[0] == reference[stop : stop + 10], f"resume after {stop} batches"
+
+
+def test_token_budget_batches_are_greedy_runs_within_both_caps():
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        lengths = rng.integers(1, 30, size=rng.integers(1, 40)).tolist()
+        max_rows, max_tokens = int(rng.integers(1, 8)), int(rng.integers(30, 120))
+        batches = token_budget_batches(lengths, max_rows, max_tokens)
+        assert [i for batch in batches for i in batch] == list(range(len(lengths)))  # each row once, in order
+        for batch, following in zip(batches, batches[1:] + [None]):
+            longest = max(lengths[i] for i in batch)
+            assert len(batch) <= max_rows and longest * len(batch) <= max_tokens
+            if following is not None:  # the next row did not fit: a cap was reached
+                grown = max(longest, lengths[following[0]]) * (len(batch) + 1)
+                assert len(batch) == max_rows or grown > max_tokens
+    assert token_budget_batches([5, 5, 5], 2) == [[0, 1], [2]]  # no budget: batches of max_rows
 
 
 def main_summary(argv):
@@ -208,6 +238,8 @@ def main_summary(argv):
         (("--input_column", "sequence"), "'sequence' is not a column"),
         (("--max_seq_length", "65"), "--max_seq_length must be in"),
         (("--max_steps", "0"), "--max_steps must be >= 1"),
+        (("--max_tokens_per_batch", "0"), "--max_tokens_per_batch must be >= 1"),
+        (("--max_tokens_per_batch", "20"), r"--max_tokens_per_batch \(20\) is below the longest input .* \(64 "),
         (("--push_to_hub",), "--push_to_hub needs --hub_model_id"),
         (("--model_card_template", "/nonexistent.md"), "Model card template /nonexistent.md does not exist"),
         (("--config_name", "sma-nonexistent"), "neither a file nor one of the shipped names.*sma-chemistry-small"),
