@@ -11,6 +11,10 @@ Sections:
      architecture), at matched sizes: the pretraining step (`SMAForMaskedModeling` vs `RobertaForMaskedLM`), the
      fine-tuning step (`SMAForSequenceClassification` vs `RobertaForSequenceClassification`), inference throughput
      of both classifiers, and the peak step memory of each;
+  7. `cross_attention` mode at the protein preset's shape against the model a protein researcher loads instead,
+     ESM-2's architecture (`EsmForMaskedLM`: self-attention over every residue in every layer, rotary positions), at
+     matched width, depth, heads and MLP: the pretraining step (SMA's self-guided masks at 15% vs ESM's 15% MLM),
+     inference throughput (`SMAModel` vs `EsmModel`) and peak memory, from 512 to 4,096 residues;
 
 Every timed step is warmed up first, then repeated; the tables give the median and the spread (min-max). Steps that
 are compared with each other run interleaved (one of each per round), so that slow drifts of a shared machine hit
@@ -22,6 +26,7 @@ per-round ratios and a 95% interval for that median (`speedup`).
     python benchmarks/speed.py --device cuda --dtype bfloat16  # on a GPU, bf16 autocast
     python benchmarks/speed.py --smoke                         # tiny sizes, a few seconds (CI)
     python benchmarks/speed.py --sections roberta mask_cost    # only some sections (the matmul rate always runs)
+    python benchmarks/speed.py --sections esm                  # SMA vs ESM-2's architecture (about N minutes)
 """
 
 import argparse
@@ -41,6 +46,9 @@ import torch
 import transformers
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 from transformers import (
+    EsmConfig,
+    EsmForMaskedLM,
+    EsmModel,
     PerceiverConfig,
     PerceiverForMaskedLM,
     RobertaConfig,
@@ -49,6 +57,7 @@ from transformers import (
 )
 
 from sma_hf import SMAConfig, SMAForMaskedModeling, SMAForSequenceClassification, SMAModel
+from sma_hf.tools.common import load_sma_config
 
 
 VOCAB_SIZE = 262  # 256 bytes + 6 special tokens, in SMA's byte tokenizer and in the Perceiver tokenizer alike
@@ -72,7 +81,15 @@ PEER_NUM_LABELS = 2
 PEER_SPEEDUP_TARGETS = {"pretraining": 1.3, "fine_tuning": 1.0}  # SMA step time / RoBERTa's, at each length below
 PEER_TARGET_LENGTHS = (128, 512)
 INTERVAL_CONFIDENCE = 0.95  # of the per-round speed-ups' median (`median_interval`)
-SECTIONS = ("perceiver", "mask_cost", "scaling", "inference", "roberta")
+# section 7, SMA cross_attention mode at the protein preset's shape vs ESM-2's architecture
+ESM_PRESET = "sma-protein-small"
+ESM_VOCAB_SIZE, ESM_PAD_ID, ESM_MASK_ID, ESM_FIRST_RESIDUE_ID, ESM_RESIDUES = 33, 1, 32, 4, 20  # ESM-2's alphabet
+ESM_MASKING_RATIO = 0.15
+ESM_FLOP_FRACTION_TARGET = 0.4  # SMA's step, of the float32 matmul rate, at each length below
+ESM_FLOP_TARGET_LENGTHS = (1024, 2048, 4096)
+ESM_MEMORY_TARGET = 0.1  # SMA's peak step memory / ESM's, at the longest length
+ESM_SCALING_TARGET = 4.5  # SMA's step time(4096) / time(1024)
+SECTIONS = ("perceiver", "mask_cost", "scaling", "inference", "roberta", "esm")
 
 DEFAULTS = dict(
     batch_size=4,
@@ -91,6 +108,9 @@ DEFAULTS = dict(
     peer_batch_size=16,
     peer_lengths=[128, 512],
     peer_layers=4,
+    esm_batch_size=8,
+    esm_lengths=[512, 1024, 2048, 4096],
+    esm_repeats=3,  # ESM's step at 4,096 residues takes most of a minute on 2 cores
 )
 SMOKE = dict(
     threads=1,  # tiny ops gain nothing from more, and one thread is not slowed by a busy CI machine's other jobs
@@ -110,6 +130,9 @@ SMOKE = dict(
     peer_batch_size=2,
     peer_lengths=[32],
     peer_layers=2,
+    esm_batch_size=2,
+    esm_lengths=[32, 64],
+    esm_repeats=2,
 )
 
 
@@ -259,6 +282,62 @@ def roberta_notes(args) -> list[str]:
         "(sdpa counted as its two products forward and four backward; the kernel's recomputation of the logits in "
         "its backward is not counted): SMA's include its mask's logits of the sampled rows and its first layer over "
         "the visible elements only.",
+    ]
+
+
+def esm_sma_config(args, length: int) -> SMAConfig:
+    """The protein preset at `length` residues, without dropout (ESM-2 has none; on CPU dropout is a third of
+    SMA's step)."""
+    config = load_sma_config(None, ESM_PRESET)
+    config.max_position_embeddings = length
+    config.hidden_dropout_prob = config.attention_probs_dropout_prob = 0.0
+    if args.smoke:  # the shape of `esm_config` at the smoke sizes
+        config.num_latents, config.embedding_size, config.hidden_size = args.latents, args.width, args.width
+        config.intermediate_size = config.decoder_intermediate_size = args.mlp_ratio * args.width
+        config.decoder_hidden_size, config.num_attention_heads, config.decoder_num_attention_heads = (
+            args.width, args.heads, args.heads)  # fmt: skip
+    return config
+
+
+def esm_config(args, length: int) -> EsmConfig:
+    """ESM-2's architecture matched to `esm_sma_config`: as many layers as SMA's input layer plus its latent layers,
+    the same width, heads and MLP; ESM-2's alphabet, rotary positions, token dropout and pre-LayerNorm."""
+    sma = esm_sma_config(args, length)
+    return EsmConfig(
+        vocab_size=ESM_VOCAB_SIZE,
+        pad_token_id=ESM_PAD_ID,
+        mask_token_id=ESM_MASK_ID,
+        hidden_size=sma.hidden_size,
+        num_hidden_layers=sma.num_hidden_layers + 1,
+        num_attention_heads=sma.num_attention_heads,
+        intermediate_size=sma.intermediate_size,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+        max_position_embeddings=length + 2,
+        position_embedding_type="rotary",
+        token_dropout=True,
+        emb_layer_norm_before=False,
+        layer_norm_eps=1e-5,
+    )
+
+
+def esm_notes(args) -> list[str]:
+    """What still differs between SMA (`cross_attention`, protein preset) and ESM-2's architecture in section 7."""
+    sma = esm_sma_config(args, args.esm_lengths[0])
+    return [
+        f"Both: width {sma.hidden_size}, {sma.num_attention_heads} heads, MLP {sma.intermediate_size}, GELU, "
+        f"{sma.num_hidden_layers + 1} layers (SMA: its input layer onto {sma.num_latents} latents, one head, then "
+        f"{sma.num_hidden_layers} latent self-attention layers; ESM: {sma.num_hidden_layers + 1} self-attention "
+        f"layers over every residue), batch {args.esm_batch_size}, no padding, dropout 0, sdpa attention.",
+        f"Pretraining: SMA draws its self-guided mask of {ESM_MASKING_RATIO:.0%} by position (the preset's "
+        f"selection, {sma.num_per_query:g} inputs per sampled position, noise 0 as after the warm-up), drops the "
+        "masked residues after its first layer and decodes only the masked positions (decoder width "
+        f"{sma.decoder_hidden_size}, {sma.decoder_num_attention_heads} heads, MLP {sma.decoder_intermediate_size}); "
+        f"ESM gets {ESM_MASKING_RATIO:.0%} of its residues replaced by <mask> (drawn once, outside the timed step), "
+        "labels on those, every residue through every layer and its LM head.",
+        f"Vocabularies: SMA's byte tokenizer ({VOCAB_SIZE} ids), ESM-2's alphabet ({ESM_VOCAB_SIZE}); random "
+        "residues for both. Positions: SMA learned absolute embeddings, ESM rotary.",
+        "Inference: `SMAModel` (pooled output) and `EsmModel` (last hidden states, no pooler), eval mode, no grad.",
     ]
 
 
@@ -554,6 +633,33 @@ def peer_model(args, length: int, model_name: str, task: str) -> torch.nn.Module
     return model
 
 
+def esm_inputs(args, length: int, model_name: str, task: str) -> dict:
+    """Random residues; ESM's pretraining input has ESM_MASKING_RATIO of them replaced by <mask>, labels on those."""
+    if model_name == "sma":
+        return {"input_ids": random_ids(args, length, batch_size=args.esm_batch_size)}
+    generator = torch.Generator().manual_seed(0)
+    ids = torch.randint(ESM_FIRST_RESIDUE_ID, ESM_FIRST_RESIDUE_ID + ESM_RESIDUES, (args.esm_batch_size, length),
+                        generator=generator).to(args.device)  # fmt: skip
+    if task == "inference":
+        return {"input_ids": ids}
+    mask = random_mask(args.esm_batch_size, length, ESM_MASKING_RATIO).to(args.device)
+    return {"input_ids": ids.masked_fill(mask, ESM_MASK_ID), "labels": ids.masked_fill(~mask, -100)}
+
+
+def esm_peer_model(args, length: int, model_name: str, task: str) -> torch.nn.Module:
+    torch.manual_seed(0)
+    if model_name == "sma":
+        config = esm_sma_config(args, length)
+        model = SMAForMaskedModeling(config) if task == "pretraining" else SMAModel(config)
+    else:
+        config = esm_config(args, length)
+        model = EsmForMaskedLM(config) if task == "pretraining" else EsmModel(config, add_pooling_layer=False)
+    model = model.to(args.device)
+    if model_name == "sma" and task == "pretraining":
+        model.set_mask_noise_scale(0.0)  # after the warm-up: the mask is fully self-guided
+    return model
+
+
 def _cpu_sdpa_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
     return sdpa_flop_count(query_shape, key_shape, value_shape)
 
@@ -723,6 +829,53 @@ def bench_vs_roberta(args, matmul_flops_per_s: float) -> list[dict]:
     return rows
 
 
+def bench_vs_esm(args, matmul_flops_per_s: float) -> list[dict]:
+    """SMA (`cross_attention`, protein preset) vs ESM-2's architecture per length: the pretraining step (interleaved,
+    then the peak memory of one step each, then the matmul FLOPs of one step each, counted) and inference
+    throughput (interleaved)."""
+    timing = argparse.Namespace(**{**vars(args), "repeats": args.esm_repeats})
+    rows = []
+    for length in args.esm_lengths:
+        elements = args.esm_batch_size * length
+        log(f"pretraining step, SMA vs ESM, length {length}")
+        models = {name: esm_peer_model(args, length, name, "pretraining").train() for name in ("sma", "esm")}
+        inputs = {name: esm_inputs(args, length, name, "pretraining") for name in models}
+        steps = {name: training_step(models[name], inputs[name], args) for name in models}
+        times = measure(steps, timing)
+        peaks = step_memory(steps, args)
+        flops = {name: counted_step_flops(models[name], inputs[name], args) for name in models}
+        pretraining = {}
+        for name in models:
+            summary = summarize(times[name], elements)
+            pretraining[name] = {
+                **summary,
+                "peak_mib": peaks[name],
+                "flops_per_step": flops[name],
+                "flops_per_s": flops[name] / summary["median_s"],
+                "fraction_of_matmul": flops[name] / summary["median_s"] / matmul_flops_per_s,
+            }
+        pretraining.update(speedup(times, "sma", "esm"))
+        del models, steps
+        log(f"inference, SMA vs ESM, length {length}")
+        models = {name: esm_peer_model(args, length, name, "inference").eval() for name in ("sma", "esm")}
+        inputs = {name: esm_inputs(args, length, name, "inference") for name in models}
+
+        def embed(model, batch):
+            def run():
+                with torch.inference_mode(), autocast(args):
+                    return model(**batch)
+
+            return run
+
+        times = measure({name: embed(models[name], inputs[name]) for name in models}, timing)
+        inference = {name: summarize(times[name], elements) for name in models}
+        inference.update(speedup(times, "sma", "esm"))
+        rows.append({"length": length, "batch_size": args.esm_batch_size, "pretraining": pretraining,
+                     "inference": inference})  # fmt: skip
+        del models
+    return rows
+
+
 def bench_scaling(args, matmul_flops_per_s: float) -> dict:
     """Step time, achieved FLOP/s and peak step memory per length, one fresh model per length (warm-up outside the
     memory window)."""
@@ -844,6 +997,22 @@ def evaluate_targets(results: dict) -> list[dict]:
                 result = row[task]
                 name = f"self_attention {task.replace('_', '-')} step speed-up over RoBERTa at {row['length']}"
                 add(name, result["speedup"], f">= {goal}x", result["speedup"] >= goal, result["per_round"])
+    esm = {row["length"]: row for row in results.get("vs_esm", [])}
+    for length in ESM_FLOP_TARGET_LENGTHS:
+        if length in esm:
+            fraction = esm[length]["pretraining"]["sma"]["fraction_of_matmul"]
+            name = f"SMA protein-shape step FLOP/s / float32 matmul FLOP/s at {length}"
+            add(name, fraction, f">= {ESM_FLOP_FRACTION_TARGET}", fraction >= ESM_FLOP_FRACTION_TARGET)
+    if esm and max(esm) >= max(ESM_FLOP_TARGET_LENGTHS):
+        longest = esm[max(esm)]["pretraining"]
+        if longest["sma"]["peak_mib"] and longest["esm"]["peak_mib"]:
+            share = longest["sma"]["peak_mib"] / longest["esm"]["peak_mib"]
+            name = f"SMA peak step memory / ESM's at {max(esm)}"
+            add(name, share, f"<= {ESM_MEMORY_TARGET}", share <= ESM_MEMORY_TARGET)
+    if 1024 in esm and 4096 in esm:
+        ratio = esm[4096]["pretraining"]["sma"]["median_s"] / esm[1024]["pretraining"]["sma"]["median_s"]
+        add("SMA protein-shape step time(4096) / time(1024)", ratio, f"<= {ESM_SCALING_TARGET}",
+            ratio <= ESM_SCALING_TARGET)  # fmt: skip
     cross = {row["length"]: row["median_s"] for row in results.get("scaling", {}).get("cross_attention", [])}
     short, long = SCALING_LENGTHS_FOR_TARGET
     if short in cross and long in cross:
@@ -1015,6 +1184,34 @@ def markdown(results: dict) -> str:
                 f"| {inference['speedup']:.2f}x | {_per_round(inference['per_round'])} |"
             )
         lines.append("")
+    if "vs_esm" in results:
+        lines += [
+            "### 7. SMA cross_attention mode (protein preset) vs ESM-2's architecture",
+            "",
+            f"Batch {settings['esm_batch_size']}, {settings['esm_repeats']} timed steps after "
+            f"{settings['warmup']} untimed ones. Speed-up = ESM's median time / SMA's. Peak memory: one step each.",
+            "",
+            "Matched-size notes:",
+            *[f"- {note}" for note in results["esm_notes"]],
+            "",
+            "| residues | SMA ms | ESM ms | SMA speed-up | per round (95% interval) | peak MiB SMA, ESM "
+            "| GFLOP/step SMA, ESM | GFLOP/s SMA, ESM (of matmul) | inference residues/s SMA, ESM "
+            "| inference speed-up |",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for row in results["vs_esm"]:
+            step, inference = row["pretraining"], row["inference"]
+            sma, esm = step["sma"], step["esm"]
+            lines.append(
+                f"| {row['length']} | {_ms(sma)} | {_ms(esm)} | {step['speedup']:.2f}x "
+                f"| {_per_round(step['per_round'])} "
+                f"| {_mib(sma['peak_mib'])}, {_mib(esm['peak_mib'])} "
+                f"| {sma['flops_per_step'] / 1e9:,.1f}, {esm['flops_per_step'] / 1e9:,.1f} "
+                f"| {sma['flops_per_s'] / 1e9:,.1f} ({sma['fraction_of_matmul']:.0%}), "
+                f"{esm['flops_per_s'] / 1e9:,.1f} ({esm['fraction_of_matmul']:.0%}) "
+                f"| {_rate(inference['sma'])}, {_rate(inference['esm'])} | {inference['speedup']:.2f}x |"
+            )
+        lines.append("")
     lines += [
         "### Targets",
         "",
@@ -1063,6 +1260,9 @@ def parse_args(argv=None):
     parser.add_argument("--peer-batch-size", type=int, help="batch of section 6 (self_attention)")
     parser.add_argument("--peer-lengths", type=int, nargs="+", help="lengths of section 6 (self_attention)")
     parser.add_argument("--peer-layers", type=int, help="layers of section 6, counting SMA's input layer")
+    parser.add_argument("--esm-batch-size", type=int, help="batch of section 7 (SMA vs ESM)")
+    parser.add_argument("--esm-lengths", type=int, nargs="+", help="residues of section 7")
+    parser.add_argument("--esm-repeats", type=int, help="timed runs of section 7")
     parser.add_argument(
         "--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS), help="what to run (default: all)"
     )
@@ -1101,6 +1301,9 @@ def main(argv=None) -> dict:
     if "roberta" in args.sections:
         results["roberta_notes"] = roberta_notes(args)
         results["vs_roberta"] = bench_vs_roberta(args, reference)
+    if "esm" in args.sections:
+        results["esm_notes"] = esm_notes(args)
+        results["vs_esm"] = bench_vs_esm(args, reference)
     results["targets"] = evaluate_targets(results)
     results["elapsed_s"] = time.perf_counter() - start
     results["machine"].update(machine_load("end"))

@@ -113,6 +113,20 @@ def test_smoke_run_writes_every_section(tmp_path):
                 if sys.platform == "linux":
                     assert row[task][model]["peak_mib"] > 0
 
+    # SMA cross_attention mode (protein preset) vs ESM-2's architecture
+    assert results["esm_notes"] and "### 7. SMA cross_attention mode (protein preset) vs ESM-2" in completed.stdout
+    assert [row["length"] for row in results["vs_esm"]] == results["settings"]["esm_lengths"]
+    for row in results["vs_esm"]:
+        for task in ("pretraining", "inference"):
+            assert row[task]["speedup"] > 0 and 0 < row[task]["per_round"]["low"] <= row[task]["per_round"]["high"]
+            for model in ("sma", "esm"):
+                summary = row[task][model]
+                assert summary["median_s"] > 0 and len(summary["times_s"]) == results["settings"]["esm_repeats"]
+        for model in ("sma", "esm"):
+            assert row["pretraining"][model]["flops_per_step"] > 0
+            if sys.platform == "linux":
+                assert row["pretraining"][model]["peak_mib"] > 0
+
 
 @pytest.mark.slow
 def test_sections_run_alone(tmp_path, speed):
@@ -300,3 +314,18 @@ def test_counted_flops_of_the_sdpa_step(speed):
     forward = (1 + config.num_hidden_layers) * latent_layer + decoder
     assert speed.counted_step_flops(model, inputs, args) == 3 * forward
     assert speed.sma_training_flops(config, batch_size, length, P) == 3 * forward
+
+
+def test_the_esm_peer_matches_the_protein_preset(speed):
+    from sma_hf.tools.common import load_sma_config
+
+    args = speed.parse_args([])
+    sma, esm = speed.esm_sma_config(args, 2048), speed.esm_config(args, 2048)
+    preset = load_sma_config(None, speed.ESM_PRESET)
+    changed = {name for name in SMAConfig.__annotations__ if getattr(sma, name) != getattr(preset, name)}
+    assert changed == {"max_position_embeddings", "hidden_dropout_prob", "attention_probs_dropout_prob"}
+    assert sma.max_position_embeddings == 2048 and sma.encoder_type == "cross_attention"
+    assert (esm.hidden_size, esm.num_attention_heads, esm.intermediate_size) == (
+        sma.hidden_size, sma.num_attention_heads, sma.intermediate_size)  # fmt: skip
+    assert esm.num_hidden_layers == sma.num_hidden_layers + 1  # SMA's input layer counts as one
+    assert esm.position_embedding_type == "rotary" and esm.hidden_dropout_prob == 0.0
