@@ -201,7 +201,7 @@ def classical_cell(experiment: Experiment, task: str, budget: float, features: s
     return {"budget": budget, "arm": f"classical_{model_name}_{features}", "row": row, **results}
 
 
-def probe_cell(experiment: Experiment, arms: dict, task: str, arm: str, work_dir: Path, budget: float = 1.0) -> dict:
+def probe_cell(experiment: Experiment, arms: dict, task: str, arm: str, work_dir: Path, budget: float) -> dict:
     out = work_dir / "probe" / load_task(task)["name"] / (arm if budget == 1.0 else f"{arm}-{budget:g}")
     label = f"{ARM_LABELS[arm]}, linear probe"
     argv = [*_model_args(experiment, arms, arm), "--task", task, "--data_dir", str(experiment.data_dir),

@@ -46,6 +46,7 @@ from sma_hf.tools.colored_noise import NOISE_COLORS, colored_noise_masked_positi
 from sma_hf.tools.common import PRESETS_DIR, TASKS_DIR, write_json_atomic
 from sma_hf.tools.data import prepare_images
 from sma_hf.tools.mask_health import (
+    MASK_FIGURE_FILE,
     collapse_score,
     draw_masks,
     figure_png,
@@ -77,8 +78,8 @@ BUDGETS = (0.1, 1.0)
 CLASSICAL = [("input", "logistic_regression"),
              ("input", "random_forest", {"max_features": ["sqrt", 0.1], "min_samples_leaf": [1, 3]})]  # fmt: skip
 # what decides how a mask is chosen: the self-guided selector of (a), applied after the fact to (b)'s weights
-SELECTOR_FIELDS = ("masking_strategy", "mask_selection", "mask_equal_key_norms", "mask_random_floor", "num_per_query",
-                   "head_aggregation", "mask_self", "mask_noise_ratio")  # fmt: skip
+SELECTOR_FIELDS = ("masking_strategy", "masking_ratio", "mask_selection", "mask_equal_key_norms", "mask_random_floor",
+                   "num_per_query", "head_aggregation", "mask_self", "mask_noise_ratio")  # fmt: skip
 CROPS = (8, 12, 16, 20, 24, 28)  # Figure 4: central crops of these sizes
 FIGURE_IMAGES, FIGURE_DRAWS = 4, 2
 
@@ -185,14 +186,25 @@ def load_model(model_dir: Path, checkpoint: Path | None = None, selector: dict |
 
 
 def rate_control_masks(masks: torch.Tensor, seed: int) -> torch.Tensor:
-    """Masks of the same count drawn independently per image from each position's average rate in `masks`: what a
-    fixed prior over positions gives, with no grouping per image (Gumbel top-k: sampling without replacement)."""
+    """Masks drawn independently per image with each position masked at its average rate in `masks` and the same
+    count per image: what a fixed prior over positions gives, with no grouping per image. `masks` [images, length]
+    must mask the same count in every image. Systematic sampling over a random order of the positions, in integers
+    (a position's share of the draws is its count of masked images out of all images), keeps both exact."""
+    counts = masks.sum(dim=1)
+    if not (counts == counts[0]).all():
+        raise ValueError("`masks` must mask the same count in every image.")
     generator = torch.Generator().manual_seed(seed)
-    rates = masks.float().mean(dim=0).clamp(min=1e-12).log()
-    gumbel = -torch.empty(masks.shape).exponential_(generator=generator).log()
-    order = (rates[None, :] + gumbel).argsort(dim=1, descending=True)
-    ranks = torch.empty_like(order).scatter_(1, order, torch.arange(masks.shape[1]).expand_as(order))
-    return ranks < masks.sum(dim=1, keepdim=True)
+    images, length = masks.shape
+    masked_images = masks.long().sum(dim=0)  # per position: of `images` draws, how many masked it
+    order = torch.rand(images, length, generator=generator).argsort(dim=1)
+    after = masked_images[order].cumsum(dim=1)
+    before = after - masked_images[order]
+    start = torch.randint(images, (images, 1), generator=generator)
+    # a position is drawn when a point start + j x images (j = 0, 1, ...) falls in its share (before, after]
+    drawn = torch.div(after - start - 1, images, rounding_mode="floor") > torch.div(
+        before - start - 1, images, rounding_mode="floor"
+    )
+    return torch.zeros_like(masks).scatter_(1, order, drawn)
 
 
 def geometry_of(masks: torch.Tensor, valid: torch.Tensor, neighbours: np.ndarray) -> dict:
@@ -216,7 +228,8 @@ def mask_geometry(work_dir: Path, data_dir: Path, permutation: list[int]) -> dic
     steps = []
     for arm in ("self_guided", "random_masks"):
         checkpoints = sorted((work_dir / arm / CHECKPOINTS_DIR).glob(f"{CHECKPOINT_PREFIX}*"), key=checkpoint_step)
-        points = [(checkpoint_step(c), c) for c in checkpoints] + [(None, None)]  # None: the final model
+        final_step = json.loads((work_dir / arm / "pretraining_summary.json").read_text())["steps"]
+        points = [(checkpoint_step(c), c) for c in checkpoints] + [(final_step, None)]  # None: the final model
         for step, checkpoint in points:
             model = load_model(work_dir / arm / MODEL_DIR, checkpoint, selector if arm == "random_masks" else None)
             own = self_guided_masks(model, batch, seed=0)
@@ -224,9 +237,6 @@ def mask_geometry(work_dir: Path, data_dir: Path, permutation: list[int]) -> dic
             if arm == "self_guided":
                 entry["rate_control"] = geometry_of(rate_control_masks(own, seed=0), valid, neighbours)
             steps.append(entry)
-    final_steps = json.loads((work_dir / "self_guided" / "pretraining_summary.json").read_text())["steps"]
-    for entry in steps:
-        entry["step"] = final_steps if entry["step"] is None else entry["step"]
     colormae = {
         color: geometry_of(
             colored_noise_masked_positions(valid, ratio, GRID, color, torch.Generator().manual_seed(0)),
@@ -235,7 +245,7 @@ def mask_geometry(work_dir: Path, data_dir: Path, permutation: list[int]) -> dic
         )  # fmt: skip
         for color in NOISE_COLORS
     }
-    final = steps[len([s for s in steps if s["arm"] == "self_guided"]) - 1]
+    final = [entry for entry in steps if entry["arm"] == "self_guided"][-1]
     random_geometry = geometry_of(random, valid, neighbours)
     return {
         "held_out_images": len(valid),
@@ -282,14 +292,14 @@ def draw_geometry(geometry: dict, spectra: dict, path: Path):
         overlap.plot(steps, [part(e)["overlap"] for e in entries], marker="o", color=f"C{index}", label=label)
     for ax, key in ((coherence, "coherence"), (overlap, "overlap")):
         ax.axhline(geometry["random"][key], color="0.4", ls=":", label="random masks")
-        ax.axhline(geometry["colormae"]["green"][key], color="C2", ls="--", label="ColorMAE green (knows the grid)")
+        ax.axhline(geometry["colormae"]["green"][key], color="C5", ls="--", label="ColorMAE green (knows the grid)")
         ax.set_xlabel("pretraining step")
     coherence.set(ylabel="share of a masked pixel's 4 grid neighbours masked", ylim=(0, 1))
     overlap.set(ylabel="mask overlap between images (Jaccard)", ylim=(0, 1))
     coherence.legend(fontsize=6)
     bands = np.arange(len(next(iter(spectra.values())))) + 0.5
     for index, (label, power) in enumerate(spectra.items()):
-        spectrum.plot(bands / len(bands) * 0.5, power, marker=".", label=label, color=f"C{index + 3}")
+        spectrum.plot(bands / len(bands) * 0.5, power, marker=".", label=label, color=f"C{index + 5}")
     spectrum.set(xlabel="radial frequency (cycles per pixel)", ylabel="share of the mask's power", yscale="log")
     spectrum.legend(fontsize=6)
     figure.tight_layout()
@@ -312,8 +322,9 @@ def mask_spectra(work_dir: Path, data_dir: Path, permutation: list[int]) -> dict
     return spectra
 
 
-def draw_figure2(work_dir: Path, data_dir: Path, permutation: list[int], path: Path):
-    """Figure 2: (a)'s masks drawn back in the un-permuted grid, two draws for each of a few held-out images."""
+def draw_figure2(work_dir: Path, data_dir: Path, permutation: list[int], paths: list[Path]):
+    """Figure 2: (a)'s masks drawn back in the un-permuted grid, two draws for each of a few held-out images, written
+    to each of `paths` (the hub folder's `masks.png` among them: sma-pretrain drew the permuted pixels as a grid)."""
     model = load_model(work_dir / "self_guided" / MODEL_DIR)
     rows = held_out_rows(data_dir, TASK)[:FIGURE_IMAGES]
     batch = dict(SMAFeatureExtractor.from_pretrained(work_dir / "self_guided" / MODEL_DIR)(rows, return_tensors="pt"))
@@ -325,7 +336,9 @@ def draw_figure2(work_dir: Path, data_dir: Path, permutation: list[int], path: P
             examples.append(pixels[index].numpy())
             masks.append(drawn[index].numpy())
             titles.append(f"image {index + 1}, draw {draw + 1}")
-    path.write_bytes(figure_png(draw_masks(examples, np.stack(masks), grid_shape=GRID, titles=titles)))
+    png = figure_png(draw_masks(examples, np.stack(masks), grid_shape=GRID, titles=titles))
+    for path in paths:
+        path.write_bytes(png)
 
 
 # --------------------------------------------------------------------------------
@@ -360,13 +373,14 @@ def crop_positions(size: int, permutation: list[int]) -> torch.Tensor:
 
 def top_set_union(work_dir: Path, data_dir: Path, permutation: list[int]) -> dict:
     """For central crops of several sizes (n pixels, fed at their own positions): the union of the sampled queries'
-    top-k sets (k = num_per_query, each query's row averaged over heads) over the masking ratio x n (the paper's
-    rule, which leaves the mask size to the overlap), next to the mask of the summed-rows rule, exact by design."""
+    top-k sets over the masking ratio x n, with k = round(ratio x n / queries) per image, each query's share of the
+    mask (each query's row averaged over heads). This is the paper's rule, which leaves the mask's size to how much
+    the top sets overlap: 1 when they do not overlap, up to the rounding of k. Beside it is the mask of the
+    summed-rows rule, exact by design."""
     model = load_model(work_dir / "self_guided" / MODEL_DIR)
     config = model.config
     processor = SMAFeatureExtractor.from_pretrained(work_dir / "self_guided" / MODEL_DIR)
     rows = torch.tensor(held_out_rows(data_dir, TASK))
-    k = round(config.num_per_query)
     table = []
     for size in CROPS:
         positions = crop_positions(size, permutation)
@@ -377,18 +391,21 @@ def top_set_union(work_dir: Path, data_dir: Path, permutation: list[int]) -> dic
             mask = self_guided_masks(model, batch, seed=0)
         row_scores, queries, valid = captured[0]
         probs = row_scores.float().masked_fill(~valid[:, None, None, :], -torch.inf).softmax(dim=-1).mean(dim=1)
-        top = probs.topk(k, dim=-1).indices  # [batch, slots, k]
-        votes = queries.sampled[:, :, None].expand_as(top).long().flatten(1)  # unsampled slots count for nothing
-        union = (torch.zeros(valid.shape, dtype=torch.long).scatter_add_(1, top.flatten(1), votes) > 0).sum(dim=1)
         target = masked_counts(valid, config.masking_ratio).float()
+        k = torch.round(target / queries.counts).long()  # per image: each query's share of the mask
+        top = probs.topk(int(k.max()), dim=-1).indices  # [batch, slots, max k]
+        within = torch.arange(top.shape[-1])[None, None, :] < k[:, None, None]
+        votes = (queries.sampled[:, :, None] & within).long().flatten(1)  # unsampled slots count for nothing
+        union = (torch.zeros(valid.shape, dtype=torch.long).scatter_add_(1, top.flatten(1), votes) > 0).sum(dim=1)
         table.append({
             "crop": size,
             "inputs": len(positions),
             "queries_per_image": float(queries.counts.float().mean()),
+            "k": float(k.float().mean()),
             "per_query_union_over_target": float((union.float() / target).mean()),
             "summed_rows_over_target": float((mask.sum(dim=1) / target).mean()),
         })  # fmt: skip
-    return {"k": k, "masking_ratio": config.masking_ratio, "images": len(rows), "crops": table}
+    return {"masking_ratio": config.masking_ratio, "images": len(rows), "crops": table}
 
 
 def draw_figure4(figure4: dict, path: Path):
@@ -400,10 +417,11 @@ def draw_figure4(figure4: dict, path: Path):
     figure, ax = plt.subplots(figsize=(5, 3.4))
     inputs = [row["inputs"] for row in figure4["crops"]]
     ax.plot(inputs, [row["per_query_union_over_target"] for row in figure4["crops"]], marker="o",
-            label=f"union of per-query top-{figure4['k']} sets")  # fmt: skip
+            label="union of per-query top-k sets (k = ratio x n / queries)")  # fmt: skip
     ax.plot(inputs, [row["summed_rows_over_target"] for row in figure4["crops"]], marker="s",
             label="summed rows (this package)")  # fmt: skip
-    ax.set(xlabel="inputs n (central crops)", ylabel="masked / (masking ratio x n)", ylim=(0, 1.1))
+    ax.set(xlabel="inputs n (central crops)", ylabel="masked / (masking ratio x n)")
+    ax.set_ylim(bottom=0)
     ax.legend(fontsize=7)
     figure.tight_layout()
     figure.savefig(path, dpi=130)
@@ -436,12 +454,14 @@ def geometry_markdown(geometry: dict, selection: dict, figure4: dict) -> str:
     scores = ", ".join(f"{c} {v:.3f}" for c, v in selection["validation_accuracy_10%"].items())
     lines += ["", f"ColorMAE colour chosen on validation accuracy with 10% labels: {selection['chosen']} ({scores})."]
     lines += ["", "## Figure 4: the overlap of per-query top sets", ""]
-    lines.append(f"(a)'s final model on central crops of the held-out images; k = {figure4['k']}.")
-    header = "| crop | inputs n | queries per image | per-query union / (ratio x n) | summed rows / (ratio x n) |"
-    lines += ["", header, "|---:|---:|---:|---:|---:|"]
+    lines.append("(a)'s final model on central crops of the held-out images; each sampled query's top-k set, k its "
+                 "share of the mask (ratio x n / queries).")  # fmt: skip
+    header = "| crop | inputs n | queries per image | k | per-query union / (ratio x n) | summed rows / (ratio x n) |"
+    lines += ["", header, "|---:|---:|---:|---:|---:|---:|"]
     for row in figure4["crops"]:
         lines.append(f"| {row['crop']}x{row['crop']} | {row['inputs']} | {row['queries_per_image']:.1f} | "
-                     f"{row['per_query_union_over_target']:.3f} | {row['summed_rows_over_target']:.3f} |")  # fmt: skip
+                     f"{row['k']:.1f} | {row['per_query_union_over_target']:.3f} | "
+                     f"{row['summed_rows_over_target']:.3f} |")  # fmt: skip
     return "\n".join(lines) + "\n"
 
 
@@ -466,13 +486,15 @@ def main(argv=None):
     figure4 = top_set_union(args.work_dir, args.data_dir, permutation)
     spectra = mask_spectra(args.work_dir, args.data_dir, permutation)
     draw_geometry(geometry, spectra, args.results_dir / "geometry.png")
-    draw_figure2(args.work_dir, args.data_dir, permutation, args.results_dir / "figure2_masks.png")
+    model_dir = Path(record["pretraining"]["self_guided"]["model_dir"])
+    figure2 = ["figure2_masks.png", MASK_FIGURE_FILE]
+    draw_figure2(args.work_dir, args.data_dir, permutation,
+                 [*(args.results_dir / name for name in figure2), model_dir / MASK_FIGURE_FILE])  # fmt: skip
     draw_figure4(figure4, args.results_dir / "figure4_top_sets.png")
     record.update(colormae_selection=selection, geometry=geometry, figure4=figure4, spectra=spectra)
     write_json_atomic(args.results_dir / "results.json", record)
     with (args.results_dir / "results.md").open("a") as markdown:
         markdown.write(geometry_markdown(geometry, selection, figure4))
-    model_dir = Path(record["pretraining"]["self_guided"]["model_dir"])
     card_path = None if args.smoke else ROOT / "model_cards" / "sma-images.md"
     checkpoint_dir = (args.work_dir if args.smoke else ROOT) / "checkpoints" / MODEL_ID.split("/")[1]
     publish(model_dir, card_results(record, [TASK]), images_card_args(args.data_dir), card_path, args.results_dir,

@@ -6,12 +6,11 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from huggingface_hub import ModelCard
 
 
-pytestmark = pytest.mark.slow  # minutes, not seconds: `pytest -m "not slow"` leaves it out
-
-
+@pytest.mark.slow  # minutes, not seconds: `pytest -m "not slow"` leaves it out
 def test_images_experiment_smoke_run(tmp_path, benchmark_script):
     images = benchmark_script("images")
 
@@ -46,8 +45,8 @@ def test_images_experiment_smoke_run(tmp_path, benchmark_script):
     assert geometry["colormae"]["green"]["coherence"] > geometry["colormae"]["blue"]["coherence"]
     crops = record["figure4"]["crops"]
     assert [row["inputs"] for row in crops] == [64, 144, 256, 400, 576, 784]
-    for row in crops:
-        assert 0 < row["per_query_union_over_target"] <= 1.0 + 1e-6  # the union never exceeds queries x k
+    for row in crops:  # the union holds at most queries x k, the mask's size up to the rounding of k
+        assert 0 < row["per_query_union_over_target"] <= 1 + row["queries_per_image"] / row["inputs"]
         assert row["summed_rows_over_target"] == pytest.approx(1.0, abs=0.01)  # exact count but for rounding
 
     table = (results_dir / "results.md").read_text()
@@ -64,3 +63,21 @@ def test_images_experiment_smoke_run(tmp_path, benchmark_script):
     assert own == {("mnist_permuted", "accuracy"), ("mnist_permuted", "macro_f1")}
     assert f"(e) ColorMAE {chosen}-noise masks" in card.text
     assert (tmp_path / "work" / "checkpoints" / "sma-images" / "model.safetensors").is_file()
+
+
+def test_the_average_rate_control_keeps_each_positions_rate_and_the_count(benchmark_script):
+    images = benchmark_script("images")
+    generator = torch.Generator().manual_seed(0)
+    rates = torch.linspace(0.05, 0.95, 20)  # sums to 10: 10 masked in each image
+    drawn = [torch.multinomial(rates, 10, generator=generator) for _ in range(400)]
+    masks = torch.stack([torch.zeros(20, dtype=torch.bool).scatter_(0, row, True) for row in drawn])
+    control = images.rate_control_masks(masks, seed=1)
+    assert control.sum(dim=1).tolist() == [10] * 400
+    draws = torch.stack([images.rate_control_masks(masks, seed=s).float().mean(dim=0) for s in range(50)]).mean(dim=0)
+    torch.testing.assert_close(draws, masks.float().mean(dim=0), atol=0.01, rtol=0)  # each position's own rate
+    grouped = torch.zeros(400, 20, dtype=torch.bool)
+    grouped[:200, :10], grouped[200:, 10:] = True, True  # two fixed blobs: the control mixes them
+    mixed = images.rate_control_masks(grouped, seed=0)
+    assert (mixed.sum(dim=1) == 10).all() and (mixed[:, :10].sum(dim=1) == 10).float().mean() < 0.01
+    with pytest.raises(ValueError, match="the same count in every image"):
+        images.rate_control_masks(torch.eye(3, dtype=torch.bool).logical_or(torch.tensor([True, False, False])), 0)

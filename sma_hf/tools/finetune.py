@@ -208,7 +208,7 @@ class TokenBudgetBatches(torch.utils.data.Sampler):
     steps, which `Trainer` counts in advance, and sees every row once."""
 
     def __init__(self, lengths: list[int], max_rows: int, max_tokens: int, seed: int):
-        rng = np.random.default_rng([seed, 1730])
+        rng = np.random.default_rng([seed, 1730])  # its own stream, apart from the label budget's (`label_subset`)
         order = np.lexsort((rng.permutation(len(lengths)), np.asarray(lengths)))  # by length, ties in random order
         cut = token_budget_batches([lengths[i] for i in order], max_rows, max_tokens)
         self.batches = [[int(order[i]) for i in batch] for batch in cut]
@@ -398,6 +398,8 @@ def finetune(args, command: str | None = None) -> dict:
         task, splits = table_task(
             files, finetuning.input_column, finetuning.label_column, finetuning.problem_type, finetuning.metric
         )
+    if finetuning.linear_probe and training.max_tokens_per_batch is not None:
+        raise UsageError("--max_tokens_per_batch caps training batches; --linear_probe trains none (fits once).")
     if finetuning.linear_probe and task["problem_type"] == "token_classification":
         raise UsageError("--linear_probe probes pooled embeddings: it needs a sequence-level task, not token labels.")
     config = load_config(model_args, finetuning.classifier_pooling, task)

@@ -286,8 +286,9 @@ def training_batches(stream, builder: BatchBuilder, batch_size: int, position: D
                     position.skipped[reason] = position.skipped.get(reason, 0) + count
             if group_size > 1:
                 values.sort(key=builder.length)
-            lengths = [min(builder.length(v), builder.max_seq_length) for v in values]
-            batches = [[values[i] for i in batch] for batch in token_budget_batches(lengths, batch_size, max_tokens)]
+            model_lengths = [min(builder.length(v), builder.max_seq_length) for v in values]
+            cut = token_budget_batches(model_lengths, batch_size, max_tokens)
+            batches = [[values[i] for i in batch] for batch in cut]
             if group_size > 1:
                 order = np.random.default_rng([seed, position.epoch, position.window_start]).permutation(len(batches))
                 batches = [batches[i] for i in order]

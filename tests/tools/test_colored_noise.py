@@ -155,3 +155,30 @@ def test_the_colour_needs_the_grid(images, capsys):
     with pytest.raises(SystemExit):
         pretraining.main(args[:grid] + args[grid + 3 :])
     assert "--mask_noise_color filters noise in the images' grid" in capsys.readouterr().err
+
+
+def test_resuming_noise_mask_pretraining_reaches_the_same_weights(images, monkeypatch):
+    from safetensors.torch import load_file
+
+    def args(output, *extra):
+        return [*_args(images, "--mask_noise_color", "pink", "--max_steps", "4", "--save_steps", "2"),
+                "--output_dir", str(images / output), *extra]  # fmt: skip
+
+    pretraining.main(args("straight"))
+    real_save = pretraining.save_checkpoint
+
+    def save_then_die(*save_args):
+        real_save(*save_args)
+        raise KeyboardInterrupt("killed after the checkpoint of step 2")
+
+    monkeypatch.setattr(pretraining, "save_checkpoint", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        pretraining.main(args("interrupted"))
+    monkeypatch.setattr(pretraining, "save_checkpoint", real_save)
+    pretraining.main(args("interrupted", "--resume_from_checkpoint", "latest"))
+    expected = load_file(images / "straight" / "model" / "model.safetensors")
+    resumed = load_file(images / "interrupted" / "model" / "model.safetensors")
+    for name, tensor in expected.items():  # the same noise masks after the resume: torch's state is restored
+        torch.testing.assert_close(resumed[name], tensor, rtol=0, atol=1e-6, msg=name)
+    with pytest.raises(SystemExit, match="other settings \\(mask_noise_color: 'pink' -> 'green'\\)"):
+        pretraining.main([*args("interrupted", "--resume_from_checkpoint", "latest"), "--mask_noise_color", "green"])

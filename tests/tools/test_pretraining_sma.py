@@ -116,8 +116,9 @@ def test_pretraining_exports_a_loadable_model(corpus):
     assert f"{summary['final']['mask_leak']:.4g}" in card.split("Leak:")[1].splitlines()[0]
 
 
-def test_resume_reaches_the_same_parameters(corpus, monkeypatch):
-    main(pretrain_args(corpus, "straight", "--group_by_length"))
+@pytest.mark.parametrize("extra", [(), ("--max_tokens_per_batch", "96")], ids=["rows", "token_budget"])
+def test_resume_reaches_the_same_parameters(corpus, monkeypatch, extra):
+    main(pretrain_args(corpus, "straight", "--group_by_length", *extra))
     expected = load_file(corpus / "straight" / "model" / "model.safetensors")
 
     real_save = pretraining.save_checkpoint
@@ -130,11 +131,11 @@ def test_resume_reaches_the_same_parameters(corpus, monkeypatch):
 
     monkeypatch.setattr(pretraining, "save_checkpoint", save_then_die)
     with pytest.raises(KeyboardInterrupt):
-        main(pretrain_args(corpus, "interrupted", "--group_by_length"))
+        main(pretrain_args(corpus, "interrupted", "--group_by_length", *extra))
     monkeypatch.setattr(pretraining, "save_checkpoint", real_save)
     assert pretraining.latest_checkpoint(corpus / "interrupted").name == "checkpoint-3"
 
-    main(pretrain_args(corpus, "interrupted", "--group_by_length", "--resume_from_checkpoint", "latest"))
+    main(pretrain_args(corpus, "interrupted", "--group_by_length", *extra, "--resume_from_checkpoint", "latest"))
     resumed = load_file(corpus / "interrupted" / "model" / "model.safetensors")
     assert expected.keys() == resumed.keys()
     for name, tensor in expected.items():
@@ -175,7 +176,7 @@ def test_batches_cover_each_epoch_and_resume_anywhere(corpus, group_size, max_to
 
     def take(position, count):
         """`count` batches from `position` on (rows as text), and the epoch each came from."""
-        batches = pretraining.training_batches(stream, builder, 3, position, group_size, seed=0, max_tokens=max_tokens)
+        batches = pretraining.training_batches(stream, builder, 3, position, group_size, 0, max_tokens)
         taken, epochs = [], []
         for _ in range(count):
             batch = next(batches)
