@@ -77,6 +77,7 @@ class Experiment:
     linear_probes: bool = True
     probe_budgets: tuple[float, ...] = (1.0,)
     extra_arms: dict[str, ExtraArm] = field(default_factory=dict)
+    budget_finetune_args: dict[float, list[str]] = field(default_factory=dict)  # budget -> after `finetune_args`
 
     def arm_label(self, arm: str) -> str:
         return self.extra_arms[arm].label if arm in self.extra_arms else ARM_LABELS[arm]
@@ -188,7 +189,8 @@ def finetune_cell(experiment: Experiment, arms: dict, task: str, budget: float, 
     out = work_dir / "finetune" / load_task(task)["name"] / f"{arm}-{budget:g}"
     argv = [*_model_args(experiment, arms, arm), "--task", task, "--data_dir", str(experiment.data_dir),
             "--output_dir", str(out), "--seeds", *map(str, experiment.seeds), "--label_fraction", f"{budget:g}",
-            "--label", cell_label(arm, budget, experiment.arm_label(arm)), *experiment.finetune_args]  # fmt: skip
+            "--label", cell_label(arm, budget, experiment.arm_label(arm)), *experiment.finetune_args,
+            *experiment.budget_finetune_args.get(budget, [])]  # fmt: skip
     return {"budget": budget, "arm": arm, "row": experiment.arm_label(arm), **finetune_once(argv, out)}
 
 

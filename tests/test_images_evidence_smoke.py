@@ -20,18 +20,19 @@ def test_images_experiment_smoke_run(tmp_path, benchmark_script):
     record = images.main(argv)
 
     chosen = record["colormae_selection"]["chosen"]
-    assert set(record["colormae_selection"]["validation_accuracy_10%"]) == {"pink", "blue", "green"}
+    assert set(record["colormae_selection"]["validation_probe_accuracy"]) == {"pink", "blue", "green"}
     neural = ("self_guided", "random_masks", "scratch")
     classical = ("classical_logistic_regression_input", "classical_random_forest_input")
     expected = {("mnist_permuted", b, arm) for b in (0.1, 1.0) for arm in neural + classical}
     expected |= {("mnist_permuted", b, f"probe_{arm}") for b in (0.1, 1.0) for arm in neural}
-    expected |= {("mnist", 0.1, f"colormae_{color}") for color in ("pink", "blue", "green")}
-    expected |= {("mnist", 1.0, f"colormae_{chosen}")}
+    expected |= {("mnist", b, f"colormae_{chosen}") for b in (0.1, 1.0)}
     cells = [(c["task"]["name"], c["budget"], c["arm"]) for c in record["cells"]]
     assert sorted(cells) == sorted(expected)
     for cell in record["cells"]:
         assert cell["seeds"] == [0, 1]
         assert [run["num_train"] for run in cell["runs"]] == [200 if cell["budget"] == 1.0 else 20] * 2
+        if not cell["arm"].startswith(("classical", "probe")):  # the per-budget fine-tuning flags
+            assert cell["command"].endswith("--num_train_epochs 1")
     assert set(record["pretraining"]) == {"self_guided", "random_masks", "colormae_pink", "colormae_blue",
                                           "colormae_green"}  # fmt: skip
     colormae_args = record["pretraining"]["colormae_green"]["command"]
