@@ -19,7 +19,7 @@ import json
 import shlex
 import shutil
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
@@ -71,6 +71,7 @@ from .task_data import (
     SPLITS,
     class_names,
     label_subset,
+    label_subset_indices,
     load_splits,
     load_task,
     results_record,
@@ -258,6 +259,8 @@ class Setup:
     collator: object
     processor: object
     model_name_or_path: str | None  # None: from scratch (`--config_name`)
+    # the checkpoint's frozen encoder's pooled embeddings of every row, per split: the same for every seed's probe
+    checkpoint_embeddings: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def training_arguments(
@@ -335,23 +338,37 @@ def train_one_seed(
 
 def probe_one_seed(setup: Setup, label_fraction: float, seed: int) -> dict:
     """A linear model on the frozen encoder's mean-pooled embeddings (`--linear_probe`): ridge regression or
-    logistic regression, its regularisation chosen on validation. The encoder is the checkpoint's, or a randomly
-    initialised one (seeded) with `--config_name`."""
+    logistic regression, its regularisation chosen on validation. The encoder is the checkpoint's (its embeddings
+    computed once for every seed), or a randomly initialised one (seeded) with `--config_name`."""
     set_seed(seed)
-    task, rows, config = setup.task, setup.rows, setup.config
+    task, rows = setup.task, setup.rows
     train = label_subset(rows["train"], task, label_fraction, seed)
+    embeddings = encoder_embeddings(setup) if setup.model_name_or_path is None else setup.checkpoint_embeddings
+    if not embeddings:
+        embeddings.update(encoder_embeddings(setup))
+    features = dict(embeddings)
+    if label_fraction < 1.0:
+        features["train"] = embeddings["train"][label_subset_indices(rows["train"], task, label_fraction, seed)]
+    labels = {split: np.asarray(dataset[task["label_column"]]) for split, dataset in (("train", train),
+              ("validation", rows["validation"]), ("test", rows["test"]))}  # fmt: skip
+    return {"seed": seed, "num_train": len(train), **fit_linear_model(task, features, labels)}
+
+
+def encoder_embeddings(setup: Setup) -> dict[str, np.ndarray]:
+    """Pooled embeddings of every row of each split by the checkpoint's encoder, or by a random one drawn from the
+    current seed (`--config_name`)."""
+    config = setup.config
     config.classifier_pooling = "mean"  # a pretrained encoder has no trained attention pooler
     if setup.model_name_or_path is None:
         encoder_model = AutoModel.from_config(config)
     else:
         encoder_model = AutoModel.from_pretrained(setup.model_name_or_path, config=config)
-    label_transform = regression_label_transform(train, task)
-    features, labels = {}, {}
-    for split, dataset in (("train", train), ("validation", rows["validation"]), ("test", rows["test"])):
-        encoded = setup.encoder.encode(dataset, label_transform)
-        features[split] = pooled_embeddings(encoder_model.eval(), encoded, setup.collator)
-        labels[split] = np.asarray(dataset[task["label_column"]])
-    return {"seed": seed, "num_train": len(train), **fit_linear_model(task, features, labels)}
+    # labels play no part in the embeddings; regression labels are encoded untransformed here
+    label_transform = regression_label_transform(setup.rows["train"], setup.task)
+    return {
+        split: pooled_embeddings(encoder_model.eval(), setup.encoder.encode(dataset, label_transform), setup.collator)
+        for split, dataset in setup.rows.items()
+    }
 
 
 @torch.no_grad()

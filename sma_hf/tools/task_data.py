@@ -171,6 +171,11 @@ def label_subset(dataset, task: dict, fraction: float, seed: int):
     one row per class); a fraction of 1 keeps every row."""
     if fraction == 1.0:
         return dataset
+    return dataset.select(label_subset_indices(dataset, task, fraction, seed))
+
+
+def label_subset_indices(dataset, task: dict, fraction: float, seed: int) -> list[int]:
+    """The rows of `label_subset` (a fraction below 1), in increasing order."""
     # by hand: `Dataset.train_test_split(stratify_by_column=...)` keeps no row of a class it rounds to zero (it refuses
     # classes of one row), and the committed results were made with these subsets
     rng = np.random.default_rng([seed, 1729])  # its own stream, apart from the initialisation's
@@ -180,7 +185,7 @@ def label_subset(dataset, task: dict, fraction: float, seed: int):
     else:
         groups = [np.arange(len(dataset))]
     chosen = [rng.permutation(group)[: max(1, round(fraction * len(group)))] for group in groups]
-    return dataset.select(sorted(np.concatenate(chosen).tolist()))
+    return sorted(np.concatenate(chosen).tolist())
 
 
 def summarize(values: list[float]) -> dict:

@@ -66,6 +66,32 @@ def test_finetune_with_a_label_budget_and_a_linear_probe(tmp_path):
         main([*common, "--output_dir", str(tmp_path / "bad"), "--label_fraction", "0"])
 
 
+def test_a_checkpoints_probe_embeds_each_row_once_for_every_seed(tmp_path, monkeypatch):
+    import sma_hf.tools.finetune as finetuning
+
+    rows = [{"smiles": s, "label": 2.0 * len(s)} for s in smiles_rows(60)]
+    task = write_task(tmp_path, "reg", rows, "regression", 1, "rmse")
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps(TINY_CONFIG))
+    common = ["--task", str(task), "--data_dir", str(tmp_path / "data"), "--seeds", "0", "1"]
+    main(["--config_name", str(config), *common, "--output_dir", str(tmp_path / "model"), "--num_train_epochs", "1"])
+    calls = []
+    embed = finetuning.encoder_embeddings
+
+    def counting(setup):
+        calls.append(setup.model_name_or_path)
+        return embed(setup)
+
+    monkeypatch.setattr(finetuning, "encoder_embeddings", counting)
+    checkpoint = ["--model_name_or_path", str(tmp_path / "model" / "seed-0"), *common, "--linear_probe"]
+    main([*checkpoint, "--output_dir", str(tmp_path / "probe"), "--label_fraction", "0.5"])
+    probe = json.loads((tmp_path / "probe" / "results.json").read_text())
+    assert len(calls) == 1 and [run["num_train"] for run in probe["runs"]] == [18, 18]
+    main([*checkpoint, "--output_dir", str(tmp_path / "full")])
+    full = json.loads((tmp_path / "full" / "results.json").read_text())
+    assert len(calls) == 2 and full["test"]["rmse"]["values"][0] == full["test"]["rmse"]["values"][1]  # same model
+
+
 def test_classical_baselines_choose_on_validation(tmp_path):
     molecules = ["C" * n + "O" * (n % 3) + "N" * (n % 2) for n in range(1, 41)]
     rows = [{"smiles": s, "label": float(s.count("C")) + 0.5 * s.count("O")} for s in molecules]
