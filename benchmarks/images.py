@@ -18,6 +18,7 @@ probed linearly, and the colour whose probes are best on validation is fine-tune
 import argparse
 import json
 import shlex
+import shutil
 import sys
 from contextlib import contextmanager
 from dataclasses import replace
@@ -506,6 +507,8 @@ def main(argv=None):
     write_json_atomic(args.results_dir / "results.json", record)
     with (args.results_dir / "results.md").open("a") as markdown:
         markdown.write(geometry_markdown(geometry, selection, figure4))
+    # the order the model reads the pixels in, which a user of the checkpoint needs (its card says so)
+    shutil.copyfile(args.data_dir / "images" / TASK / "permutation.json", model_dir / "permutation.json")
     card_path = None if args.smoke else ROOT / "model_cards" / "sma-images.md"
     checkpoint_dir = (args.work_dir if args.smoke else ROOT) / "checkpoints" / MODEL_ID.split("/")[1]
     publish(model_dir, card_results(record, [TASK]), images_card_args(args.data_dir), card_path, args.results_dir,

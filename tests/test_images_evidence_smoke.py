@@ -63,7 +63,10 @@ def test_images_experiment_smoke_run(tmp_path, benchmark_script):
     own = {(r.dataset_name, r.metric_type) for r in card.data.eval_results}
     assert own == {("mnist_permuted", "accuracy"), ("mnist_permuted", "macro_f1")}
     assert f"(e) ColorMAE {chosen}-noise masks" in card.text
-    assert (tmp_path / "work" / "checkpoints" / "sma-images" / "model.safetensors").is_file()
+    checkpoint = tmp_path / "work" / "checkpoints" / "sma-images"
+    assert (checkpoint / "model.safetensors").is_file() and "permutation.json" in card.text
+    saved_permutation = json.loads((checkpoint / "permutation.json").read_text())["permutation"]
+    assert sorted(saved_permutation) == list(range(784))
 
 
 def test_the_average_rate_control_keeps_each_positions_rate_and_the_count(benchmark_script):
