@@ -781,6 +781,27 @@ def step_memory(steps: dict[str, Callable[[], object]], args) -> dict[str, float
     return peaks
 
 
+def compared_training_steps(models: dict, inputs: dict, elements: int, args, timing, matmul_flops_per_s) -> dict:
+    """Two models' training steps (`models` and `inputs` keyed by name, SMA's first): interleaved times (`timing`'s
+    warm-up and repeats), the peak memory of one step each, the matmul FLOPs of one step each (counted) and their
+    share of the matmul rate, and SMA's speed-up."""
+    steps = {name: training_step(models[name], inputs[name], args) for name in models}
+    times = measure(steps, timing)
+    peaks = step_memory(steps, args)
+    flops = {name: counted_step_flops(models[name], inputs[name], args) for name in models}
+    result = {}
+    for name in models:
+        summary = summarize(times[name], elements)
+        result[name] = {
+            **summary,
+            "peak_mib": peaks[name],
+            "flops_per_step": flops[name],
+            "flops_per_s": flops[name] / summary["median_s"],
+            "fraction_of_matmul": flops[name] / summary["median_s"] / matmul_flops_per_s,
+        }
+    return {**result, **speedup(times, *models)}
+
+
 def bench_vs_roberta(args, matmul_flops_per_s: float) -> list[dict]:
     """SMA (`self_attention`) vs RoBERTa per length: pretraining and fine-tuning steps (interleaved, then the peak
     memory of one step each, then the matmul FLOPs of one step each, counted) and inference throughput
@@ -793,23 +814,8 @@ def bench_vs_roberta(args, matmul_flops_per_s: float) -> list[dict]:
             log(f"{task} step, SMA vs RoBERTa, length {length}")
             models = {name: peer_model(args, length, name, task).train() for name in ("sma", "roberta")}
             inputs = {name: peer_inputs(args, length, name, task) for name in models}
-            steps = {name: training_step(models[name], inputs[name], args) for name in models}
-            times = measure(steps, args)
-            peaks = step_memory(steps, args)
-            flops = {name: counted_step_flops(models[name], inputs[name], args) for name in models}
-            result = {}
-            for name in models:
-                summary = summarize(times[name], elements)
-                result[name] = {
-                    **summary,
-                    "peak_mib": peaks[name],
-                    "flops_per_step": flops[name],
-                    "flops_per_s": flops[name] / summary["median_s"],
-                    "fraction_of_matmul": flops[name] / summary["median_s"] / matmul_flops_per_s,
-                }
-            result.update(speedup(times, "sma", "roberta"))
-            row[task] = result
-            del models, steps
+            row[task] = compared_training_steps(models, inputs, elements, args, args, matmul_flops_per_s)
+            del models
         log(f"inference, SMA vs RoBERTa, length {length}")
         models = {name: peer_model(args, length, name, "fine_tuning").eval() for name in ("sma", "roberta")}
         ids = random_ids(args, length, batch_size=args.peer_batch_size)
@@ -841,22 +847,8 @@ def bench_vs_esm(args, matmul_flops_per_s: float) -> list[dict]:
         log(f"pretraining step, SMA vs ESM, length {length}")
         models = {name: esm_peer_model(args, length, name, "pretraining").train() for name in ("sma", "esm")}
         inputs = {name: esm_inputs(args, length, name, "pretraining") for name in models}
-        steps = {name: training_step(models[name], inputs[name], args) for name in models}
-        times = measure(steps, timing)
-        peaks = step_memory(steps, args)
-        flops = {name: counted_step_flops(models[name], inputs[name], args) for name in models}
-        pretraining = {}
-        for name in models:
-            summary = summarize(times[name], elements)
-            pretraining[name] = {
-                **summary,
-                "peak_mib": peaks[name],
-                "flops_per_step": flops[name],
-                "flops_per_s": flops[name] / summary["median_s"],
-                "fraction_of_matmul": flops[name] / summary["median_s"] / matmul_flops_per_s,
-            }
-        pretraining.update(speedup(times, "sma", "esm"))
-        del models, steps
+        pretraining = compared_training_steps(models, inputs, elements, args, timing, matmul_flops_per_s)
+        del models
         log(f"inference, SMA vs ESM, length {length}")
         models = {name: esm_peer_model(args, length, name, "inference").eval() for name in ("sma", "esm")}
         inputs = {name: esm_inputs(args, length, name, "inference") for name in models}
