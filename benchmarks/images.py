@@ -186,6 +186,11 @@ def held_out_rows(data_dir: Path, folder: str) -> list:
     return pq.read_table(data_dir / "images" / folder / "validation.parquet").column("pixels").to_pylist()
 
 
+def model_batch(model_dir: Path, rows: list) -> dict:
+    """`rows` as the model in `model_dir` reads them, through its own feature extractor."""
+    return dict(SMAFeatureExtractor.from_pretrained(model_dir)(rows, return_tensors="pt"))
+
+
 def load_model(model_dir: Path, checkpoint: Path | None = None, selector: dict | None = None):
     """The pretrained model (or its weights at `checkpoint`), optionally with another mask selector."""
     config = SMAConfig.from_pretrained(model_dir, **(selector or {}))
@@ -229,8 +234,7 @@ def mask_geometry(work_dir: Path, data_dir: Path, permutation: list[int]) -> dic
     """Over pretraining, on the held-out images: the geometry (`geometry_of`) of (a)'s own masks, of the
     average-rate control, of (a)'s selector applied to (b)'s weights, and of random masks; ColorMAE's masks once."""
     neighbours = grid_neighbours(GRID, permutation)
-    processor = SMAFeatureExtractor.from_pretrained(work_dir / "self_guided" / MODEL_DIR)
-    batch = dict(processor(held_out_rows(data_dir, TASK), return_tensors="pt"))
+    batch = model_batch(work_dir / "self_guided" / MODEL_DIR, held_out_rows(data_dir, TASK))
     valid = batch["attention_mask"].bool()
     selector_config = SMAConfig.from_pretrained(work_dir / "self_guided" / MODEL_DIR)
     selector = {name: getattr(selector_config, name) for name in SELECTOR_FIELDS}
@@ -321,8 +325,7 @@ def draw_geometry(geometry: dict, spectra: dict, path: Path):
 def mask_spectra(work_dir: Path, data_dir: Path, permutation: list[int]) -> dict[str, list[float]]:
     """Radial power spectra, in the true grid, of (a)'s final masks and of each noise colour's masks."""
     model = load_model(work_dir / "self_guided" / MODEL_DIR)
-    processor = SMAFeatureExtractor.from_pretrained(work_dir / "self_guided" / MODEL_DIR)
-    batch = dict(processor(held_out_rows(data_dir, TASK), return_tensors="pt"))
+    batch = model_batch(work_dir / "self_guided" / MODEL_DIR, held_out_rows(data_dir, TASK))
     valid = batch["attention_mask"].bool()
     own = permuted_to_grid(self_guided_masks(model, batch, seed=0), permutation)
     spectra = {"(a) self-guided, in the true grid": radial_power(own.view(-1, *GRID)).tolist()}
@@ -338,7 +341,7 @@ def draw_figure2(work_dir: Path, data_dir: Path, permutation: list[int], paths: 
     to each of `paths` (the hub folder's `masks.png` among them: sma-pretrain drew the permuted pixels as a grid)."""
     model = load_model(work_dir / "self_guided" / MODEL_DIR)
     rows = held_out_rows(data_dir, TASK)[:FIGURE_IMAGES]
-    batch = dict(SMAFeatureExtractor.from_pretrained(work_dir / "self_guided" / MODEL_DIR)(rows, return_tensors="pt"))
+    batch = model_batch(work_dir / "self_guided" / MODEL_DIR, rows)
     examples, masks, titles = [], [], []
     pixels = permuted_to_grid(torch.tensor(rows), permutation)
     for draw in range(FIGURE_DRAWS):
