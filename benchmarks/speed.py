@@ -30,6 +30,7 @@ per-round ratios and a 95% interval for that median (`speedup`).
 """
 
 import argparse
+import collections
 import ctypes
 import gc
 import json
@@ -44,6 +45,7 @@ from pathlib import Path
 
 import torch
 import transformers
+from torch.profiler import ProfilerActivity, profile
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 from transformers import (
     EsmConfig,
@@ -89,6 +91,9 @@ ESM_FLOP_TARGET_LENGTHS = (1024, 2048, 4096)
 ESM_MEMORY_TARGET = 0.1  # SMA's peak step memory / ESM's, at this length
 ESM_MEMORY_TARGET_LENGTH = 4096
 ESM_SCALING_TARGET = 4.5  # SMA's step time(4096) / time(1024)
+# operator kinds of a step's time (`time_shares`), by the name of the operator
+MATMUL_OPERATORS = {"aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::addbmm"}
+OPERATOR_KINDS = ("matmul", "attention kernel", "layer norm", "other")
 SECTIONS = ("perceiver", "mask_cost", "scaling", "inference", "roberta", "esm")
 
 DEFAULTS = dict(
@@ -781,13 +786,43 @@ def step_memory(steps: dict[str, Callable[[], object]], args) -> dict[str, float
     return peaks
 
 
+def operator_kind(name: str) -> str:
+    if name in MATMUL_OPERATORS:
+        return "matmul"
+    if "scaled_dot_product" in name or "flash_attention" in name or "efficient_attention" in name:
+        return "attention kernel"
+    return "layer norm" if "layer_norm" in name else "other"
+
+
+def time_shares(step: Callable[[], object], args) -> dict:
+    """Where one (warm) run of `step` spends its time, from torch.profiler's own time per operator: the shares of
+    matmuls, attention kernels, layer norms and the rest (elementwise work, copies, the optimizer's updates, the
+    mask), and the five operators that take the most. The profiler's overhead per operator inflates small ones."""
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if args.device.type == "cuda" else [])
+    with profile(activities=activities) as profiler:
+        step()
+        synchronize(args.device)
+    own_time = "self_device_time_total" if args.device.type == "cuda" else "self_cpu_time_total"
+    by_operator = {event.key: getattr(event, own_time) for event in profiler.key_averages()}
+    total = sum(by_operator.values())
+    kinds = collections.Counter()
+    for name, spent in by_operator.items():
+        kinds[operator_kind(name)] += spent
+    largest = sorted(by_operator.items(), key=lambda item: -item[1])[:5]
+    return {
+        "shares": {kind: kinds[kind] / total for kind in OPERATOR_KINDS},
+        "largest": [{"operator": name, "share": spent / total} for name, spent in largest],
+    }
+
+
 def compared_training_steps(models: dict, inputs: dict, elements: int, args, timing, matmul_flops_per_s) -> dict:
     """Two models' training steps (`models` and `inputs` keyed by name, SMA's first): interleaved times (`timing`'s
     warm-up and repeats), the peak memory of one step each, the matmul FLOPs of one step each (counted) and their
-    share of the matmul rate, and SMA's speed-up."""
+    share of the matmul rate, where one step of each spends its time (`time_shares`), and SMA's speed-up."""
     steps = {name: training_step(models[name], inputs[name], args) for name in models}
     times = measure(steps, timing)
     peaks = step_memory(steps, args)
+    shares = {name: time_shares(step, args) for name, step in steps.items()}
     flops = {name: counted_step_flops(models[name], inputs[name], args) for name in models}
     result = {}
     for name in models:
@@ -798,6 +833,7 @@ def compared_training_steps(models: dict, inputs: dict, elements: int, args, tim
             "flops_per_step": flops[name],
             "flops_per_s": flops[name] / summary["median_s"],
             "fraction_of_matmul": flops[name] / summary["median_s"] / matmul_flops_per_s,
+            "time_shares": shares[name],
         }
     return {**result, **speedup(times, *models)}
 
@@ -1043,6 +1079,23 @@ def _mib(value) -> str:
     return "n/a" if value is None else f"{value:,.1f}"
 
 
+def _time_share_lines(rows: list[dict], task: str, names: dict[str, str]) -> list[str]:
+    """A table of where one training step of each model spends its time (`time_shares`), per length."""
+    lines = [
+        f"Where one {task.replace('_', '-')} step spends its time (torch.profiler, each operator's own time):",
+        "",
+        f"| model | length | {' | '.join(OPERATOR_KINDS)} | largest operators |",
+        "|---|---:|" + "---:|" * len(OPERATOR_KINDS) + "---|",
+    ]
+    for row in rows:
+        for name, label in names.items():
+            shares = row[task][name]["time_shares"]
+            largest = ", ".join(f"{op['operator']} {op['share']:.0%}" for op in shares["largest"][:3])
+            kinds = " | ".join(f"{shares['shares'][kind]:.0%}" for kind in OPERATOR_KINDS)
+            lines.append(f"| {label} | {row['length']} | {kinds} | {largest} |")
+    return lines + [""]
+
+
 def markdown(results: dict) -> str:
     machine, settings = results["machine"], results["settings"]
     lines = [
@@ -1205,6 +1258,7 @@ def markdown(results: dict) -> str:
                 f"| {_rate(inference['sma'])}, {_rate(inference['esm'])} | {inference['speedup']:.2f}x |"
             )
         lines.append("")
+        lines += _time_share_lines(results["vs_esm"], "pretraining", {"sma": "SMA", "esm": "ESM"})
     lines += [
         "### Targets",
         "",
@@ -1227,6 +1281,41 @@ def markdown(results: dict) -> str:
     return "\n".join(lines)
 
 
+def draw_esm_figure(rows: list[dict], path: Path):
+    """Section 7 against the number of residues, log-log: the pretraining step's median time (with its min-max), the
+    inference time per batch, the peak memory of a pretraining step; SMA and ESM side by side."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    lengths = [row["length"] for row in rows]
+    figure, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    for name, label, color in (("sma", "SMA (cross_attention)", "tab:blue"), ("esm", "ESM-2 architecture", "tab:red")):
+        step = [row["pretraining"][name] for row in rows]
+        median = [s["median_s"] for s in step]
+        spread = [[m - s["min_s"] for m, s in zip(median, step)], [s["max_s"] - m for m, s in zip(median, step)]]
+        axes[0].errorbar(lengths, median, yerr=spread, marker="o", label=label, color=color, capsize=3)
+        inference = [row["batch_size"] * row["length"] / row["inference"][name]["elements_per_s"] for row in rows]
+        axes[1].plot(lengths, inference, marker="o", label=label, color=color)
+        peaks = [row["pretraining"][name]["peak_mib"] for row in rows]
+        if all(peak is not None for peak in peaks):
+            axes[2].plot(lengths, peaks, marker="o", label=label, color=color)
+    titles = ("pretraining step (s)", "inference, one batch (s)", "peak memory of a pretraining step (MiB)")
+    for axis, title in zip(axes, titles):
+        axis.set_xscale("log", base=2)
+        axis.set_yscale("log")
+        axis.set_xticks(lengths, [str(length) for length in lengths])
+        axis.set_xlabel("residues per sequence")
+        axis.set_title(title)
+        axis.grid(alpha=0.3, which="both")
+    axes[0].legend()
+    figure.suptitle(f"SMA vs ESM-2's architecture at matched width and depth, batch {rows[0]['batch_size']}")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
 # ------------------------------------------------------------------------------------------------------------ main
 
 
@@ -1237,6 +1326,7 @@ def parse_args(argv=None):
     parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, a few seconds (for CI)")
     parser.add_argument("--output", type=Path, help="write the results as JSON here")
+    parser.add_argument("--figure", type=Path, help="draw section 7 (time and memory against residues) here, as PNG")
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--lengths", type=int, nargs="+", help="lengths of sections 1 and 4")
     parser.add_argument("--mask-length", type=int, help="length of section 2")
@@ -1273,7 +1363,7 @@ def main(argv=None) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     start = time.perf_counter()
-    settings = {key: value for key, value in vars(args).items() if key not in ("device", "output")}
+    settings = {key: value for key, value in vars(args).items() if key not in ("device", "output", "figure")}
     results = {"machine": machine_description(args), "settings": settings, "matching_notes": matching_notes(args)}
     busy, threads = results["machine"]["other_cpu_use_at_start"], torch.get_num_threads()
     if args.device.type == "cpu" and busy is not None and busy + threads > os.cpu_count() + 0.25:
@@ -1303,6 +1393,8 @@ def main(argv=None) -> dict:
     print(markdown(results))
     if args.output:
         args.output.write_text(json.dumps(results, indent=2) + "\n")
+    if args.figure and "vs_esm" in results:
+        draw_esm_figure(results["vs_esm"], args.figure)
     return results
 
 

@@ -52,11 +52,13 @@ def flop_config(encoder_type="cross_attention", input_type="discrete") -> SMACon
 def test_smoke_run_writes_every_section(tmp_path):
     output = tmp_path / "r.json"
     completed = subprocess.run(
-        [sys.executable, str(SPEED_SCRIPT), "--smoke", "--device", "cpu", "--output", str(output)],
+        [sys.executable, str(SPEED_SCRIPT), "--smoke", "--device", "cpu", "--output", str(output),
+         "--figure", str(tmp_path / "esm.png")],
         cwd=ROOT, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert completed.returncode == 0, completed.stderr[-3000:]
     assert "### 1. Training step" in completed.stdout
+    assert (tmp_path / "esm.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     results = json.loads(output.read_text())
 
     machine = results["machine"]
@@ -124,6 +126,9 @@ def test_smoke_run_writes_every_section(tmp_path):
                 assert summary["median_s"] > 0 and len(summary["times_s"]) == results["settings"]["esm_repeats"]
         for model in ("sma", "esm"):
             assert row["pretraining"][model]["flops_per_step"] > 0
+            shares = row["pretraining"][model]["time_shares"]
+            assert sum(shares["shares"].values()) == pytest.approx(1.0) and shares["shares"]["matmul"] > 0
+            assert len(shares["largest"]) == 5 and shares["largest"][0]["share"] >= shares["largest"][-1]["share"]
             if sys.platform == "linux":
                 assert row["pretraining"][model]["peak_mib"] > 0
 
@@ -329,3 +334,12 @@ def test_the_esm_peer_matches_the_protein_preset(speed):
         sma.hidden_size, sma.num_attention_heads, sma.intermediate_size)  # fmt: skip
     assert esm.num_hidden_layers == sma.num_hidden_layers + 1  # SMA's input layer counts as one
     assert esm.position_embedding_type == "rotary" and esm.hidden_dropout_prob == 0.0
+
+
+def test_operator_kinds(speed):
+    """The profile's grouping: matmuls by their aten names, every sdpa kernel as attention, the rest apart."""
+    assert {speed.operator_kind(name) for name in ("aten::mm", "aten::addmm", "aten::bmm")} == {"matmul"}
+    for name in ("aten::_scaled_dot_product_flash_attention_for_cpu_backward", "aten::_efficient_attention_forward"):
+        assert speed.operator_kind(name) == "attention kernel"
+    assert speed.operator_kind("aten::native_layer_norm_backward") == "layer norm"
+    assert speed.operator_kind("aten::gelu") == speed.operator_kind("aten::matmul") == "other"
