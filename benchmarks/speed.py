@@ -14,7 +14,10 @@ Sections:
   7. `cross_attention` mode at the protein preset's shape against the model a protein researcher loads instead,
      ESM-2's architecture (`EsmForMaskedLM`: self-attention over every residue in every layer, rotary positions), at
      matched width, depth, heads and MLP: the pretraining step (SMA's self-guided masks at 15% vs ESM's 15% MLM),
-     inference throughput (`SMAModel` vs `EsmModel`) and peak memory, from 512 to 4,096 residues;
+     inference throughput (`SMAModel` vs `EsmModel`) and peak memory, from 512 to 4,096 residues; `--figure`
+     draws its time and memory against length.
+Sections 6 and 7 also profile one training step of each model (torch.profiler): the shares of its time in matmuls,
+attention kernels, layer norms and the rest, and its largest operators.
 
 Every timed step is warmed up first, then repeated; the tables give the median and the spread (min-max). Steps that
 are compared with each other run interleaved (one of each per round), so that slow drifts of a shared machine hit
@@ -26,7 +29,7 @@ per-round ratios and a 95% interval for that median (`speedup`).
     python benchmarks/speed.py --device cuda --dtype bfloat16  # on a GPU, bf16 autocast
     python benchmarks/speed.py --smoke                         # tiny sizes, a few seconds (CI)
     python benchmarks/speed.py --sections roberta mask_cost    # only some sections (the matmul rate always runs)
-    python benchmarks/speed.py --sections esm                  # SMA vs ESM-2's architecture (the longest run)
+    python benchmarks/speed.py --sections esm --figure esm.png # SMA vs ESM-2's architecture (the longest run)
 """
 
 import argparse
@@ -45,6 +48,7 @@ from pathlib import Path
 
 import torch
 import transformers
+from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 from transformers import (
@@ -802,8 +806,16 @@ def time_shares(step: Callable[[], object], args) -> dict:
     with profile(activities=activities) as profiler:
         step()
         synchronize(args.device)
-    own_time = "self_device_time_total" if args.device.type == "cuda" else "self_cpu_time_total"
-    by_operator = {event.key: getattr(event, own_time) for event in profiler.key_averages()}
+    on_gpu = args.device.type == "cuda"
+    # on a GPU the kernels are listed beside the operators that launched them (with the same time), and
+    # record_function annotations carry their children's device time: only the operators count
+    events = [
+        event for event in profiler.key_averages()
+        if event.device_type == DeviceType.CPU and not (on_gpu and event.is_user_annotation)
+    ]  # fmt: skip
+    by_operator = {
+        event.key: event.self_device_time_total if on_gpu else event.self_cpu_time_total for event in events
+    }
     total = sum(by_operator.values())
     kinds = collections.Counter()
     for name, spent in by_operator.items():
@@ -874,8 +886,8 @@ def bench_vs_roberta(args, matmul_flops_per_s: float) -> list[dict]:
 
 def bench_vs_esm(args, matmul_flops_per_s: float) -> list[dict]:
     """SMA (`cross_attention`, protein preset) vs ESM-2's architecture per length: the pretraining step (interleaved,
-    then the peak memory of one step each, then the matmul FLOPs of one step each, counted) and inference
-    throughput (interleaved)."""
+    then the peak memory of one step each, where one step of each spends its time, and the matmul FLOPs of one step
+    each, counted) and inference throughput (interleaved)."""
     timing = argparse.Namespace(**{**vars(args), "repeats": args.esm_repeats})
     rows = []
     for length in args.esm_lengths:
@@ -1230,6 +1242,8 @@ def markdown(results: dict) -> str:
                 f"| {inference['speedup']:.2f}x | {_per_round(inference['per_round'])} |"
             )
         lines.append("")
+        for task in ("pretraining", "fine_tuning"):
+            lines += _time_share_lines(results["vs_roberta"], task, {"sma": "SMA", "roberta": "RoBERTa"})
     if "vs_esm" in results:
         lines += [
             "### 7. SMA cross_attention mode (protein preset) vs ESM-2's architecture",
@@ -1354,6 +1368,8 @@ def parse_args(argv=None):
     if args.smoke:  # tiny defaults; flags given explicitly still win
         parser.set_defaults(**SMOKE)
         args = parser.parse_args(argv)
+    if args.figure and "esm" not in args.sections:
+        parser.error("--figure draws section 7: add esm to --sections.")
     args.device = torch.device(args.device)
     return args
 

@@ -1,19 +1,26 @@
-"""Token-budget batches against `--group_by_length` alone: residues per second and peak memory of `sma-pretrain` on
+"""Token-budget batches against `--group_by_length` alone: elements per second and peak memory of `sma-pretrain` on
 the protein pool with proteins read up to 2,048 residues.
 
-Both runs pretrain the protein preset (`cross_attention`, its length raised to 2,048 residues and [SEP]) for the same
-steps from the same seed, in fresh processes, one after the other:
-  - `group_by_length`: 32 proteins a batch, sorted windows of batches (the protein experiment's batching);
-  - `token_budget`: up to 128 proteins a batch, at most `--max_tokens_per_batch` padded residues, sorted windows too.
-Residues per second = residues the model read (after truncation) / the training loop's wall time.
+Both batchings pretrain the protein preset (`cross_attention`, its length raised to 2,048 residues and [SEP]) for
+the same steps from the same seed, each run in a fresh process, alternating (A B A B ...) so that a drift of a shared
+machine hits both alike:
+  - `group_by_length`: 32 proteins a batch, sorted windows of 50 batches (the protein experiment's batching);
+  - `token_budget`: up to 128 proteins a batch and at most `--max_tokens_per_batch` padded elements, sorted windows
+    of 50 x 128 rows (so it also sorts over a 4x larger window).
+Elements per second = elements the model read (residues after truncation, and one [SEP] per protein) / the run's
+wall time (its training loop, the final evaluation of 32 held-out proteins and the mask report included: the same
+fixed cost in both).
 
-    python benchmarks/token_budget.py --output benchmarks/results/token_budget.json  # about 10 minutes on 2 cores
-    python benchmarks/token_budget.py --smoke                                        # tiny generated proteins (CI)
+    python benchmarks/token_budget.py --output benchmarks/results/speed/token_budget.json  # 4 runs, ~8 min, 2 cores
+    python benchmarks/token_budget.py --smoke                                               # generated proteins (CI)
+
+With `--output`, the tables are written beside the JSON as markdown too.
 """
 
 import argparse
 import json
 import shlex
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -22,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from speed import machine_load
 
 from sma_hf.tools.common import load_sma_config
 from sma_hf.tools.pretrain import SUMMARY_FILE
@@ -30,6 +38,7 @@ from sma_hf.tools.pretrain import SUMMARY_FILE
 ROOT = Path(__file__).resolve().parents[1]
 PRESET = "sma-protein-small"
 MAX_RESIDUES = 2048
+SMOKE_MAX_RESIDUES = 256
 ARMS = {
     "group_by_length": ["--per_device_train_batch_size", "32", "--group_by_length"],
     "token_budget": ["--per_device_train_batch_size", "128", "--group_by_length", "--max_tokens_per_batch", "16384"],
@@ -46,16 +55,16 @@ PEAK_RSS_OF_CHILD = (
 
 
 def write_config(path: Path, smoke: bool) -> int:
-    """The protein preset reading up to MAX_RESIDUES residues and [SEP] (a tiny model reading 256 for the smoke run),
-    written to `path`; the residues it reads."""
+    """The protein preset reading up to MAX_RESIDUES residues and [SEP] (a tiny model reading SMOKE_MAX_RESIDUES for
+    the smoke run), written to `path`; the residues it reads."""
     config = load_sma_config(None, PRESET)
-    config.max_position_embeddings = MAX_RESIDUES + 1
+    residues = SMOKE_MAX_RESIDUES if smoke else MAX_RESIDUES
+    config.max_position_embeddings = residues + 1
     if smoke:
-        config.max_position_embeddings = 257
         config.num_latents, config.embedding_size, config.hidden_size, config.intermediate_size = 8, 16, 16, 32
         config.decoder_hidden_size, config.decoder_intermediate_size, config.num_hidden_layers = 16, 32, 1
     config.to_json_file(path)
-    return config.max_position_embeddings - 1
+    return residues
 
 
 def write_smoke_pool(folder: Path) -> Path:
@@ -66,6 +75,13 @@ def write_smoke_pool(folder: Path) -> Path:
     pq.write_table(pa.table({"sequence": proteins[:360]}), folder / "train-00000-of-00001.parquet")
     pq.write_table(pa.table({"sequence": proteins[360:]}), folder / "validation-00000-of-00001.parquet")
     return folder
+
+
+def protein_pool(data_dir: Path) -> Path:
+    pool = data_dir / "proteins" / "pretrain"
+    if not any(pool.glob("train-*.parquet")):
+        raise SystemExit(f"No protein pool under {pool}: make it with `sma-prepare-data --corpora proteins`.")
+    return pool
 
 
 def pretrain(arm_args: list[str], config: Path, pool: Path, steps: int, output_dir: Path) -> dict:
@@ -86,50 +102,75 @@ def pretrain(arm_args: list[str], config: Path, pool: Path, steps: int, output_d
         "command": shlex.join(["sma-pretrain", *arguments]),
         "steps": summary["steps"],
         "wall_time_s": summary["wall_time_s"],
-        "residues_seen": summary["elements_seen"],
-        "residues_per_s": summary["elements_seen"] / summary["wall_time_s"],
+        "elements_seen": summary["elements_seen"],
+        "elements_per_s": summary["elements_seen"] / summary["wall_time_s"],
         "truncated_rows": summary["truncated_rows"],
         "peak_rss_mib": int(completed.stdout.split()[-1]) / 1024,
     }
 
 
+def alternating_runs(arms: dict, config: Path, pool: Path, steps: int, rounds: int, scratch: Path) -> dict:
+    """`rounds` runs of each arm, alternating arms within every round."""
+    runs = {name: [] for name in arms}
+    for round_index in range(rounds):
+        for name, flags in arms.items():
+            runs[name].append(pretrain(flags, config, pool, steps, scratch / f"{name}-{round_index}"))
+    return runs
+
+
 def markdown(results: dict) -> str:
     lines = [
-        f"Protein pool, up to {results['max_residues']:,} residues, {results['steps']} steps each:",
+        f"Protein pool, up to {results['max_residues']:,} residues, {results['steps']} steps per run, "
+        f"{results['rounds']} alternating rounds; other processes' CPU use at start / end: "
+        f"{results['machine']['other_cpu_use_at_start']} / {results['machine']['other_cpu_use_at_end']}.",
         "",
-        "| batching | flags | residues seen | wall s | residues/s | peak memory MiB | rows cut |",
-        "|---|---|---:|---:|---:|---:|---:|",
+        "| batching | flags | round | elements seen | wall s | elements/s | peak memory MiB | rows cut |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
-    for name, run in results["runs"].items():
+    for name, runs in results["runs"].items():
         flags = " ".join(results["arms"][name])
-        lines.append(
-            f"| {name} | `{flags}` | {run['residues_seen']:,} | {run['wall_time_s']:,.0f} "
-            f"| {run['residues_per_s']:,.0f} | {run['peak_rss_mib']:,.0f} | {run['truncated_rows']:,} |"
-        )
-    runs = results["runs"]
-    ratio = runs["token_budget"]["residues_per_s"] / runs["group_by_length"]["residues_per_s"]
-    return "\n".join([*lines, "", f"Token budget / group_by_length alone, residues per second: {ratio:.2f}x"])
+        for index, run in enumerate(runs):
+            lines.append(
+                f"| {name} | `{flags}` | {index + 1} | {run['elements_seen']:,} | {run['wall_time_s']:,.0f} "
+                f"| {run['elements_per_s']:,.0f} | {run['peak_rss_mib']:,.0f} | {run['truncated_rows']:,} |"
+            )
+    ratios = ", ".join(f"{ratio:.2f}x" for ratio in results["ratio_per_round"])
+    return "\n".join([*lines, "", f"Token budget / group_by_length alone, elements per second, per round: {ratios}"])
 
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data_dir", type=Path, default=ROOT / "data")
     parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--rounds", type=int, default=2, help="runs of each batching, alternating")
     parser.add_argument("--smoke", action="store_true", help="tiny generated proteins and model, a few steps (CI)")
-    parser.add_argument("--output", type=Path, help="write the results as JSON here")
+    parser.add_argument("--output", type=Path, help="write the results as JSON here (and the tables beside it)")
     args = parser.parse_args(argv)
     arms = SMOKE_ARMS if args.smoke else ARMS
+    steps = 5 if args.smoke else args.steps
+    start_load = machine_load("start")
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
         config = scratch / "config.json"
         max_residues = write_config(config, args.smoke)
-        pool = write_smoke_pool(scratch / "pool") if args.smoke else args.data_dir / "proteins" / "pretrain"
-        steps = 5 if args.smoke else args.steps
-        runs = {name: pretrain(flags, config, pool, steps, scratch / name) for name, flags in arms.items()}
-    results = {"max_residues": max_residues, "steps": steps, "arms": arms, "runs": runs}
+        pool = write_smoke_pool(scratch / "pool") if args.smoke else protein_pool(args.data_dir)
+        runs = alternating_runs(arms, config, pool, steps, args.rounds, scratch)
+    ratios = [budget["elements_per_s"] / plain["elements_per_s"]
+              for plain, budget in zip(runs["group_by_length"], runs["token_budget"])]  # fmt: skip
+    results = {
+        "max_residues": max_residues,
+        "steps": steps,
+        "rounds": args.rounds,
+        "machine": {**start_load, **machine_load("end")},
+        "arms": arms,
+        "runs": runs,
+        "ratio_per_round": ratios,
+        "ratio_median": statistics.median(ratios),
+    }
     print(markdown(results))
     if args.output:
         args.output.write_text(json.dumps(results, indent=2) + "\n")
+        args.output.with_suffix(".md").write_text(markdown(results) + "\n")
     return results
 
 

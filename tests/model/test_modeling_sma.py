@@ -595,30 +595,3 @@ def test_element_embeddings_are_one_per_element_padding_invariant_and_what_recon
     padded_embeddings = model.element_embeddings(**padded, attention_mask=attention_mask)
     torch.testing.assert_close(padded_embeddings[:, real], embeddings, atol=1e-5, rtol=0)
     assert torch.equal(model.element_embeddings(**inputs), embeddings)  # deterministic in evaluation mode
-
-
-def test_per_residue_outputs_of_a_protein_of_2048_residues_beside_a_short_one():
-    """Long proteins (2,048 residues and [SEP]) in `cross_attention` mode, padded beside a short one: per-residue
-    logits and element embeddings of every real element, each protein's the same as alone; the pretraining forward
-    masks exactly its ratio of the long protein and its loss is finite."""
-    long_length, short_length = 2049, 30
-    config = config_for("cross_attention", "discrete", max_position_embeddings=long_length, num_labels=3,
-                        masking_ratio=0.15)  # fmt: skip
-    long, short = random_inputs(config, 1, long_length, seed=1), random_inputs(config, 1, short_length, seed=2)
-    batch = torch.full((2, long_length), config.pad_token_id)
-    batch[0], batch[1, :short_length] = long["input_ids"][0], short["input_ids"][0]
-    attention_mask = torch.zeros(2, long_length, dtype=torch.long)
-    attention_mask[0], attention_mask[1, :short_length] = 1, 1
-    classifier = SMAForTokenClassification(config).eval()
-    logits = classifier(input_ids=batch, attention_mask=attention_mask).logits
-    assert logits.shape == (2, long_length, 3) and torch.isfinite(logits).all()
-    torch.testing.assert_close(logits[:1], classifier(**long).logits, atol=1e-5, rtol=0)
-    torch.testing.assert_close(logits[1:, :short_length], classifier(**short).logits, atol=1e-5, rtol=0)
-    pretrained = SMAForMaskedModeling(config).eval()
-    embeddings = pretrained.element_embeddings(input_ids=batch, attention_mask=attention_mask)
-    assert embeddings.shape == (2, long_length, config.decoder_hidden_size)
-    torch.testing.assert_close(embeddings[:1], pretrained.element_embeddings(**long), atol=1e-5, rtol=0)
-    torch.testing.assert_close(embeddings[1:, :short_length], pretrained.element_embeddings(**short), atol=1e-5,
-                               rtol=0)  # fmt: skip
-    output = pretrained.train()(**long)
-    assert int(output.mask.sum()) == round(0.15 * long_length) and torch.isfinite(output.loss)
