@@ -25,6 +25,8 @@ PUBLISHED = {
     "sma-chemistry-small": ("chemistry", ["CC(=O)Oc1ccccc1C(=O)O", "CCN(CC)CC"], "CNOSPFIBrcnos()=#123456789[]@+-Hl"),
     # two events' 28 standardised columns
     "sma-physics": ("physics", torch.randn(2, 28, generator=torch.Generator().manual_seed(0)).tolist(), None),
+    # two images' 784 pixels in [0, 1], in the order of the checkpoint's permutation.json
+    "sma-images": ("images", torch.rand(2, 784, generator=torch.Generator().manual_seed(0)).tolist(), None),
 }
 DISCRETE = [name for name, (_, _, alphabet) in PUBLISHED.items() if alphabet is not None]
 
@@ -107,3 +109,15 @@ def test_physics_checkpoint_says_how_to_make_its_inputs():
     assert transform["columns"] == list(FEATURES) and transform["log1p_columns"] == list(LOG_FEATURES)
     assert len(transform["mean"]) == len(transform["std"]) == 28 and min(transform["std"]) > 0
     assert "column_transform.json" in (ROOT / "checkpoints" / "sma-physics" / "README.md").read_text()
+
+
+def test_image_checkpoint_says_which_pixel_order_it_reads():
+    pytest.importorskip("pyarrow")
+    from sma_hf.tools.data.corpus import seeded_rng
+
+    folder = ROOT / "checkpoints" / "sma-images"
+    saved = json.loads((folder / "permutation.json").read_text())
+    # the permutation sma-prepare-data --permute_pixels makes from its seed
+    expected = seeded_rng(saved["seed"], "images/mnist_permutation").permutation(784).tolist()
+    assert saved["permutation"] == expected and saved["convention"] == "permuted_pixels[i] = pixels[permutation[i]]"
+    assert "permutation.json" in (folder / "README.md").read_text()

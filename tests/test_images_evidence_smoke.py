@@ -61,6 +61,7 @@ def test_images_experiment_smoke_run(tmp_path, benchmark_script):
     model_dir = Path(record["pretraining"]["self_guided"]["model_dir"])
     card = ModelCard.load(model_dir / "README.md")
     own = {(r.dataset_name, r.metric_type) for r in card.data.eval_results}
+    assert {r.task_type for r in card.data.eval_results} == {"image-classification"}
     assert own == {("mnist_permuted", "accuracy"), ("mnist_permuted", "macro_f1")}
     assert f"(e) ColorMAE {chosen}-noise masks" in card.text
     checkpoint = tmp_path / "work" / "checkpoints" / "sma-images"

@@ -59,7 +59,7 @@ from .metrics import display_name, greater_is_better
 CARD_TEMPLATE = TEMPLATES_DIR / "model_card.md"
 # the domains whose text the template holds
 CARD_DOMAINS = ("generic", "chemistry", "peptides", "proteins", "images", "physics")
-DOMAIN_TASK_TYPES = {"physics": "tabular-classification"}  # the model-index task of a domain whose rows are no text
+DOMAIN_TASK_TYPES = {"physics": "tabular-classification", "images": "image-classification"}  # rows that are no text
 CUSTOM_CODE_TAG = "custom_code"
 
 
