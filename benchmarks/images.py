@@ -64,7 +64,7 @@ TASK, GRID_TASK = "mnist_permuted", "mnist"
 GRID = (28, 28)
 PRESETS = {"self_guided": "sma-images", "random_masks": "sma-images-random-masks"}
 PRETRAINED_COLORS = ("pink", "blue", "green")  # white noise, thresholded, is a uniformly random mask: arm (b)
-# the same for every pretrained arm: 16 passes over the 4,000 training images, about 7 minutes on 2 cores
+# the same for every pretrained arm: 16 passes over the 4,000 training images, 8 to 10 minutes on 2 cores
 PRETRAIN_ARGS = [
     "--max_steps", "1000", "--per_device_train_batch_size", "64", "--learning_rate", "1e-3", "--warmup_steps", "100",
     "--mask_noise_warmup_ratio", "0.25", "--eval_steps", "250", "--save_steps", "250", "--logging_steps", "50",
