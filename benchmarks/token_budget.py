@@ -27,8 +27,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
+from evidence import write_smoke_data
 from speed import machine_load
 
 from sma_hf.tools.common import load_sma_config
@@ -67,14 +66,12 @@ def write_config(path: Path, smoke: bool) -> int:
     return residues
 
 
-def write_smoke_pool(folder: Path) -> Path:
-    """Made-up proteins of 10 to 400 residues (some cut at the smoke model's 256)."""
+def write_smoke_pool(data_dir: Path) -> Path:
+    """Made-up proteins of 10 to 400 residues (some cut at the smoke model's 256), in the protein pool's layout."""
     rng = np.random.default_rng(0)
-    proteins = ["".join(rng.choice(list("ACDEFGHIKLMNPQRSTVWY"), size=rng.integers(10, 400))) for _ in range(400)]
-    folder.mkdir(parents=True)
-    pq.write_table(pa.table({"sequence": proteins[:360]}), folder / "train-00000-of-00001.parquet")
-    pq.write_table(pa.table({"sequence": proteins[360:]}), folder / "validation-00000-of-00001.parquet")
-    return folder
+    proteins = ["".join(rng.choice(list("ACDEFGHIKLMNPQRSTVWY"), size=rng.integers(10, 400))) for _ in range(60)]
+    write_smoke_data(data_dir, "proteins", "sequence", proteins, tasks=[], label=None)
+    return data_dir / "proteins" / "pretrain"
 
 
 def protein_pool(data_dir: Path) -> Path:
@@ -153,7 +150,7 @@ def main(argv=None) -> dict:
         scratch = Path(scratch)
         config = scratch / "config.json"
         max_residues = write_config(config, args.smoke)
-        pool = write_smoke_pool(scratch / "pool") if args.smoke else protein_pool(args.data_dir)
+        pool = write_smoke_pool(scratch / "data") if args.smoke else protein_pool(args.data_dir)
         runs = alternating_runs(arms, config, pool, steps, args.rounds, scratch)
     ratios = [budget["elements_per_s"] / plain["elements_per_s"]
               for plain, budget in zip(runs["group_by_length"], runs["token_budget"])]  # fmt: skip
