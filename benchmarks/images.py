@@ -72,9 +72,9 @@ PRETRAIN_ARGS = [
     "--mask_grid_shape", "28", "28",
 ]  # fmt: skip
 # the same for every arm: batches of 32, the best epoch on validation kept; 25 epochs of the 400 images of the 10%
-# budget (325 steps: 70 left every arm still improving, near 40% accuracy, and stopping after 3 epochs without a gain
-# ended some seeds at a noisy plateau of the slow climb); up to 20 epochs of the 4,000 of the full budget, stopped
-# after 3 without a gain (after 6, every arm was still climbing, no pretraining at 0.40 to 0.74 across seeds)
+# budget (325 steps: 70 steps left every arm still improving, near 40% accuracy, and stopping after 3 epochs without
+# a gain ended some seeds at a noisy plateau of the slow climb); up to 20 epochs of the 4,000 of the full budget,
+# stopped after 3 without a gain (after 6, every arm was still climbing, no pretraining at 0.40 to 0.74 across seeds)
 FINETUNE_ARGS = ["--per_device_train_batch_size", "32", "--learning_rate", "1e-3"]
 BUDGET_FINETUNE_ARGS = {
     0.1: ["--num_train_epochs", "25"],
