@@ -33,9 +33,11 @@ from sma_hf.tools.data import prepare_peptides, prepare_proteins
 MODEL_ID = "sma-hf/sma-protein"
 TASKS = ["localisation_clustered", "localisation", "toxicity", "amp"]
 PRESETS = {"self_guided": "sma-protein-small", "random_masks": "sma-protein-small-random-masks"}
-# the same for both pretrained arms: about 18 minutes each on 2 cores (32 proteins per step, up to 512 tokens each)
+# the same for both pretrained arms: up to 32 proteins of up to 2,048 residues per step, batches capped at 16,384
+# tokens (the largest batch of 32 proteins cut at 512), so a batch of long proteins has fewer of them
+TOKEN_BUDGET = ["--max_tokens_per_batch", "16384"]
 PRETRAIN_ARGS = [
-    "--max_steps", "5000", "--per_device_train_batch_size", "32", "--group_by_length",
+    "--max_steps", "5000", "--per_device_train_batch_size", "32", "--group_by_length", *TOKEN_BUDGET,
     "--learning_rate", "5e-4", "--warmup_steps", "500", "--mask_noise_warmup_ratio", "0.25",
     "--eval_steps", "500", "--save_steps", "1000", "--logging_steps", "50", "--seed", "0", "--report_to", "none",
     "--max_eval_samples", "500", "--model_card_domain", "proteins",
@@ -45,7 +47,7 @@ SMOKE_PRETRAIN_ARGS = ["--max_steps", "2", "--per_device_train_batch_size", "8",
 # the same for every arm and budget: up to 4 epochs, stopped after the first epoch that does not improve on validation
 # (the best epoch kept); 2 fixed epochs left the arm without pretraining under-trained, 4 fit the time on 2 cores
 FINETUNE_ARGS = ["--num_train_epochs", "4", "--early_stopping_patience", "1", "--per_device_train_batch_size", "32",
-                 "--learning_rate", "3e-4"]  # fmt: skip
+                 "--learning_rate", "3e-4", *TOKEN_BUDGET]  # fmt: skip
 TASK_BUDGETS = {"localisation_clustered": (0.1, 1.0), "localisation": (1.0,), "toxicity": (1.0,), "amp": (1.0,)}
 FOREST_GRID = {"n_estimators": [200], "max_features": ["sqrt"], "min_samples_leaf": [1, 3]}  # 0.3 took 165 s a fit
 CLASSICAL = [

@@ -13,7 +13,8 @@ def test_per_residue_outputs_of_a_protein_of_2048_residues_beside_a_short_one():
     alone; the pretraining forward masks exactly its ratio of the long protein and its loss is finite."""
     long_length, short_length = 2049, 30
     config = load_sma_config(None, "sma-protein-small")
-    config.max_position_embeddings, config.num_labels = long_length, 3
+    assert config.max_position_embeddings == long_length
+    config.num_labels = 3
     long, short = random_inputs(config, 1, long_length, seed=1), random_inputs(config, 1, short_length, seed=2)
     batch = torch.full((2, long_length), config.pad_token_id)
     batch[0], batch[1, :short_length] = long["input_ids"][0], short["input_ids"][0]
