@@ -1,7 +1,7 @@
 """Token-budget batches against `--group_by_length` alone: elements per second and peak memory of `sma-pretrain` on
 the protein pool with proteins read up to 2,048 residues.
 
-Both batchings pretrain the protein preset (`cross_attention`, its length raised to 2,048 residues and [SEP]) for
+Both batchings pretrain the protein preset (`cross_attention`, 2,048 residues and [SEP]) for
 the same steps from the same seed, each run in a fresh process, alternating (A B A B ...) so that a drift of a shared
 machine hits both alike:
   - `group_by_length`: 32 proteins a batch, sorted windows of 50 batches (the protein experiment's batching);
@@ -36,7 +36,6 @@ from sma_hf.tools.pretrain import SUMMARY_FILE
 
 ROOT = Path(__file__).resolve().parents[1]
 PRESET = "sma-protein-small"
-MAX_RESIDUES = 2048
 SMOKE_MAX_RESIDUES = 256
 ARMS = {
     "group_by_length": ["--per_device_train_batch_size", "32", "--group_by_length"],
@@ -54,16 +53,15 @@ PEAK_RSS_OF_CHILD = (
 
 
 def write_config(path: Path, smoke: bool) -> int:
-    """The protein preset reading up to MAX_RESIDUES residues and [SEP] (a tiny model reading SMOKE_MAX_RESIDUES for
-    the smoke run), written to `path`; the residues it reads."""
+    """The protein preset (a tiny model reading SMOKE_MAX_RESIDUES residues and [SEP] for the smoke run), written to
+    `path`; the residues it reads."""
     config = load_sma_config(None, PRESET)
-    residues = SMOKE_MAX_RESIDUES if smoke else MAX_RESIDUES
-    config.max_position_embeddings = residues + 1
     if smoke:
+        config.max_position_embeddings = SMOKE_MAX_RESIDUES + 1
         config.num_latents, config.embedding_size, config.hidden_size, config.intermediate_size = 8, 16, 16, 32
         config.decoder_hidden_size, config.decoder_intermediate_size, config.num_hidden_layers = 16, 32, 1
     config.to_json_file(path)
-    return residues
+    return config.max_position_embeddings - 1
 
 
 def write_smoke_pool(data_dir: Path) -> Path:

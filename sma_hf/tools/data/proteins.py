@@ -19,6 +19,7 @@ the data cards say so.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -30,6 +31,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ..common import PRESETS_DIR
 from .corpus import (
     TASK_FRACTIONS,
     dataset_card,
@@ -69,7 +71,8 @@ LOCATIONS = {
     "gol": "Golgi apparatus",
 }
 AMINO_ACID_CODES = frozenset("ACDEFGHIKLMNPQRSTVWYBXZUO")
-MAX_LENGTH = 512  # tokens (residues + [SEP]): the protein presets' max_position_embeddings; longer ones are cut
+# tokens (residues + [SEP]) the protein presets read; longer sequences are cut
+MAX_LENGTH = json.loads((PRESETS_DIR / "sma-protein-small.json").read_text())["max_position_embeddings"]
 POOL_VALIDATION_FRACTION = 0.005
 POOL_MIN_VALIDATION = 1000
 CLUSTER_MIN_IDENTITY = 0.3
