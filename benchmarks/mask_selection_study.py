@@ -101,9 +101,10 @@ def preset(name: str) -> dict:
 
 def testbeds(data_dir: Path) -> list[Testbed]:
     permutation = json.loads((data_dir / "images" / "mnist_permuted" / "permutation.json").read_text())["permutation"]
+    # the study's proteins were read up to 511 residues, the preset's length before it grew to 2,048
+    proteins = {**preset("sma-protein-small"), "max_position_embeddings": 512}
     return [
-        # the study's proteins were read up to 511 residues, the preset's length before it grew to 2,048
-        Testbed("proteins", {**preset("sma-protein-small"), "max_position_embeddings": 512}, data_dir / "proteins" / "pretrain", "sequence",
+        Testbed("proteins", proteins, data_dir / "proteins" / "pretrain", "sequence",
                 [*common_args(1000, 32, "5e-4", 500), "--group_by_length"], "localisation_clustered"),
         Testbed("SMILES", preset("sma-chemistry-small"), data_dir / "chemistry" / "pretrain", "smiles",
                 [*common_args(1000, 64, "5e-4", 500), "--group_by_length"], "solubility"),

@@ -487,8 +487,11 @@ def pretraining_card_context(
     if summary:
         args = summary.get("args", {})
         final = summary.get("final", {})
+        batch = f"{summary['train_batch_size_total']} examples"
+        if args.get("max_tokens_per_batch"):  # a batch of long inputs holds fewer of them
+            batch = f"up to {batch}, at most {args['max_tokens_per_batch']:,} padded elements per device"
         context["training"] = {
-            "Steps": f"{summary['steps']} optimizer steps of {summary['train_batch_size_total']} examples",
+            "Steps": f"{summary['steps']} optimizer steps of {batch}",
             "Optimizer": f"AdamW, learning rate {args.get('learning_rate')}, weight decay {args.get('weight_decay')}, "
             f"cosine schedule with {args.get('warmup_steps')} warm-up steps, "
             f"gradient clipping at {args.get('max_grad_norm')}",

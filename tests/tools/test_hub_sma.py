@@ -457,6 +457,16 @@ def test_card_names_every_selection_option_of_the_masks():
     assert "position keys of equal norm" in masking and "25% of each mask random throughout" in masking
 
 
+def test_card_says_a_token_budget_caps_the_batches():
+    summary = {"steps": 10, "train_batch_size_total": 32, "wall_time_s": 60, "args": {"max_tokens_per_batch": 16384}}
+    capped = hub.pretraining_card_context(summary, None, tiny_config())["training"]["Steps"]
+    assert capped == "10 optimizer steps of up to 32 examples, at most 16,384 padded elements per device"
+    summary["args"] = {"max_tokens_per_batch": None}
+    assert hub.pretraining_card_context(summary, None, tiny_config())["training"]["Steps"] == (
+        "10 optimizer steps of 32 examples"
+    )
+
+
 def test_model_card_cli_takes_as_own_results_only_those_of_the_folders_weights(tmp_path, capsys):
     """The first --results file is "this model" in the card and its model-index: it must name the folder's weights
     (`model_sha256`, which sma-finetune records); results of another checkpoint are refused and the card is kept."""
