@@ -4,10 +4,11 @@ testbeds, scored on held-out data only; the study behind the default of `SMAConf
     python benchmarks/mask_selection_study.py           # about an hour on 2 CPU cores
     python benchmarks/mask_selection_study.py --smoke   # tiny generated data, in seconds (CI)
 
-Testbeds: SwissProt proteins (`sma-protein-small`, cross-attention), SMILES (`sma-chemistry-small`, self-attention
-with `mask_self`) and MNIST under the fixed pixel permutation (a small cross-attention model, `MNIST_CONFIG`). Per
-testbed, the same pretraining (data, steps, seed) with each selection of `VARIANTS` (the paper's, by position, and by
-position with the remedies for the collapse on permuted MNIST) and with random masks, then for each model:
+Testbeds: SwissProt proteins (`sma-protein-small` read up to 511 residues, as when the study was run; cross-attention),
+SMILES (`sma-chemistry-small`, self-attention with `mask_self`) and MNIST under the fixed pixel permutation (a small
+cross-attention model, `MNIST_CONFIG`). Per testbed, the same pretraining (data, steps, seed) with each selection of
+`VARIANTS` (the paper's, by position, and by position with the remedies for the collapse on permuted MNIST) and with
+random masks, then for each model:
 - the mask-health numbers of `sma-pretrain`'s last evaluation (held-out rows): loss on the model's own masks over the
   loss on random masks, the collapse score;
 - on the first `HELD_OUT_ROWS` held-out rows, the leak (`mask_leak`) and the coherence in the true order, which no

@@ -4,7 +4,7 @@ the protein pool with proteins read up to 2,048 residues.
 Both batchings pretrain the protein preset (`cross_attention`, 2,048 residues and [SEP]) for
 the same steps from the same seed, each run in a fresh process, alternating (A B A B ...) so that a drift of a shared
 machine hits both alike:
-  - `group_by_length`: 32 proteins a batch, sorted windows of 50 batches (the protein experiment's batching);
+  - `group_by_length`: 32 proteins a batch, sorted windows of 50 batches;
   - `token_budget`: up to 128 proteins a batch and at most `--max_tokens_per_batch` padded elements, sorted windows
     of 50 x 128 rows (so it also sorts over a 4x larger window).
 Elements per second = elements the model read (residues after truncation, and one [SEP] per protein) / the run's

@@ -21,6 +21,20 @@ from sma_hf.tools.common import (
 )
 
 
+MASKING_FIELDS = {"masking_strategy", "mask_selection", "head_aggregation", "mask_self"}
+
+
+@pytest.mark.parametrize("twin", sorted(PRESETS_DIR.glob("*-random-masks.json")), ids=lambda path: path.stem)
+def test_random_mask_twin_differs_from_its_preset_only_in_the_masking(twin):
+    """An experiment's arm (b) must be arm (a)'s architecture: a length or width changed in one preset alone would
+    compare two models."""
+    twin_fields = json.loads(twin.read_text())
+    own = json.loads((PRESETS_DIR / twin.name.replace("-random-masks", "")).read_text())
+    assert twin_fields["masking_strategy"] == "random"
+    differing = {name for name in own.keys() | twin_fields.keys() if own.get(name) != twin_fields.get(name)}
+    assert differing <= MASKING_FIELDS
+
+
 def test_shipped_resources_by_name_or_path(tmp_path):
     assert (
         shipped_or_path("sma-chemistry-small", PRESETS_DIR, "--config_name")
