@@ -113,11 +113,11 @@ def test_physics_checkpoint_says_how_to_make_its_inputs():
 
 def test_image_checkpoint_says_which_pixel_order_it_reads():
     pytest.importorskip("pyarrow")
-    from sma_hf.tools.data.corpus import seeded_rng
+    from sma_hf.tools.data.images import pixel_permutation
 
     folder = ROOT / "checkpoints" / "sma-images"
     saved = json.loads((folder / "permutation.json").read_text())
     # the permutation sma-prepare-data --permute_pixels makes from its seed
-    expected = seeded_rng(saved["seed"], "images/mnist_permutation").permutation(784).tolist()
+    expected = pixel_permutation(saved["seed"], 784).tolist()
     assert saved["permutation"] == expected and saved["convention"] == "permuted_pixels[i] = pixels[permutation[i]]"
     assert "permutation.json" in (folder / "README.md").read_text()

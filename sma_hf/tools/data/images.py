@@ -30,6 +30,11 @@ from .corpus import (
 PERMUTATION_CONVENTION = "permuted_pixels[i] = pixels[permutation[i]]"
 
 
+def pixel_permutation(seed: int, num_pixels: int) -> np.ndarray:
+    """The fixed pixel order of `--permute_pixels` for `seed` (`PERMUTATION_CONVENTION`)."""
+    return seeded_rng(seed, "images/mnist_permutation").permutation(num_pixels)
+
+
 def _pixel_table(pixels: np.ndarray, labels: np.ndarray) -> pa.Table:
     return pa.table({"pixels": float_list_array(pixels), "label": pa.array(labels.astype(np.int64), type=pa.int64())})
 
@@ -91,7 +96,7 @@ def prepare_images(output_dir: str | os.PathLike, seed: int = 0, permute_pixels:
         if name == "mnist":
             mnist_parts = parts
     if permute_pixels:
-        permutation = seeded_rng(seed, "images/mnist_permutation").permutation(mnist.shape[1])
+        permutation = pixel_permutation(seed, mnist.shape[1])
         permuted = mnist[:, permutation]
         files = _write_image_set(folder, root, "mnist_permuted", permuted, mnist_labels, mnist_parts)
         spec = {
